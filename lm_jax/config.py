@@ -1,0 +1,177 @@
+"""The pretraining configuration: every field, its meaning, and validation that names bad fields.
+
+Config files in `configs/` start from `pretraining_config()` and change what they need; the
+command line overrides any field (`--config.train.steps=2000`). `validate` rejects unknown
+fields (a typo is an error, not a silently ignored setting) and out-of-range values.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import ml_collections
+
+from lm_jax.data.sources import CORPORA
+from lm_jax.data.tokenizer import MODEL_TYPES
+from lm_jax.errors import ConfigError
+from lm_jax.models.config import ACTIVATIONS
+
+
+def pretraining_config() -> ml_collections.ConfigDict:
+    """Defaults: a small BERT trained with MLM on the offline Wikipedia sample (CPU-friendly)."""
+    c = ml_collections.ConfigDict()
+    c.objective = "mlm"  # a name from lm_jax.objectives.names()
+    c.seed = 0  # one seed for data order, masks, dropout and initialisation
+    c.output_dir = ""  # where checkpoints and metrics go; "" -> runs/<objective>
+
+    c.data = ml_collections.ConfigDict()
+    c.data.corpus = "wikipedia_sample"  # wikipedia_sample | python_docs | text | jsonl | tsv | tfds
+    c.data.path = ""  # file or folder for text / jsonl / tsv corpora
+    c.data.field = "text"  # JSON key, TSV column or TFDS feature holding the text
+    c.data.tfds_name = ""  # TFDS dataset name (prepared under data_dir; never downloaded)
+    c.data.tfds_split = "train"
+    c.data.data_dir = ""  # TFDS data_dir ("" = TFDS default)
+    c.data.eval_fraction = 0.05  # share of documents held out for evaluation
+    c.data.seq_len = 128  # packed row length, [CLS] and [SEP] included
+
+    c.tokenizer = ml_collections.ConfigDict()
+    c.tokenizer.path = ""  # existing SentencePiece .model or WordPiece vocab.txt; "" = train one
+    c.tokenizer.model_type = "unigram"  # unigram | bpe | char | word (when training)
+    c.tokenizer.vocab_size = 8000  # SentencePiece pieces when training (sentinels come on top)
+    c.tokenizer.extra_ids = 100  # T5 sentinel ids appended after the SentencePiece vocabulary
+    c.tokenizer.lowercase = True  # WordPiece vocabularies only
+
+    c.model = ml_collections.ConfigDict()
+    c.model.hidden_size = 128
+    c.model.num_layers = 2
+    c.model.num_heads = 2
+    c.model.intermediate_size = 512
+    c.model.max_position = 512
+    c.model.dropout_rate = 0.1
+    c.model.activation = "gelu"
+    c.model.dtype = "float32"  # compute dtype; parameters are always fp32
+
+    c.objective_options = ml_collections.ConfigDict()  # keyword options of the objective
+    c.objective_options.rate = 0.15
+    c.objective_options.mask_prob = 0.8
+    c.objective_options.random_prob = 0.1
+    c.objective_options.budget = "round"  # round (BERT) | probabilistic (RoBERTa)
+
+    c.train = ml_collections.ConfigDict()
+    c.train.steps = 1000
+    c.train.batch_size = 32
+    c.train.learning_rate = 2e-3  # peak, reached after warmup
+    c.train.warmup_steps = 100
+    c.train.decay = "linear"  # linear | cosine decay to 0 at `steps`
+    c.train.weight_decay = 0.01  # AdamW; biases and LayerNorm parameters are not decayed
+    c.train.b1 = 0.9
+    c.train.b2 = 0.98
+    c.train.eps = 1e-6
+    c.train.clip_norm = 1.0  # global-norm gradient clipping (0 disables)
+    c.train.log_every = 50
+    c.train.eval_every = 250
+    c.train.eval_batches = 8
+    c.train.checkpoint_every = 250
+    c.train.keep_checkpoints = 3
+    return c
+
+
+def _positive(x) -> bool:
+    return x > 0
+
+
+def _fraction(x) -> bool:
+    return 0.0 < x < 1.0
+
+
+_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "seed": (lambda x: x >= 0, "must be >= 0"),
+    "data.corpus": (lambda x: x in CORPORA, f"must be one of {sorted(CORPORA)}"),
+    "data.eval_fraction": (_fraction, "must be in (0, 1)"),
+    "data.seq_len": (lambda x: x >= 8, "must be >= 8"),
+    "tokenizer.model_type": (lambda x: x in MODEL_TYPES, f"must be one of {MODEL_TYPES}"),
+    "tokenizer.vocab_size": (lambda x: x >= 16, "must be >= 16"),
+    "tokenizer.extra_ids": (lambda x: x >= 0, "must be >= 0"),
+    "model.hidden_size": (_positive, "must be > 0"),
+    "model.num_layers": (_positive, "must be > 0"),
+    "model.num_heads": (_positive, "must be > 0"),
+    "model.intermediate_size": (_positive, "must be > 0"),
+    "model.max_position": (_positive, "must be > 0"),
+    "model.dropout_rate": (lambda x: 0.0 <= x < 1.0, "must be in [0, 1)"),
+    "model.activation": (lambda x: x in ACTIVATIONS, f"must be one of {ACTIVATIONS}"),
+    "model.dtype": (lambda x: x in ("float32", "bfloat16"), "must be float32 or bfloat16"),
+    "train.steps": (_positive, "must be > 0"),
+    "train.batch_size": (_positive, "must be > 0"),
+    "train.learning_rate": (_positive, "must be > 0"),
+    "train.warmup_steps": (lambda x: x >= 0, "must be >= 0"),
+    "train.decay": (lambda x: x in ("linear", "cosine"), "must be linear or cosine"),
+    "train.weight_decay": (lambda x: x >= 0, "must be >= 0"),
+    "train.b1": (lambda x: 0 <= x < 1, "must be in [0, 1)"),
+    "train.b2": (lambda x: 0 <= x < 1, "must be in [0, 1)"),
+    "train.eps": (_positive, "must be > 0"),
+    "train.clip_norm": (lambda x: x >= 0, "must be >= 0"),
+    "train.log_every": (_positive, "must be > 0"),
+    "train.eval_every": (_positive, "must be > 0"),
+    "train.eval_batches": (_positive, "must be > 0"),
+    "train.checkpoint_every": (_positive, "must be > 0"),
+    "train.keep_checkpoints": (_positive, "must be > 0"),
+}
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, name + "."))
+        else:
+            out[name] = v
+    return out
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Raise `ConfigError` naming the first unknown field, mistyped value or invalid value."""
+    from lm_jax import objectives
+
+    schema = _flatten(pretraining_config().to_dict())
+    given = _flatten(config.to_dict())
+    for name, value in given.items():
+        if name.startswith("objective_options."):
+            continue  # checked against the objective's signature below
+        if name not in schema:
+            raise ConfigError(f"unknown config field config.{name}")
+        expected = type(schema[name])
+        ok = isinstance(value, expected) or (expected is float and isinstance(value, int))
+        if not ok or (expected is int and isinstance(value, bool)):
+            raise ConfigError(f"config.{name} must be {expected.__name__}, got {value!r}")
+        if name in _RULES and not _RULES[name][0](value):
+            raise ConfigError(f"config.{name} {_RULES[name][1]}, got {value!r}")
+    for name in schema:
+        if name not in given:
+            raise ConfigError(f"config.{name} is missing")
+    objective = objectives.get(config.objective) if config.objective in objectives.names() else None
+    if objective is None:
+        raise ConfigError(f"config.objective: unknown objective {config.objective!r}; "
+                          f"choose from {objectives.names()}")
+    accepted = set(inspect.signature(objective).parameters) - {"key", "tokens", "vocab",
+                                                               "segment_ids"}
+    for option in config.objective_options:
+        if option not in accepted:
+            raise ConfigError(f"config.objective_options.{option} is not an option of objective "
+                              f"{config.objective!r}; it accepts {sorted(accepted)}")
+    m = config.model
+    if m.hidden_size % m.num_heads:
+        raise ConfigError(f"config.model.hidden_size ({m.hidden_size}) must be divisible by "
+                          f"config.model.num_heads ({m.num_heads})")
+    if config.data.seq_len > m.max_position:
+        raise ConfigError(f"config.data.seq_len ({config.data.seq_len}) exceeds "
+                          f"config.model.max_position ({m.max_position})")
+    if config.train.warmup_steps > config.train.steps:
+        raise ConfigError(f"config.train.warmup_steps ({config.train.warmup_steps}) exceeds "
+                          f"config.train.steps ({config.train.steps})")
+    if config.data.corpus in ("text", "jsonl", "tsv") and not config.data.path:
+        raise ConfigError(f"config.data.path is required for corpus {config.data.corpus!r}")
+    if config.data.corpus == "tfds" and not config.data.tfds_name:
+        raise ConfigError("config.data.tfds_name is required for corpus 'tfds'")

@@ -1,0 +1,1 @@
+"""Data: text sources, tokenizers, document-aware packing and the training input pipeline."""

@@ -1,0 +1,87 @@
+"""Document-aware packing of tokenized documents into fixed-length rows.
+
+Documents are wrapped as `[CLS] tokens [SEP]`, concatenated and cut into rows of `seq_len`
+(RoBERTa's FULL-SENTENCES blocks, Liu et al. 2019). Unlike RoBERTa, rows carry seqio's packed
+layout so nothing attends across documents: `segment_ids` number the documents of a row 1..n
+(0 = padding) and `positions` restart at 0 for each of them. A document longer than a row
+continues in the next row as a new segment. Only the final row is padded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+
+from lm_jax.data.tokenizer import VocabInfo
+from lm_jax.errors import DataError
+
+
+@dataclasses.dataclass(frozen=True)
+class PackedRows:
+    """Packed rows; every array is [num_rows, seq_len]."""
+
+    tokens: np.ndarray  # int32
+    segment_ids: np.ndarray  # int32, 1..n per row, 0 = padding
+    positions: np.ndarray  # int32, restarting at 0 per segment
+    word_starts: np.ndarray  # bool, word-start flags (specials start their own word)
+
+    def __len__(self) -> int:
+        return self.tokens.shape[0]
+
+    def row(self, i: int) -> dict[str, np.ndarray]:
+        return {f.name: getattr(self, f.name)[i] for f in dataclasses.fields(self)}
+
+
+def segments_to_positions(segment_ids: np.ndarray) -> np.ndarray:
+    """Positions restarting at 0 wherever the segment id changes along the last axis."""
+    seg = np.asarray(segment_ids)
+    idx = np.broadcast_to(np.arange(seg.shape[-1]), seg.shape)
+    change = np.ones(seg.shape, dtype=bool)
+    change[..., 1:] = seg[..., 1:] != seg[..., :-1]
+    start = np.maximum.accumulate(np.where(change, idx, 0), axis=-1)
+    return (idx - start).astype(np.int32)
+
+
+def pack_documents(documents: Sequence[np.ndarray], seq_len: int, vocab: VocabInfo,
+                   word_starts: Sequence[np.ndarray] | None = None) -> PackedRows:
+    """Pack token-id documents into rows of `seq_len` (see module docstring).
+
+    Args:
+      documents: one int array of token ids per document (no special tokens).
+      seq_len: row length, at least 3 ([CLS], one token, [SEP]).
+      vocab: the vocabulary (for the [CLS], [SEP] and pad ids).
+      word_starts: optional word-start flags aligned with `documents`; default: every token
+        starts a word.
+    """
+    if seq_len < 3:
+        raise DataError(f"seq_len must be at least 3 to hold [CLS] x [SEP], got {seq_len}")
+    documents = [np.asarray(d, dtype=np.int32) for d in documents if len(d)]
+    if not documents:
+        raise DataError("no tokens to pack: every document tokenized to nothing")
+    if word_starts is None:
+        word_starts = [np.ones(len(d), dtype=bool) for d in documents]
+    else:
+        word_starts = [np.asarray(w, dtype=bool) for w in word_starts if len(w)]
+        if [len(w) for w in word_starts] != [len(d) for d in documents]:
+            raise DataError("word_starts must align with documents token for token")
+    cls, sep = np.array([vocab.cls_id], np.int32), np.array([vocab.sep_id], np.int32)
+    stream = np.concatenate([x for d in documents for x in (cls, d, sep)])
+    starts = np.concatenate([x for w in word_starts for x in (np.ones(1, bool), w, np.ones(1, bool))])
+    doc_index = np.repeat(np.arange(len(documents), dtype=np.int64),
+                          [len(d) + 2 for d in documents])
+
+    num_rows = -(-len(stream) // seq_len)
+    pad = num_rows * seq_len - len(stream)
+    tokens = np.concatenate([stream, np.full(pad, vocab.pad_id, np.int32)]).reshape(num_rows, seq_len)
+    starts = np.concatenate([starts, np.zeros(pad, bool)]).reshape(num_rows, seq_len)
+    doc = np.concatenate([doc_index, np.full(pad, -1)]).reshape(num_rows, seq_len)
+
+    new_segment = np.ones(doc.shape, dtype=bool)
+    new_segment[:, 1:] = doc[:, 1:] != doc[:, :-1]
+    segment_ids = np.cumsum(new_segment, axis=1).astype(np.int32)
+    segment_ids[doc < 0] = 0
+    positions = np.where(segment_ids > 0, segments_to_positions(segment_ids), 0).astype(np.int32)
+    return PackedRows(tokens=tokens, segment_ids=segment_ids, positions=positions,
+                      word_starts=starts)

@@ -1,0 +1,187 @@
+"""Text sources: each returns a list of documents (strings). Nothing here downloads.
+
+- `wikipedia_sample`: the default corpus, 107 English Wikipedia articles (3.1 M characters) that
+  ship inside gensim's wheel as test data, cleaned of MediaWiki markup with gensim's filter.
+- `python_docs`: CPython's own documentation topics (`pydoc_data.topics`, about 0.7 MB).
+- `text`: a UTF-8 text file, or a folder of `*.txt` files; documents separated by blank lines.
+- `jsonl`: one JSON object per line, the document in `field`.
+- `tsv`: a tab-separated file with a header row, the document in column `field`.
+- `tfds`: a TensorFlow Datasets dataset already prepared under `data_dir` (ArrayRecord format,
+  read with `tfds.data_source`, no TensorFlow); `download=False`, so a missing dataset is an error.
+"""
+
+from __future__ import annotations
+
+import bz2
+import csv
+import json
+import os
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from lm_jax.errors import DataError
+
+DATA_DIR_ENV = "LM_JAX_DATA_DIR"
+
+
+def shared_data_dir() -> Path:
+    """The folder of real data used by tests and benchmarks.
+
+    `$LM_JAX_DATA_DIR` when set, else `../shared/data` beside the repository root.
+    """
+    env = os.environ.get(DATA_DIR_ENV)
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+_WIKI_HEADING = re.compile(r"^\s*=+\s*(.*?)\s*=+\s*$", re.MULTILINE)
+_WIKI_QUOTES = re.compile(r"'{2,}")
+_SPACES = re.compile(r"[ \t]+")
+_BLANK_LINES = re.compile(r"\n\s*\n+")
+
+
+def wikipedia_sample() -> list[str]:
+    """The English Wikipedia sample bundled in gensim's wheel, one document per article."""
+    try:
+        from gensim.corpora.wikicorpus import extract_pages, filter_wiki
+        from gensim.test.utils import datapath
+    except ImportError as e:  # pragma: no cover - gensim is a runtime dependency
+        raise DataError("the default corpus needs gensim (pip install gensim)") from e
+    path = datapath("enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2")
+    if not os.path.isfile(path):
+        raise DataError(f"gensim's Wikipedia sample is missing from its install: {path}")
+    docs = []
+    with bz2.BZ2File(path) as f:
+        for _title, markup, _page_id in extract_pages(f, filter_namespaces=("0",)):
+            if markup.lstrip().upper().startswith("#REDIRECT"):
+                continue
+            text = filter_wiki(markup)
+            text = _WIKI_HEADING.sub(r"\1", text)
+            text = _WIKI_QUOTES.sub("", text)
+            paragraphs = [_SPACES.sub(" ", p).strip() for p in _BLANK_LINES.split(text)]
+            text = "\n".join(p for p in paragraphs if p)
+            if text:
+                docs.append(text)
+    return docs
+
+
+def python_docs() -> list[str]:
+    """CPython's documentation topics, one document per topic."""
+    from pydoc_data.topics import topics
+
+    return [t.strip() for _, t in sorted(topics.items()) if t.strip()]
+
+
+def _existing(path: str | os.PathLike, what: str) -> Path:
+    if not path:
+        raise DataError(f"the {what} corpus needs a path (config.data.path)")
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise DataError(f"corpus path does not exist: {p}")
+    return p
+
+
+def text_files(path: str | os.PathLike) -> list[str]:
+    """Documents from a text file or a folder of `*.txt` files, split on blank lines."""
+    p = _existing(path, "text")
+    files = sorted(p.rglob("*.txt")) if p.is_dir() else [p]
+    docs = []
+    for f in files:
+        try:
+            content = f.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise DataError(f"{f} is not UTF-8 text: {e}") from e
+        docs.extend(d.strip() for d in _BLANK_LINES.split(content) if d.strip())
+    return docs
+
+
+def jsonl_file(path: str | os.PathLike, field: str = "text") -> list[str]:
+    """Documents from field `field` of each line of a JSON-lines file."""
+    p = _existing(path, "jsonl")
+    docs = []
+    with p.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{p}:{n}: invalid JSON ({e.msg})") from e
+            if not isinstance(record, dict) or field not in record:
+                raise DataError(f"{p}:{n}: no field {field!r} (config.data.field)")
+            if str(record[field]).strip():
+                docs.append(str(record[field]).strip())
+    return docs
+
+
+def tsv_file(path: str | os.PathLike, field: str = "text") -> list[str]:
+    """Documents from column `field` of a tab-separated file with a header row."""
+    p = _existing(path, "tsv")
+    csv.field_size_limit(sys.maxsize)
+    with p.open(encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        if reader.fieldnames is None:
+            return []
+        if field not in reader.fieldnames:
+            raise DataError(f"{p} has no column {field!r} (config.data.field); "
+                            f"columns: {reader.fieldnames}")
+        return [row[field].strip() for row in reader if (row[field] or "").strip()]
+
+
+def tfds_dataset(name: str, split: str = "train", data_dir: str | os.PathLike | None = None,
+                 field: str = "text") -> list[str]:
+    """Documents from a prepared TFDS dataset, read through ArrayRecord without TensorFlow."""
+    import tensorflow_datasets as tfds
+
+    from lm_jax.data import tfds_text  # noqa: F401  (registers the local text builder)
+
+    if not name:
+        raise DataError("the tfds corpus needs a dataset name (config.data.tfds_name)")
+    try:
+        source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+    except Exception as e:  # TFDS raises several types for "not prepared" / "unknown name"
+        raise DataError(f"TFDS dataset {name!r} (split {split!r}) is not available under "
+                        f"{data_dir or 'the default TFDS data_dir'}: {e}") from e
+    docs = []
+    for i in range(len(source)):
+        record = source[i]
+        if field not in record:
+            raise DataError(f"TFDS dataset {name!r} has no feature {field!r} (config.data.field); "
+                            f"features: {sorted(record)}")
+        value = record[field]
+        text = value.decode("utf-8") if isinstance(value, bytes) else str(value)
+        if text.strip():
+            docs.append(text.strip())
+    return docs
+
+
+CORPORA: dict[str, Callable[..., list[str]]] = {
+    "wikipedia_sample": wikipedia_sample,
+    "python_docs": python_docs,
+    "text": text_files,
+    "jsonl": jsonl_file,
+    "tsv": tsv_file,
+    "tfds": tfds_dataset,
+}
+
+
+def load_documents(corpus: str, path: str = "", field: str = "text", tfds_name: str = "",
+                   tfds_split: str = "train", data_dir: str = "") -> list[str]:
+    """Load the documents of corpus kind `corpus` (one of `CORPORA`); fails on an empty corpus."""
+    if corpus not in CORPORA:
+        raise DataError(f"unknown corpus {corpus!r} (config.data.corpus); choose from {sorted(CORPORA)}")
+    if corpus in ("wikipedia_sample", "python_docs"):
+        docs = CORPORA[corpus]()
+    elif corpus == "text":
+        docs = text_files(path)
+    elif corpus == "tfds":
+        docs = tfds_dataset(tfds_name, tfds_split, data_dir or None, field)
+    else:
+        docs = CORPORA[corpus](path, field)
+    if not docs:
+        where = path or tfds_name or corpus
+        raise DataError(f"corpus {where!r} is empty: it holds no non-blank document")
+    return docs

@@ -1,0 +1,69 @@
+"""Model hyper-parameters."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+
+ACTIVATIONS = ("gelu", "gelu_tanh", "relu")
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig:
+    """A Transformer encoder's shape (BERT naming, Devlin et al. 2019; defaults are BERT-base).
+
+    Attributes:
+      vocab_size: embedding rows (the tokenizer's `vocab.size`).
+      hidden_size, num_layers, num_heads, intermediate_size: the usual widths and depth.
+      max_position: learned absolute positions available.
+      type_vocab_size: token-type (sentence A/B) embeddings.
+      dropout_rate: hidden dropout (attention-probability dropout is left out, as in
+        MosaicBERT and ModernBERT: no fused attention kernel supports it).
+      layer_norm_eps: LayerNorm epsilon (1e-12 in BERT).
+      initializer_range: std of the truncated-normal initialiser.
+      activation: feed-forward activation ("gelu" is BERT's exact erf GeLU).
+      dtype: compute dtype ("float32" on CPU, "bfloat16" on accelerators); parameters stay fp32.
+      attention_implementation: passed to `lm_jax.attention.dot_product_attention`.
+    """
+
+    vocab_size: int
+    hidden_size: int = 768
+    num_layers: int = 12
+    num_heads: int = 12
+    intermediate_size: int = 3072
+    max_position: int = 512
+    type_vocab_size: int = 2
+    dropout_rate: float = 0.1
+    layer_norm_eps: float = 1e-12
+    initializer_range: float = 0.02
+    activation: str = "gelu"
+    dtype: str = "float32"
+    attention_implementation: str = "xla"
+
+    def __post_init__(self):
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size ({self.hidden_size}) must be divisible by num_heads "
+                             f"({self.num_heads})")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
+                     "max_position", "type_vocab_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.dropout_rate < 1.0:
+            raise ValueError(f"dropout_rate must be in [0, 1), got {self.dropout_rate}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    @property
+    def compute_dtype(self) -> jnp.dtype:
+        return jnp.dtype(self.dtype)
+
+    def non_embedding_params(self) -> int:
+        """Parameters outside the embeddings and MLM head (for model FLOPs)."""
+        h, i = self.hidden_size, self.intermediate_size
+        per_layer = 4 * h * h + 4 * h + 2 * h * i + i + h + 4 * h
+        return self.num_layers * per_layer

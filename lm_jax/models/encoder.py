@@ -1,0 +1,49 @@
+"""Bidirectional Transformer encoder (BERT, RoBERTa) and its masked-LM pretraining model."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+from flax import nnx
+
+from lm_jax.attention import AttentionMask
+from lm_jax.models.config import TransformerConfig
+from lm_jax.models.heads import MaskedLMHead, gather_positions
+from lm_jax.models.layers import EncoderLayer, Embeddings
+from lm_jax.objectives.batch import Batch
+
+
+class Encoder(nnx.Module):
+    """Embeddings followed by `num_layers` post-LN Transformer layers (Devlin et al. 2019)."""
+
+    def __init__(self, cfg: TransformerConfig, *, rngs: nnx.Rngs):
+        self.cfg = cfg
+        self.embeddings = Embeddings(cfg, rngs=rngs)
+        self.layers = nnx.List([EncoderLayer(cfg, rngs=rngs) for _ in range(cfg.num_layers)])
+
+    def __call__(self, input_ids: jnp.ndarray, positions: jnp.ndarray, mask: AttentionMask,
+                 token_type_ids: jnp.ndarray | None = None, *, deterministic: bool = True,
+                 rngs: nnx.Rngs | None = None) -> jnp.ndarray:
+        """Hidden states [batch, L, hidden] for ids, positions and a compact attention mask."""
+        if token_type_ids is None:
+            token_type_ids = jnp.zeros_like(input_ids)
+        x = self.embeddings(input_ids, positions, token_type_ids, deterministic=deterministic,
+                            rngs=rngs)
+        for layer in self.layers:
+            x = layer(x, mask, deterministic=deterministic, rngs=rngs)
+        return x
+
+
+class EncoderForMaskedLM(nnx.Module):
+    """Encoder + tied MLM head scoring only the batch's sparse masked positions."""
+
+    def __init__(self, cfg: TransformerConfig, *, rngs: nnx.Rngs):
+        self.encoder = Encoder(cfg, rngs=rngs)
+        self.mlm_head = MaskedLMHead(cfg, rngs=rngs)
+
+    def __call__(self, batch: Batch, token_type_ids: jnp.ndarray | None = None, *,
+                 deterministic: bool = True, rngs: nnx.Rngs | None = None) -> jnp.ndarray:
+        """fp32 logits [batch, max_predictions, vocab] at `batch.masked_positions`."""
+        hidden = self.encoder(batch.inputs, batch.positions, batch.attention, token_type_ids,
+                              deterministic=deterministic, rngs=rngs)
+        return self.mlm_head(gather_positions(hidden, batch.masked_positions),
+                             self.encoder.embeddings)

@@ -1,0 +1,1 @@
+"""Training: optimiser, jitted steps, checkpoints, metrics and the pretraining loop."""

@@ -1,0 +1,105 @@
+"""Checkpoints (orbax) and the run's configuration record.
+
+A run directory holds `run_config.json` (the configuration it started with) and
+`checkpoints/<step>/`. Resuming compares the new configuration with the record: fields that
+change what is trained (model, tokenizer, data, objective, seed, batch size) must match, so a
+checkpoint is never continued, or overwritten, under a different setup.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+from lm_jax.errors import CheckpointError
+
+RUN_CONFIG_FILE = "run_config.json"
+# Config fields that may change between a run and its resumption.
+RESUMABLE_CHANGES = ("output_dir", "train.steps", "train.log_every", "train.eval_every",
+                     "train.eval_batches", "train.checkpoint_every", "train.keep_checkpoints")
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        out.update(_flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def checkpoint_steps(directory: Path) -> list[int]:
+    """Steps of the finished checkpoints under `directory` (orbax's in-progress ones excluded)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    return sorted(int(p.name) for p in directory.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def check_run_config(workdir: Path, config_dict: dict[str, Any], resuming: bool) -> None:
+    """Record the configuration of a fresh run; for a resumed run, refuse incompatible changes."""
+    path = Path(workdir) / RUN_CONFIG_FILE
+    if not resuming:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(config_dict, indent=2, sort_keys=True))
+        tmp.replace(path)
+        return
+    try:
+        recorded = _flatten(json.loads(path.read_text()))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path} is corrupt ({e}); the run directory was left untouched") from e
+    current = _flatten(config_dict)
+    changed = sorted(k for k in set(recorded) | set(current)
+                     if k not in RESUMABLE_CHANGES and recorded.get(k) != current.get(k))
+    if changed:
+        diffs = "; ".join(f"config.{k}: {recorded.get(k)!r} -> {current.get(k)!r}" for k in changed)
+        raise CheckpointError(
+            f"{workdir} holds a run with a different configuration ({diffs}). Resume it with its "
+            "own configuration, or choose a new config.output_dir; nothing was overwritten.")
+
+
+class Checkpointer:
+    """Keeps the last `keep` checkpoints of a pytree train state under `directory`.
+
+    Saves are asynchronous (orbax writes in the background while training continues); `close`
+    waits for the last one.
+    """
+
+    def __init__(self, directory: Path, keep: int):
+        self.directory = Path(directory)
+        self._manager = ocp.CheckpointManager(
+            self.directory.absolute(),
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                                 enable_async_checkpointing=True))
+
+    def latest_step(self) -> int | None:
+        return self._manager.latest_step()
+
+    def save(self, step: int, state: Any) -> None:
+        self._manager.save(step, args=ocp.args.StandardSave(state))
+
+    def restore(self, step: int, like: Any) -> Any:
+        """The state saved at `step`, with the structure, shapes and dtypes of `like`."""
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+        try:
+            restored = self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        except Exception as e:  # orbax raises many types for missing / truncated / foreign files
+            raise CheckpointError(
+                f"checkpoint {self.directory / str(step)} is corrupt or does not match this "
+                f"model ({type(e).__name__}: {str(e)[:300]}); it was left untouched") from e
+        mismatched = [
+            jax.tree_util.keystr(path)
+            for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(abstract)[0],
+                                    jax.tree.leaves(restored))
+            if a.shape != b.shape or a.dtype != b.dtype]
+        if mismatched:
+            raise CheckpointError(f"checkpoint {self.directory / str(step)} does not match this "
+                                  f"model at {mismatched[:5]}; it was left untouched")
+        return restored
+
+    def close(self) -> None:
+        self._manager.wait_until_finished()
+        self._manager.close()
