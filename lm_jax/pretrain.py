@@ -31,7 +31,9 @@ def _parse_config(argv: list[str]):
         config_flags.DEFINE_config_file("config", str(DEFAULT_CONFIG),
                                         "Pretraining configuration file (get_config()).")
     rest = flags.FLAGS(argv)
-    return flags.FLAGS.config, rest
+    config = flags.FLAGS.config
+    config.to_dict()  # a config file that failed to load raises here, not at first use
+    return config, rest
 
 
 def _explain_flag_error(argv: list[str], error: Exception) -> str:
