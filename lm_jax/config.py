@@ -14,7 +14,7 @@ from typing import Any
 import ml_collections
 
 from lm_jax.data.sources import CORPORA
-from lm_jax.data.tokenizer import MODEL_TYPES
+from lm_jax.data.tokenizer import MIN_TRAINED_VOCAB, MODEL_TYPES
 from lm_jax.errors import ConfigError
 from lm_jax.models.config import ACTIVATIONS
 
@@ -92,7 +92,8 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.eval_fraction": (_fraction, "must be in (0, 1)"),
     "data.seq_len": (lambda x: x >= 8, "must be >= 8"),
     "tokenizer.model_type": (lambda x: x in MODEL_TYPES, f"must be one of {MODEL_TYPES}"),
-    "tokenizer.vocab_size": (lambda x: x >= 16, "must be >= 16"),
+    "tokenizer.vocab_size": (lambda x: x >= MIN_TRAINED_VOCAB,
+                             f"must be >= {MIN_TRAINED_VOCAB} (specials + 256 byte pieces)"),
     "tokenizer.extra_ids": (lambda x: x >= 0, "must be >= 0"),
     "model.hidden_size": (_positive, "must be > 0"),
     "model.num_layers": (_positive, "must be > 0"),

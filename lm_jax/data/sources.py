@@ -1,6 +1,6 @@
 """Text sources: each returns a list of documents (strings). Nothing here downloads.
 
-- `wikipedia_sample`: the default corpus, 107 English Wikipedia articles (3.1 M characters) that
+- `wikipedia_sample`: the default corpus, 106 English Wikipedia articles (3 M characters) that
   ship inside gensim's wheel as test data, cleaned of MediaWiki markup with gensim's filter.
 - `python_docs`: CPython's own documentation topics (`pydoc_data.topics`, about 0.7 MB).
 - `text`: a UTF-8 text file, or a folder of `*.txt` files; documents separated by blank lines.

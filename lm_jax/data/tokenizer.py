@@ -31,6 +31,7 @@ from lm_jax.errors import DataError
 SPECIAL_PIECES = ("[CLS]", "[SEP]", "[MASK]")
 SENTINEL_FORMAT = "<extra_id_{}>"
 MODEL_TYPES = ("unigram", "bpe", "char", "word")
+MIN_TRAINED_VOCAB = 300  # 5 specials + 256 byte-fallback pieces + some text pieces
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,6 +212,7 @@ def train_sentencepiece(
     extra_ids: int = 100,
     max_sentences: int = 1_000_000,
     seed_sentencepiece_size: int = 1_000_000,
+    byte_fallback: bool = True,
 ) -> SentencePieceTokenizer:
     """Train a SentencePiece model with lm_jax's special tokens and save it to `output_path`.
 
@@ -222,11 +224,16 @@ def train_sentencepiece(
         character: the Chinese-BERT vocabulary style) or "word".
       character_coverage: 0.9995 for alphabetic languages, 1.0 or 0.9995 for CJK.
       extra_ids: T5 sentinels appended after the model's pieces.
+      byte_fallback: characters outside the vocabulary become UTF-8 byte pieces (256 of the
+        pieces) instead of [UNK], so `decode(encode(text))` gives the normalised text back.
     """
     import sentencepiece as spm
 
     if model_type not in MODEL_TYPES:
         raise DataError(f"unknown SentencePiece model_type {model_type!r}; choose from {MODEL_TYPES}")
+    if byte_fallback and vocab_size < MIN_TRAINED_VOCAB:
+        raise DataError(f"vocab_size {vocab_size} is too small for byte_fallback: it needs at least "
+                        f"{MIN_TRAINED_VOCAB} (5 specials + 256 byte pieces + text pieces)")
     lines = [line.strip() for t in texts for line in t.splitlines() if line.strip()]
     if not lines:
         raise DataError("cannot train a tokenizer on an empty corpus (no non-blank lines)")
@@ -238,7 +245,8 @@ def train_sentencepiece(
             pad_id=0, unk_id=1, bos_id=-1, eos_id=-1, control_symbols=list(SPECIAL_PIECES),
             input_sentence_size=max_sentences, shuffle_input_sentence=True,
             seed_sentencepiece_size=seed_sentencepiece_size,
-            hard_vocab_limit=False, num_threads=os.cpu_count() or 1, minloglevel=2)
+            byte_fallback=byte_fallback, hard_vocab_limit=False,
+            num_threads=os.cpu_count() or 1, minloglevel=2)
     except RuntimeError as e:
         raise DataError(f"SentencePiece training failed: {e}") from e
     output_path = Path(output_path)

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class RunSummary:
-    """Where a run's outputs are and how its held-out loss moved."""
+    """Where a run's outputs are, how its held-out loss moved, and its final state."""
 
     workdir: Path
     checkpoint_dir: Path
@@ -40,6 +40,7 @@ class RunSummary:
     final_step: int
     first_eval_loss: float
     last_eval_loss: float
+    state: TrainState
 
 
 def default_workdir(config: ml_collections.ConfigDict) -> Path:
@@ -133,6 +134,7 @@ def pretrain(config: ml_collections.ConfigDict, workdir: Path | None = None,
     return RunSummary(workdir=workdir, checkpoint_dir=checkpointer.directory,
                       metrics_path=workdir / "metrics.jsonl", plot_path=plot_path,
                       tokenizer_path=tokenizer_path, final_step=max(start, t.steps),
-                      first_eval_loss=evals[0]["loss"], last_eval_loss=evals[-1]["loss"])
+                      first_eval_loss=evals[0]["loss"], last_eval_loss=evals[-1]["loss"],
+                      state=state)
 
 

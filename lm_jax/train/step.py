@@ -62,7 +62,7 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
         grads, sums = jax.grad(loss_fn, has_aux=True)(state.params)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        sums = {**sums, "grad_norm": optax.global_norm(grads), "steps": jnp.ones((), jnp.float32)}
+        sums = {**sums, "grad_norm": optax.tree.norm(grads), "steps": jnp.ones((), jnp.float32)}
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state), sums
 
     return jax.jit(step, donate_argnums=0)

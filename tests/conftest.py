@@ -1,0 +1,89 @@
+"""Shared fixtures: tiny vocabularies, a tokenizer trained on the default corpus, tiny configs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from lm_jax.data.sources import shared_data_dir
+from lm_jax.data.tokenizer import VocabInfo
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """`../shared/data` (or $LM_JAX_DATA_DIR); tests that need it skip when it is absent."""
+    path = shared_data_dir()
+    if not path.is_dir():
+        pytest.skip(f"shared data folder not found at {path} (set LM_JAX_DATA_DIR)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def vocab() -> VocabInfo:
+    """A 1000-id vocabulary with BERT-like special ids and 4 sentinels at the top."""
+    return VocabInfo(size=1000, pad_id=0, unk_id=1, cls_id=2, sep_id=3, mask_id=4,
+                     sentinel_ids=(999, 998, 997, 996))
+
+
+@pytest.fixture(scope="session")
+def wiki_docs() -> list[str]:
+    from lm_jax.data.sources import wikipedia_sample
+
+    return wikipedia_sample()
+
+
+@pytest.fixture(scope="session")
+def wiki_tokenizer(wiki_docs, tmp_path_factory):
+    """A 2000-piece unigram SentencePiece model trained on the default corpus."""
+    from lm_jax.data.tokenizer import train_sentencepiece
+
+    path = tmp_path_factory.mktemp("tok") / "wiki.model"
+    return train_sentencepiece(wiki_docs[:40], path, vocab_size=2000, extra_ids=10)
+
+
+def tiny_config(**overrides):
+    """The default pretraining config shrunk for CPU tests; overrides as dotted keys."""
+    from lm_jax.config import pretraining_config
+
+    c = pretraining_config()
+    c.data.corpus = "python_docs"
+    c.data.seq_len = 64
+    c.tokenizer.vocab_size = 1000
+    c.tokenizer.extra_ids = 0
+    c.model.hidden_size = 64
+    c.model.num_layers = 1
+    c.model.num_heads = 2
+    c.model.intermediate_size = 128
+    c.model.max_position = 64
+    c.train.steps = 20
+    c.train.batch_size = 8
+    c.train.warmup_steps = 2
+    c.train.log_every = 5
+    c.train.eval_every = 10
+    c.train.checkpoint_every = 10
+    c.train.eval_batches = 2
+    for key, value in overrides.items():
+        node = c
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return c
+
+
+def run_python(code: str, devices: int = 1, timeout: int = 600) -> str:
+    """Run `code` in a fresh interpreter with `devices` fake CPU devices; returns stdout."""
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+               JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+    if proc.returncode:
+        raise AssertionError(f"subprocess failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    return proc.stdout

@@ -1,0 +1,84 @@
+"""The encoder and its masked-LM head: shapes, determinism, gradients, tied decoder."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import lm_jax.objectives as obj
+from lm_jax.models import EncoderForMaskedLM, TransformerConfig
+
+
+@pytest.fixture(scope="module")
+def cfg(vocab):
+    return TransformerConfig(vocab_size=vocab.size, hidden_size=32, num_layers=2, num_heads=4,
+                             intermediate_size=64, max_position=64)
+
+
+def make_batch(vocab, seed=0):
+    rng = np.random.default_rng(seed)
+    tokens = jnp.asarray(vocab.regular_ids()[rng.integers(0, 500, (4, 48))])
+    segs = jnp.asarray(np.repeat([[1] * 20 + [2] * 20 + [0] * 8], 4, 0))
+    return obj.mlm(jax.random.key(seed), jnp.where(segs > 0, tokens, 0), vocab=vocab, segment_ids=segs)
+
+
+def test_forward_shapes_and_seeded_init(cfg, vocab):
+    batch = make_batch(vocab)
+    a = EncoderForMaskedLM(cfg, rngs=nnx.Rngs(0))
+    b = EncoderForMaskedLM(cfg, rngs=nnx.Rngs(0))
+    logits = a(batch)
+    assert logits.shape == (4, batch.masked_positions.shape[1], vocab.size)
+    assert logits.dtype == jnp.float32
+    np.testing.assert_array_equal(logits, b(batch))
+    jax.tree.map(np.testing.assert_array_equal, nnx.state(a), nnx.state(b))
+
+
+def test_functional_use_under_jit_and_grad(cfg, vocab):
+    graphdef, params = nnx.split(EncoderForMaskedLM(cfg, rngs=nnx.Rngs(0)))
+    batch = make_batch(vocab)
+
+    @jax.jit
+    def loss(params, key):
+        model = nnx.merge(graphdef, params)
+        logits = model(batch, deterministic=False, rngs=nnx.Rngs(dropout=key))
+        nll = -jax.nn.log_softmax(logits)[..., 0]
+        return (nll * batch.masked_weights).sum()
+
+    grads = jax.grad(loss)(params, jax.random.key(0))
+    norms = jax.tree.leaves(jax.tree.map(lambda g: float(jnp.abs(g).sum()), grads))
+    assert all(np.isfinite(norms)) and sum(n > 0 for n in norms) == len(norms)
+    # Dropout: same key, same output; another key, another output.
+    assert loss(params, jax.random.key(0)) == loss(params, jax.random.key(0))
+    assert loss(params, jax.random.key(0)) != loss(params, jax.random.key(1))
+
+
+def test_decoder_is_tied_to_word_embeddings(cfg, vocab):
+    model = EncoderForMaskedLM(cfg, rngs=nnx.Rngs(0))
+    params = nnx.state(model, nnx.Param)
+    names = {"/".join(map(str, path)) for path, _ in nnx.to_flat_state(params)}
+    assert "encoder/embeddings/word/embedding" in names
+    assert not any("decoder" in n for n in names)  # no separate output matrix
+    h = jnp.ones((1, 1, cfg.hidden_size))
+    expected = h @ model.encoder.embeddings.word.embedding[...].T
+    np.testing.assert_allclose(model.encoder.embeddings.attend(h), expected, rtol=1e-6)
+
+
+def test_padding_does_not_change_real_outputs(cfg, vocab):
+    """A document's hidden states do not depend on other segments or padding in the row."""
+    model = EncoderForMaskedLM(cfg, rngs=nnx.Rngs(0))
+    tokens = jnp.asarray(vocab.regular_ids()[np.arange(10, 30)])[None]
+    alone = obj.mlm(jax.random.key(0), tokens, vocab=vocab)
+    packed_tokens = jnp.concatenate([tokens, tokens[:, :7] + 1, jnp.zeros((1, 5), jnp.int32)], 1)
+    segs = jnp.asarray([[1] * 20 + [2] * 7 + [0] * 5])
+    packed = obj.mlm(jax.random.key(0), packed_tokens, vocab=vocab, segment_ids=segs)
+    h_alone = model.encoder(alone.inputs * 0 + tokens, alone.positions, alone.attention)
+    h_packed = model.encoder(packed_tokens, packed.positions, packed.attention)
+    np.testing.assert_allclose(h_alone[0], h_packed[0, :20], atol=1e-5)
+
+
+def test_config_errors():
+    with pytest.raises(ValueError, match="divisible"):
+        TransformerConfig(vocab_size=10, hidden_size=30, num_heads=4)
+    with pytest.raises(ValueError, match="activation"):
+        TransformerConfig(vocab_size=10, activation="swish")

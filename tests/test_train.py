@@ -1,0 +1,187 @@
+"""The walking skeleton end to end: loss falls, checkpoints restore exactly, runs resume exactly,
+bad input fails clearly without touching existing outputs."""
+
+import hashlib
+import shutil
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import ROOT, run_python, tiny_config
+from lm_jax.errors import CheckpointError, ConfigError
+from lm_jax.train.checkpoint import Checkpointer
+from lm_jax.train.loop import pretrain
+from lm_jax.train.metrics import read_metrics
+
+
+def tree_equal(a, b):
+    return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def digest(folder):
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        if p.is_file():
+            h.update(str(p.relative_to(folder)).encode() + p.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("run")
+    config = tiny_config(**{"train.steps": 120, "train.eval_every": 40, "train.checkpoint_every": 40,
+                            "train.learning_rate": 3e-3, "train.warmup_steps": 10})
+    return config, pretrain(config, workdir, progress=False)
+
+
+def test_heldout_loss_falls_and_outputs_exist(finished_run):
+    _, run = finished_run
+    assert run.final_step == 120
+    assert run.last_eval_loss < run.first_eval_loss - 1.0, (run.first_eval_loss, run.last_eval_loss)
+    records = read_metrics(run.metrics_path)
+    assert [r["step"] for r in records if r["split"] == "eval"] == [0, 40, 80, 120]
+    assert all(r["tokens_per_second"] > 0 for r in records if r["split"] == "train")
+    assert run.plot_path.stat().st_size > 10_000
+    assert run.tokenizer_path.is_file()
+
+
+def test_checkpoint_restores_identical_parameters(finished_run):
+    config, run = finished_run
+    checkpointer = Checkpointer(run.checkpoint_dir, keep=3)
+    assert checkpointer.latest_step() == 120
+    restored = checkpointer.restore(120, run.state)
+    checkpointer.close()
+    assert tree_equal(restored.params, run.state.params)
+    assert tree_equal(restored.opt_state, run.state.opt_state)
+    assert int(restored.step) == 120
+
+
+def test_resume_continues_exactly(finished_run, tmp_path):
+    """Interrupted after the step-40 checkpoint, then resumed: bitwise the same as never stopped."""
+    config, run = finished_run
+    shutil.copytree(run.workdir, tmp_path / "run")
+    for step in ("80", "120"):
+        shutil.rmtree(tmp_path / "run" / "checkpoints" / step)
+    resumed = pretrain(config, tmp_path / "run", progress=False)
+    assert tree_equal(resumed.state.params, run.state.params)
+    assert tree_equal(resumed.state.opt_state, run.state.opt_state)
+    evals = [r["loss"] for r in read_metrics(resumed.metrics_path) if r["split"] == "eval"]
+    assert evals == [r["loss"] for r in read_metrics(run.metrics_path) if r["split"] == "eval"]
+
+
+def test_same_seed_same_run(finished_run, tmp_path):
+    config, run = finished_run
+    config = tiny_config(**{"train.steps": 120, "train.eval_every": 40, "train.checkpoint_every": 40,
+                            "train.learning_rate": 3e-3, "train.warmup_steps": 10})
+    again = pretrain(config, tmp_path / "again", progress=False)
+    assert tree_equal(again.state.params, run.state.params)
+
+
+def test_mismatched_or_corrupt_checkpoint_is_refused_untouched(finished_run, tmp_path):
+    config, run = finished_run
+    shutil.copytree(run.workdir, tmp_path / "run")
+    before = digest(tmp_path / "run")
+    other = tiny_config(**{"train.steps": 120, "model.hidden_size": 32})
+    with pytest.raises(CheckpointError, match=r"config.model.hidden_size: 64 -> 32"):
+        pretrain(other, tmp_path / "run", progress=False)
+    assert digest(tmp_path / "run") == before
+    # Corrupt the latest checkpoint's array data.
+    for f in (tmp_path / "run" / "checkpoints" / "120").rglob("*"):
+        if f.is_file() and f.parent.name == "d":
+            f.write_bytes(b"garbage")
+    before = digest(tmp_path / "run")
+    more = tiny_config(**{"train.steps": 160, "train.eval_every": 40, "train.checkpoint_every": 40,
+                          "train.learning_rate": 3e-3, "train.warmup_steps": 10})
+    with pytest.raises(CheckpointError, match=r"checkpoints/120 is corrupt"):
+        pretrain(more, tmp_path / "run", progress=False)
+    assert digest(tmp_path / "run") == before
+
+
+def test_config_validation_names_fields():
+    from lm_jax.config import validate
+
+    for overrides, message in [({"train.steps": 0}, "config.train.steps must be > 0"),
+                               ({"data.eval_fraction": 1.5}, "config.data.eval_fraction"),
+                               ({"objective": "xlnet9"}, "unknown objective 'xlnet9'"),
+                               ({"data.corpus": "web"}, "config.data.corpus must be one of"),
+                               ({"data.seq_len": 1024}, "exceeds config.model.max_position")]:
+        with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
+            validate(tiny_config(**overrides))
+    config = tiny_config()
+    config.train.stepz = 3
+    with pytest.raises(ConfigError, match="unknown config field config.train.stepz"):
+        validate(config)
+    config = tiny_config()
+    config.objective_options.nope = 1
+    with pytest.raises(ConfigError, match="objective_options.nope is not an option"):
+        validate(config)
+
+
+def run_cli(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, "-m", "lm_jax.pretrain", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--config.objective=nope"], "unknown objective 'nope'"),
+    (["--config.train.stepz=5"], "unknown config field config.train.stepz (did you mean config.train.steps?)"),
+    (["--config.train.steps=abc"], "config.train.steps"),
+    (["--config.data.corpus=text", "--config.data.path=/no/such/corpus"], "corpus path does not exist"),
+    (["--config=configs/missing.py"], "configs/missing.py"),
+])
+def test_cli_bad_input_exits_2(args, message, tmp_path):
+    proc = run_cli(*args, f"--config.output_dir={tmp_path / 'out'}")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "lm_jax: error:" in proc.stderr and message in proc.stderr
+
+
+def test_cli_empty_and_too_small_corpus(tmp_path):
+    (tmp_path / "empty.txt").write_text("\n \n")
+    proc = run_cli("--config.data.corpus=text", f"--config.data.path={tmp_path / 'empty.txt'}",
+                   f"--config.output_dir={tmp_path / 'out'}")
+    assert proc.returncode == 2 and "is empty" in proc.stderr
+    (tmp_path / "small.txt").write_text("one short document\n\nanother short one\n")
+    proc = run_cli("--config.data.corpus=text", f"--config.data.path={tmp_path / 'small.txt'}",
+                   "--config.tokenizer.vocab_size=300",
+                   f"--config.output_dir={tmp_path / 'out2'}")
+    assert proc.returncode == 2 and "corpus too small" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_data_parallel_step_matches_single_device():
+    """On 8 fake CPU devices, a batch sharded over a `data` mesh axis gives the same step."""
+    out = run_python("""
+        import functools, jax, numpy as np
+        from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+        from flax import nnx
+        import lm_jax.objectives as obj
+        from lm_jax.data.tokenizer import VocabInfo
+        from lm_jax.train.loop import build_model
+        from lm_jax.train.optimizer import make_optimizer
+        from lm_jax.train.step import TrainState, make_train_step
+        import sys; sys.path.insert(0, "tests")
+        from conftest import tiny_config
+
+        assert jax.device_count() == 8
+        config = tiny_config()
+        vocab = VocabInfo(size=1000, pad_id=0, unk_id=1, cls_id=2, sep_id=3, mask_id=4)
+        graphdef, params = nnx.split(build_model(config, vocab.size))
+        params = jax.tree.map(np.asarray, params)  # host copy: the step donates its input state
+        tx, _ = make_optimizer(config.train)
+        step = make_train_step(graphdef, tx, functools.partial(obj.mlm, vocab=vocab), seed=0)
+        rng = np.random.default_rng(0)
+        rows = {"tokens": rng.integers(5, 1000, (16, 64)).astype(np.int32),
+                "segment_ids": np.ones((16, 64), np.int32)}
+        _, single = step(TrainState.create(params, tx), rows)
+        mesh = Mesh(np.array(jax.devices()), ("data",))
+        sharded_rows = jax.device_put(rows, NamedSharding(mesh, P("data")))
+        state = jax.device_put(TrainState.create(params, tx), NamedSharding(mesh, P()))
+        new_state, multi = step(state, sharded_rows)
+        assert len(sharded_rows["tokens"].sharding.device_set) == 8
+        for k in single:
+            np.testing.assert_allclose(single[k], multi[k], rtol=1e-5)
+        print("OK", float(single["nll_sum"]), float(multi["nll_sum"]))
+    """, devices=8)
+    assert out.startswith("OK")
