@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lm_jax: error: {e}", file=sys.stderr)
         return 2
     print(f"\nPretrained {config.objective!r} to step {summary.final_step}; held-out loss "
-          f"{summary.first_eval_loss:.3f} -> {summary.last_eval_loss:.3f} (step 0 -> last).")
+          f"{summary.first_eval_loss:.3f} -> {summary.last_eval_loss:.3f} (step 0 -> last; "
+          f"a context-free unigram model scores {summary.unigram_baseline:.3f}).")
     print(f"  run directory : {summary.workdir.absolute()}")
     print(f"  checkpoints   : {summary.checkpoint_dir.absolute()}")
     print(f"  metrics       : {summary.metrics_path.absolute()}")

@@ -24,8 +24,9 @@ have="$(cat "$stamp" 2>/dev/null || true)"
 if [ "$have" != "$want" ] && [ "$have" != "${want%-*}-test" ]; then
   target="$LM_JAX_ROOT"
   [ -n "$extra" ] && target="$LM_JAX_ROOT[$extra]"
-  echo "[bootstrap] installing lm_jax${extra:+[$extra]} and its dependencies" >&2
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$target"
+  echo "[bootstrap] installing lm_jax${extra:+[$extra]} and its dependencies (log: $venv/install.log)" >&2
+  "$venv/bin/python" -m pip install --disable-pip-version-check -e "$target" >"$venv/install.log" 2>&1 \
+    || { tail -n 40 "$venv/install.log" >&2; echo "error: installing lm_jax failed" >&2; exit 1; }
   echo "$want" > "$stamp"
 fi
 export LM_JAX_PYTHON="$venv/bin/python"

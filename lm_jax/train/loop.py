@@ -20,7 +20,7 @@ from lm_jax.config import validate
 from lm_jax.data.pipeline import TOKENIZER_FILE, build_pretraining_data, eval_batches, train_batches
 from lm_jax.models import EncoderForMaskedLM, TransformerConfig
 from lm_jax.train.checkpoint import Checkpointer, check_run_config, checkpoint_steps
-from lm_jax.train.losses import summarize
+from lm_jax.train.losses import summarize, unigram_cross_entropy
 from lm_jax.train.metrics import MetricsWriter, plot_loss_curve, read_metrics
 from lm_jax.train.optimizer import make_optimizer
 from lm_jax.train.step import INIT_STREAM, TrainState, make_eval_step, make_train_step, stream_key
@@ -40,6 +40,7 @@ class RunSummary:
     final_step: int
     first_eval_loss: float
     last_eval_loss: float
+    unigram_baseline: float
     state: TrainState
 
 
@@ -135,6 +136,8 @@ def pretrain(config: ml_collections.ConfigDict, workdir: Path | None = None,
                       metrics_path=workdir / "metrics.jsonl", plot_path=plot_path,
                       tokenizer_path=tokenizer_path, final_step=max(start, t.steps),
                       first_eval_loss=evals[0]["loss"], last_eval_loss=evals[-1]["loss"],
+                      unigram_baseline=unigram_cross_entropy(
+                          data.train.tokens, data.eval.tokens, vocab.size, vocab.special_ids),
                       state=state)
 
 

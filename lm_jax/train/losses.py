@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 
@@ -25,3 +26,14 @@ def summarize(sums: dict[str, jnp.ndarray]) -> dict[str, float]:
     return {"loss": float(sums["nll_sum"]) / (w + 1e-5),
             "accuracy": float(sums["correct_sum"]) / max(w, 1e-5),
             "predictions": w}
+
+
+def unigram_cross_entropy(train_tokens: np.ndarray, eval_tokens: np.ndarray, vocab_size: int,
+                          ignore_ids: tuple[int, ...] = ()) -> float:
+    """Cross-entropy (nats/token) of held-out tokens under the add-one-smoothed unigram
+    distribution of the training tokens: the loss a model that ignores context would reach."""
+    counts = np.bincount(train_tokens.ravel(), minlength=vocab_size).astype(np.float64) + 1.0
+    counts[list(ignore_ids)] = 0.0
+    log_p = np.log(np.where(counts > 0, counts, 1.0) / counts.sum())
+    keep = ~np.isin(eval_tokens, ignore_ids)
+    return float(-log_p[eval_tokens[keep]].mean())
