@@ -92,8 +92,10 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.eval_fraction": (_fraction, "must be in (0, 1)"),
     "data.seq_len": (lambda x: x >= 8, "must be >= 8"),
     "tokenizer.model_type": (lambda x: x in MODEL_TYPES, f"must be one of {MODEL_TYPES}"),
-    "tokenizer.vocab_size": (lambda x: x >= MIN_TRAINED_VOCAB,
-                             f"must be >= {MIN_TRAINED_VOCAB} (specials + 256 byte pieces)"),
+    "tokenizer.vocab_size": (
+        lambda x: x >= MIN_TRAINED_VOCAB,
+        f"must be >= {MIN_TRAINED_VOCAB} (specials + 256 byte pieces)",
+    ),
     "tokenizer.extra_ids": (lambda x: x >= 0, "must be >= 0"),
     "model.hidden_size": (_positive, "must be > 0"),
     "model.num_layers": (_positive, "must be > 0"),
@@ -154,24 +156,38 @@ def validate(config: ml_collections.ConfigDict) -> None:
             raise ConfigError(f"config.{name} is missing")
     objective = objectives.get(config.objective) if config.objective in objectives.names() else None
     if objective is None:
-        raise ConfigError(f"config.objective: unknown objective {config.objective!r}; "
-                          f"choose from {objectives.names()}")
-    accepted = set(inspect.signature(objective).parameters) - {"key", "tokens", "vocab",
-                                                               "segment_ids"}
+        raise ConfigError(
+            f"config.objective: unknown objective {config.objective!r}; "
+            f"choose from {objectives.names()}"
+        )
+    accepted = set(inspect.signature(objective).parameters) - {
+        "key",
+        "tokens",
+        "vocab",
+        "segment_ids",
+    }
     for option in config.objective_options:
         if option not in accepted:
-            raise ConfigError(f"config.objective_options.{option} is not an option of objective "
-                              f"{config.objective!r}; it accepts {sorted(accepted)}")
+            raise ConfigError(
+                f"config.objective_options.{option} is not an option of objective "
+                f"{config.objective!r}; it accepts {sorted(accepted)}"
+            )
     m = config.model
     if m.hidden_size % m.num_heads:
-        raise ConfigError(f"config.model.hidden_size ({m.hidden_size}) must be divisible by "
-                          f"config.model.num_heads ({m.num_heads})")
+        raise ConfigError(
+            f"config.model.hidden_size ({m.hidden_size}) must be divisible by "
+            f"config.model.num_heads ({m.num_heads})"
+        )
     if config.data.seq_len > m.max_position:
-        raise ConfigError(f"config.data.seq_len ({config.data.seq_len}) exceeds "
-                          f"config.model.max_position ({m.max_position})")
+        raise ConfigError(
+            f"config.data.seq_len ({config.data.seq_len}) exceeds "
+            f"config.model.max_position ({m.max_position})"
+        )
     if config.train.warmup_steps > config.train.steps:
-        raise ConfigError(f"config.train.warmup_steps ({config.train.warmup_steps}) exceeds "
-                          f"config.train.steps ({config.train.steps})")
+        raise ConfigError(
+            f"config.train.warmup_steps ({config.train.warmup_steps}) exceeds "
+            f"config.train.steps ({config.train.steps})"
+        )
     if config.data.corpus in ("text", "jsonl", "tsv") and not config.data.path:
         raise ConfigError(f"config.data.path is required for corpus {config.data.corpus!r}")
     if config.data.corpus == "tfds" and not config.data.tfds_name:

@@ -28,8 +28,9 @@ DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "pretrain.py"
 def _parse_config(argv: list[str]):
     """Define --config (config_flags reads the overrides while defining it) and parse argv."""
     if "config" not in flags.FLAGS:
-        config_flags.DEFINE_config_file("config", str(DEFAULT_CONFIG),
-                                        "Pretraining configuration file (get_config()).")
+        config_flags.DEFINE_config_file(
+            "config", str(DEFAULT_CONFIG), "Pretraining configuration file (get_config())."
+        )
     rest = flags.FLAGS(argv)
     config = flags.FLAGS.config
     config.to_dict()  # a config file that failed to load raises here, not at first use
@@ -43,7 +44,7 @@ def _explain_flag_error(argv: list[str], error: Exception) -> str:
     fields = _flatten(pretraining_config().to_dict())
     for arg in argv[1:]:
         if arg.startswith("--config.") and "=" in arg:
-            name = arg[len("--config."):].split("=", 1)[0]
+            name = arg[len("--config.") :].split("=", 1)[0]
             if name not in fields and not name.startswith("objective_options."):
                 close = difflib.get_close_matches(name, fields, n=1)
                 hint = f" (did you mean config.{close[0]}?)" if close else ""
@@ -63,8 +64,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lm_jax: error: unexpected arguments {rest[1:]}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="[lm_jax] %(message)s")
-    for noisy in ("absl", "jax", "orbax", "gensim", "smart_open", "tensorflow_datasets",
-                  "matplotlib"):
+    for noisy in (
+        "absl",
+        "jax",
+        "orbax",
+        "gensim",
+        "smart_open",
+        "tensorflow_datasets",
+        "matplotlib",
+    ):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     from lm_jax.train.loop import pretrain
 
@@ -73,9 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     except LmJaxError as e:
         print(f"lm_jax: error: {e}", file=sys.stderr)
         return 2
-    print(f"\nPretrained {config.objective!r} to step {summary.final_step}; held-out loss "
-          f"{summary.first_eval_loss:.3f} -> {summary.last_eval_loss:.3f} (step 0 -> last; "
-          f"a context-free unigram model scores {summary.unigram_baseline:.3f}).")
+    print(
+        f"\nPretrained {config.objective!r} to step {summary.final_step}; held-out loss "
+        f"{summary.first_eval_loss:.3f} -> {summary.last_eval_loss:.3f} (step 0 -> last; "
+        f"a context-free unigram model scores {summary.unigram_baseline:.3f})."
+    )
     print(f"  run directory : {summary.workdir.absolute()}")
     print(f"  checkpoints   : {summary.checkpoint_dir.absolute()}")
     print(f"  metrics       : {summary.metrics_path.absolute()}")

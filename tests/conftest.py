@@ -28,8 +28,15 @@ def data_dir() -> Path:
 @pytest.fixture(scope="session")
 def vocab() -> VocabInfo:
     """A 1000-id vocabulary with BERT-like special ids and 4 sentinels at the top."""
-    return VocabInfo(size=1000, pad_id=0, unk_id=1, cls_id=2, sep_id=3, mask_id=4,
-                     sentinel_ids=(999, 998, 997, 996))
+    return VocabInfo(
+        size=1000,
+        pad_id=0,
+        unk_id=1,
+        cls_id=2,
+        sep_id=3,
+        mask_id=4,
+        sentinel_ids=(999, 998, 997, 996),
+    )
 
 
 @pytest.fixture(scope="session")
@@ -80,10 +87,19 @@ def tiny_config(**overrides):
 
 def run_python(code: str, devices: int = 1, timeout: int = 600) -> str:
     """Run `code` in a fresh interpreter with `devices` fake CPU devices; returns stdout."""
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-               JAX_PLATFORMS="cpu")
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout)
+    env = dict(
+        os.environ,
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+        JAX_PLATFORMS="cpu",
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if proc.returncode:
         raise AssertionError(f"subprocess failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     return proc.stdout

@@ -23,12 +23,15 @@ def naive_attention(q, k, v, allowed):
 def test_reference_kernel_matches_naive(q_len, kv_len):
     rng = np.random.default_rng(0)
     b, h, d = 3, 2, 8
-    q, k, v = (jnp.asarray(rng.normal(size=(b, n, h, d)), jnp.float32)
-               for n in (q_len, kv_len, kv_len))
-    mask = AttentionMask(q_segment_ids=jnp.asarray(rng.integers(0, 3, (b, q_len))),
-                         kv_segment_ids=jnp.asarray(rng.integers(0, 3, (b, kv_len))),
-                         q_ranks=jnp.asarray(rng.integers(0, 6, (b, q_len))),
-                         kv_ranks=jnp.asarray(rng.integers(0, 6, (b, kv_len))))
+    q, k, v = (
+        jnp.asarray(rng.normal(size=(b, n, h, d)), jnp.float32) for n in (q_len, kv_len, kv_len)
+    )
+    mask = AttentionMask(
+        q_segment_ids=jnp.asarray(rng.integers(0, 3, (b, q_len))),
+        kv_segment_ids=jnp.asarray(rng.integers(0, 3, (b, kv_len))),
+        q_ranks=jnp.asarray(rng.integers(0, 6, (b, q_len))),
+        kv_ranks=jnp.asarray(rng.integers(0, 6, (b, kv_len))),
+    )
     allowed = np.asarray(mask.dense())
     assert (~allowed.any(-1)).any(), "want some fully masked rows in the test"
     out = jax.jit(dot_product_attention)(q, k, v, mask)
@@ -37,9 +40,17 @@ def test_reference_kernel_matches_naive(q_len, kv_len):
 
 def test_dense_mask_definition():
     seg = jnp.array([[1, 1, 1, 2, 2, 0]])
-    np.testing.assert_array_equal(AttentionMask.bidirectional(seg).dense()[0], [
-        [1, 1, 1, 0, 0, 0], [1, 1, 1, 0, 0, 0], [1, 1, 1, 0, 0, 0],
-        [0, 0, 0, 1, 1, 0], [0, 0, 0, 1, 1, 0], [0, 0, 0, 0, 0, 0]])
+    np.testing.assert_array_equal(
+        AttentionMask.bidirectional(seg).dense()[0],
+        [
+            [1, 1, 1, 0, 0, 0],
+            [1, 1, 1, 0, 0, 0],
+            [1, 1, 1, 0, 0, 0],
+            [0, 0, 0, 1, 1, 0],
+            [0, 0, 0, 1, 1, 0],
+            [0, 0, 0, 0, 0, 0],
+        ],
+    )
     causal = AttentionMask.ordered(seg, jnp.arange(6)[None]).dense()[0]
     np.testing.assert_array_equal(causal, np.tril(AttentionMask.bidirectional(seg).dense()[0]))
 
@@ -47,5 +58,10 @@ def test_dense_mask_definition():
 def test_unknown_implementation():
     x = jnp.zeros((1, 4, 1, 8))
     with pytest.raises(ValueError, match="unknown attention implementation"):
-        dot_product_attention(x, x, x, AttentionMask.bidirectional(jnp.ones((1, 4), jnp.int32)),
-                              implementation="magic")
+        dot_product_attention(
+            x,
+            x,
+            x,
+            AttentionMask.bidirectional(jnp.ones((1, 4), jnp.int32)),
+            implementation="magic",
+        )

@@ -45,7 +45,14 @@ def test_exact_budget_with_bankers_rounding(vocab):
 
 def test_specials_and_pad_never_selected(vocab):
     tokens = random_rows(vocab, 64, 64, lengths=np.random.default_rng(0).integers(3, 65, 64))
-    tokens = tokens.at[:, 5].set(vocab.mask_id).at[:, 6].set(vocab.sentinel_ids[0]).at[:, 7].set(vocab.unk_id)
+    tokens = (
+        tokens.at[:, 5]
+        .set(vocab.mask_id)
+        .at[:, 6]
+        .set(vocab.sentinel_ids[0])
+        .at[:, 7]
+        .set(vocab.unk_id)
+    )
     batch = obj.mlm(jax.random.key(0), tokens, vocab=vocab)
     special = np.isin(np.asarray(tokens), vocab.special_ids)
     assert not np.asarray(batch.loss_weights)[special].any()
@@ -86,13 +93,21 @@ def test_selection_is_uniform_over_candidates(vocab):
 def test_reference_random_tokens_include_specials():
     small = VocabInfo(size=10, pad_id=0, unk_id=1, cls_id=2, sep_id=3, mask_id=4)
     tokens = jnp.tile(jnp.array([2, 5, 6, 7, 8, 9, 5, 6, 7, 3]), (4096, 1))
-    batch = obj.mlm(jax.random.key(0), tokens, vocab=small, mask_prob=0.0, random_prob=1.0,
-                    random_excludes_specials=False)
+    batch = obj.mlm(
+        jax.random.key(0),
+        tokens,
+        vocab=small,
+        mask_prob=0.0,
+        random_prob=1.0,
+        random_excludes_specials=False,
+    )
     replaced = np.asarray(batch.inputs)[np.asarray(batch.loss_weights) > 0]
     share_special = np.isin(replaced, small.special_ids).mean()
     assert abs(share_special - 0.5) < 0.05  # 5 of 10 ids are special
     batch = obj.mlm(jax.random.key(0), tokens, vocab=small, mask_prob=0.0, random_prob=1.0)
-    assert not np.isin(np.asarray(batch.inputs)[np.asarray(batch.loss_weights) > 0], small.special_ids).any()
+    assert not np.isin(
+        np.asarray(batch.inputs)[np.asarray(batch.loss_weights) > 0], small.special_ids
+    ).any()
 
 
 def test_probabilistic_budget_is_exact_in_expectation(vocab):
@@ -133,7 +148,9 @@ def test_sparse_layout_matches_dense(vocab):
         assert w[:k].all() and not w[k:].any()
         assert (np.diff(pos[:k]) > 0).all()
         assert sorted(np.flatnonzero(np.asarray(b.loss_weights[i]))) == pos[:k].tolist()
-        np.testing.assert_array_equal(np.asarray(b.masked_targets[i])[:k], np.asarray(tokens[i])[pos[:k]])
+        np.testing.assert_array_equal(
+            np.asarray(b.masked_targets[i])[:k], np.asarray(tokens[i])[pos[:k]]
+        )
         assert (np.asarray(b.masked_targets[i])[k:] == vocab.pad_id).all()
 
 
@@ -168,17 +185,28 @@ def odd_rows(draw):
     length = draw(st.integers(1, 70))
     batch = draw(st.integers(1, 3))
     ids = st.integers(0, 999)
-    tokens = np.array(draw(st.lists(st.lists(ids, min_size=length, max_size=length),
-                                    min_size=batch, max_size=batch)), dtype=np.int32)
+    tokens = np.array(
+        draw(
+            st.lists(
+                st.lists(ids, min_size=length, max_size=length), min_size=batch, max_size=batch
+            )
+        ),
+        dtype=np.int32,
+    )
     # Packed segments: non-decreasing ids, padding (0) only at the end.
     cuts = np.sort(np.array(draw(st.lists(st.integers(0, length), min_size=batch, max_size=batch))))
     segs = np.zeros((batch, length), np.int32)
     for i in range(batch):
         n_docs = draw(st.integers(1, 4))
-        bounds = np.sort(draw(st.lists(st.integers(0, length), min_size=n_docs - 1,
-                                       max_size=n_docs - 1))) if n_docs > 1 else []
+        bounds = (
+            np.sort(
+                draw(st.lists(st.integers(0, length), min_size=n_docs - 1, max_size=n_docs - 1))
+            )
+            if n_docs > 1
+            else []
+        )
         segs[i] = 1 + np.searchsorted(np.asarray(bounds), np.arange(length), side="right")
-        segs[i, cuts[i]:] = 0
+        segs[i, cuts[i] :] = 0
     tokens[segs == 0] = 0
     return tokens, segs
 
@@ -187,11 +215,19 @@ def odd_rows(draw):
 @given(odd_rows(), st.sampled_from(["round", "probabilistic"]))
 def test_property_valid_batch_on_odd_inputs(vocab, rows, budget):
     tokens, segs = rows
-    b = obj.mlm(jax.random.key(0), jnp.asarray(tokens), vocab=vocab, segment_ids=jnp.asarray(segs),
-                budget=budget)
+    b = obj.mlm(
+        jax.random.key(0),
+        jnp.asarray(tokens),
+        vocab=vocab,
+        segment_ids=jnp.asarray(segs),
+        budget=budget,
+    )
     length = tokens.shape[1]
     max_pred = min(length, max(1, int(np.ceil(0.15 * length))))
-    assert b.inputs.shape == tokens.shape and b.masked_positions.shape == (tokens.shape[0], max_pred)
+    assert b.inputs.shape == tokens.shape and b.masked_positions.shape == (
+        tokens.shape[0],
+        max_pred,
+    )
     w = np.asarray(b.loss_weights) > 0
     candidates = (segs > 0) & ~np.isin(tokens, vocab.special_ids)
     assert not (w & ~candidates).any()
@@ -200,6 +236,8 @@ def test_property_valid_batch_on_odd_inputs(vocab, rows, budget):
     for i in range(tokens.shape[0]):
         n = (segs[i] > 0).sum()
         if budget == "round":
-            assert counts[i] == min(candidates[i].sum(), min(max_pred, max(1, round(0.15 * n))) if n else 0)
+            assert counts[i] == min(
+                candidates[i].sum(), min(max_pred, max(1, round(0.15 * n))) if n else 0
+            )
         else:
             assert counts[i] <= min(candidates[i].sum(), int(0.15 * n) + 1)

@@ -12,15 +12,23 @@ from lm_jax.models import EncoderForMaskedLM, TransformerConfig
 
 @pytest.fixture(scope="module")
 def cfg(vocab):
-    return TransformerConfig(vocab_size=vocab.size, hidden_size=32, num_layers=2, num_heads=4,
-                             intermediate_size=64, max_position=64)
+    return TransformerConfig(
+        vocab_size=vocab.size,
+        hidden_size=32,
+        num_layers=2,
+        num_heads=4,
+        intermediate_size=64,
+        max_position=64,
+    )
 
 
 def make_batch(vocab, seed=0):
     rng = np.random.default_rng(seed)
     tokens = jnp.asarray(vocab.regular_ids()[rng.integers(0, 500, (4, 48))])
     segs = jnp.asarray(np.repeat([[1] * 20 + [2] * 20 + [0] * 8], 4, 0))
-    return obj.mlm(jax.random.key(seed), jnp.where(segs > 0, tokens, 0), vocab=vocab, segment_ids=segs)
+    return obj.mlm(
+        jax.random.key(seed), jnp.where(segs > 0, tokens, 0), vocab=vocab, segment_ids=segs
+    )
 
 
 def test_forward_shapes_and_seeded_init(cfg, vocab):

@@ -12,18 +12,18 @@ from lm_jax.objectives.registry import positions_from_segments
 def test_pack_exact_layout(vocab):
     docs = [np.array([10, 11, 12]), np.array([20]), np.array([30, 31, 32, 33, 34, 35, 36])]
     rows = pack_documents(docs, seq_len=8, vocab=vocab)
-    np.testing.assert_array_equal(rows.tokens, [
-        [2, 10, 11, 12, 3, 2, 20, 3],
-        [2, 30, 31, 32, 33, 34, 35, 36],
-        [3, 0, 0, 0, 0, 0, 0, 0]])
-    np.testing.assert_array_equal(rows.segment_ids, [
-        [1, 1, 1, 1, 1, 2, 2, 2],
-        [1, 1, 1, 1, 1, 1, 1, 1],
-        [1, 0, 0, 0, 0, 0, 0, 0]])
-    np.testing.assert_array_equal(rows.positions, [
-        [0, 1, 2, 3, 4, 0, 1, 2],
-        [0, 1, 2, 3, 4, 5, 6, 7],
-        [0, 0, 0, 0, 0, 0, 0, 0]])
+    np.testing.assert_array_equal(
+        rows.tokens,
+        [[2, 10, 11, 12, 3, 2, 20, 3], [2, 30, 31, 32, 33, 34, 35, 36], [3, 0, 0, 0, 0, 0, 0, 0]],
+    )
+    np.testing.assert_array_equal(
+        rows.segment_ids,
+        [[1, 1, 1, 1, 1, 2, 2, 2], [1, 1, 1, 1, 1, 1, 1, 1], [1, 0, 0, 0, 0, 0, 0, 0]],
+    )
+    np.testing.assert_array_equal(
+        rows.positions,
+        [[0, 1, 2, 3, 4, 0, 1, 2], [0, 1, 2, 3, 4, 5, 6, 7], [0, 0, 0, 0, 0, 0, 0, 0]],
+    )
     assert rows.word_starts[0].all() and not rows.word_starts[2, 1:].any()
 
 
@@ -46,5 +46,9 @@ def test_pack_errors(vocab):
 def test_positions_numpy_and_jax_agree():
     rng = np.random.default_rng(0)
     seg = np.sort(rng.integers(0, 5, size=(16, 40)), axis=1)
-    np.testing.assert_array_equal(segments_to_positions(seg), positions_from_segments(jnp.asarray(seg)))
-    np.testing.assert_array_equal(segments_to_positions(np.array([1, 1, 2, 2, 2, 0])), [0, 1, 0, 1, 2, 0])
+    np.testing.assert_array_equal(
+        segments_to_positions(seg), positions_from_segments(jnp.asarray(seg))
+    )
+    np.testing.assert_array_equal(
+        segments_to_positions(np.array([1, 1, 2, 2, 2, 0])), [0, 1, 0, 1, 2, 0]
+    )

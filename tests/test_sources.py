@@ -26,8 +26,15 @@ def test_text_jsonl_tsv(tmp_path):
     (tmp_path / "a.txt").write_text("first doc\nline two\n\n\nsecond doc\n", encoding="utf-8")
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "b.txt").write_text("third doc", encoding="utf-8")
-    assert load_documents("text", path=str(tmp_path / "a.txt")) == ["first doc\nline two", "second doc"]
-    assert load_documents("text", path=str(tmp_path)) == ["first doc\nline two", "second doc", "third doc"]
+    assert load_documents("text", path=str(tmp_path / "a.txt")) == [
+        "first doc\nline two",
+        "second doc",
+    ]
+    assert load_documents("text", path=str(tmp_path)) == [
+        "first doc\nline two",
+        "second doc",
+        "third doc",
+    ]
 
     jsonl = tmp_path / "c.jsonl"
     jsonl.write_text("\n".join(json.dumps({"body": t}) for t in ["x y", "", "z"]), encoding="utf-8")
@@ -39,8 +46,11 @@ def test_text_jsonl_tsv(tmp_path):
         load_documents("jsonl", path=str(jsonl))
 
     tsv = tmp_path / "d.tsv"
-    tsv.write_text("label\tsentence\n1\tgood movie\n0\tbad \"quoted\" film\n", encoding="utf-8")
-    assert load_documents("tsv", path=str(tsv), field="sentence") == ["good movie", 'bad "quoted" film']
+    tsv.write_text('label\tsentence\n1\tgood movie\n0\tbad "quoted" film\n', encoding="utf-8")
+    assert load_documents("tsv", path=str(tsv), field="sentence") == [
+        "good movie",
+        'bad "quoted" film',
+    ]
     with pytest.raises(DataError, match="no column 'text'"):
         load_documents("tsv", path=str(tsv))
 

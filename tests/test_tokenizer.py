@@ -5,8 +5,13 @@ import csv
 import numpy as np
 import pytest
 
-from lm_jax.data.tokenizer import (SentencePieceTokenizer, WordPieceTokenizer, chinese_word_ids,
-                                   load_tokenizer, train_sentencepiece)
+from lm_jax.data.tokenizer import (
+    SentencePieceTokenizer,
+    WordPieceTokenizer,
+    chinese_word_ids,
+    load_tokenizer,
+    train_sentencepiece,
+)
 from lm_jax.errors import DataError
 
 
@@ -19,8 +24,9 @@ def words_from_word_starts(tokenizer, ids, starts):
 
 @pytest.mark.parametrize("model_type", ["unigram", "bpe"])
 def test_sentencepiece_round_trip_and_word_starts(model_type, wiki_docs, tmp_path):
-    tok = train_sentencepiece(wiki_docs[:30], tmp_path / "m.model", vocab_size=1500,
-                              model_type=model_type, extra_ids=5)
+    tok = train_sentencepiece(
+        wiki_docs[:30], tmp_path / "m.model", vocab_size=1500, model_type=model_type, extra_ids=5
+    )
     held_out = wiki_docs[50:60]
     for doc in held_out:
         enc = tok.encode(doc)
@@ -36,10 +42,15 @@ def test_special_tokens_and_sentinels(wiki_tokenizer):
     v = wiki_tokenizer.vocab
     assert (v.pad_id, v.unk_id, v.cls_id, v.sep_id, v.mask_id) == (0, 1, 2, 3, 4)
     assert [wiki_tokenizer.id_to_piece(i) for i in (2, 3, 4)] == ["[CLS]", "[SEP]", "[MASK]"]
-    assert v.sentinel_ids[0] == v.size - 1 and v.sentinel_ids == tuple(range(v.size - 1, v.size - 11, -1))
+    assert v.sentinel_ids[0] == v.size - 1 and v.sentinel_ids == tuple(
+        range(v.size - 1, v.size - 11, -1)
+    )
     assert wiki_tokenizer.id_to_piece(v.size - 1) == "<extra_id_0>"
     ids = wiki_tokenizer.encode("hello world").ids
-    assert wiki_tokenizer.decode([v.cls_id, *ids, v.sentinel_ids[2], v.sep_id]) == "hello world<extra_id_2>"
+    assert (
+        wiki_tokenizer.decode([v.cls_id, *ids, v.sentinel_ids[2], v.sep_id])
+        == "hello world<extra_id_2>"
+    )
     # Control symbols in raw text are not special tokens.
     assert v.mask_id not in wiki_tokenizer.encode("a [MASK] b").ids
     regular = v.regular_ids()
@@ -73,15 +84,38 @@ def test_load_tokenizer_dispatch_and_errors(wiki_tokenizer, tmp_path):
 
 
 def test_wordpiece_vocab(tmp_path):
-    pieces = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "un", "##aff", "##able",
-              "runn", "##ing", "!", "中", "文"]
+    pieces = [
+        "[PAD]",
+        "[UNK]",
+        "[CLS]",
+        "[SEP]",
+        "[MASK]",
+        "the",
+        "un",
+        "##aff",
+        "##able",
+        "runn",
+        "##ing",
+        "!",
+        "中",
+        "文",
+    ]
     vocab_file = tmp_path / "vocab.txt"
     vocab_file.write_text("\n".join(pieces) + "\n", encoding="utf-8")
     tok = load_tokenizer(vocab_file)
     assert isinstance(tok, WordPieceTokenizer)
     enc = tok.encode("The unaffable running! 中文")
-    assert [pieces[i] for i in enc.ids] == ["the", "un", "##aff", "##able", "runn", "##ing", "!",
-                                           "中", "文"]
+    assert [pieces[i] for i in enc.ids] == [
+        "the",
+        "un",
+        "##aff",
+        "##able",
+        "runn",
+        "##ing",
+        "!",
+        "中",
+        "文",
+    ]
     assert enc.word_starts.tolist() == [True, True, False, False, True, False, True, True, True]
     assert tok.decode(enc.ids) == "the unaffable running! 中 文"
     assert tok.decode(enc.ids) == tok.normalize("The unaffable running! 中文")
@@ -103,8 +137,14 @@ def chinese_reviews(data_dir):
 def test_chinese_character_tokenizer_with_jieba_word_ids(chinese_reviews, tmp_path):
     import jieba
 
-    tok = train_sentencepiece(chinese_reviews[:2000], tmp_path / "zh.model", vocab_size=3000,
-                              model_type="char", character_coverage=0.9995, extra_ids=0)
+    tok = train_sentencepiece(
+        chinese_reviews[:2000],
+        tmp_path / "zh.model",
+        vocab_size=3000,
+        model_type="char",
+        character_coverage=0.9995,
+        extra_ids=0,
+    )
     for text in chinese_reviews[2000:2020]:
         enc = tok.encode(text)
         assert tok.decode(enc.ids) == tok.normalize(text)

@@ -9,8 +9,8 @@ import sys
 import jax
 import numpy as np
 import pytest
-
 from conftest import ROOT, run_python, tiny_config
+
 from lm_jax.errors import CheckpointError, ConfigError
 from lm_jax.train.checkpoint import Checkpointer
 from lm_jax.train.loop import pretrain
@@ -32,8 +32,15 @@ def digest(folder):
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("run")
-    config = tiny_config(**{"train.steps": 120, "train.eval_every": 40, "train.checkpoint_every": 40,
-                            "train.learning_rate": 3e-3, "train.warmup_steps": 10})
+    config = tiny_config(
+        **{
+            "train.steps": 120,
+            "train.eval_every": 40,
+            "train.checkpoint_every": 40,
+            "train.learning_rate": 3e-3,
+            "train.warmup_steps": 10,
+        }
+    )
     return config, pretrain(config, workdir, progress=False)
 
 
@@ -74,8 +81,15 @@ def test_resume_continues_exactly(finished_run, tmp_path):
 
 def test_same_seed_same_run(finished_run, tmp_path):
     config, run = finished_run
-    config = tiny_config(**{"train.steps": 120, "train.eval_every": 40, "train.checkpoint_every": 40,
-                            "train.learning_rate": 3e-3, "train.warmup_steps": 10})
+    config = tiny_config(
+        **{
+            "train.steps": 120,
+            "train.eval_every": 40,
+            "train.checkpoint_every": 40,
+            "train.learning_rate": 3e-3,
+            "train.warmup_steps": 10,
+        }
+    )
     again = pretrain(config, tmp_path / "again", progress=False)
     assert tree_equal(again.state.params, run.state.params)
 
@@ -93,8 +107,15 @@ def test_mismatched_or_corrupt_checkpoint_is_refused_untouched(finished_run, tmp
         if f.is_file() and f.parent.name == "d":
             f.write_bytes(b"garbage")
     before = digest(tmp_path / "run")
-    more = tiny_config(**{"train.steps": 160, "train.eval_every": 40, "train.checkpoint_every": 40,
-                          "train.learning_rate": 3e-3, "train.warmup_steps": 10})
+    more = tiny_config(
+        **{
+            "train.steps": 160,
+            "train.eval_every": 40,
+            "train.checkpoint_every": 40,
+            "train.learning_rate": 3e-3,
+            "train.warmup_steps": 10,
+        }
+    )
     with pytest.raises(CheckpointError, match=r"checkpoints/120 is corrupt"):
         pretrain(more, tmp_path / "run", progress=False)
     assert digest(tmp_path / "run") == before
@@ -103,11 +124,13 @@ def test_mismatched_or_corrupt_checkpoint_is_refused_untouched(finished_run, tmp
 def test_config_validation_names_fields():
     from lm_jax.config import validate
 
-    for overrides, message in [({"train.steps": 0}, "config.train.steps must be > 0"),
-                               ({"data.eval_fraction": 1.5}, "config.data.eval_fraction"),
-                               ({"objective": "xlnet9"}, "unknown objective 'xlnet9'"),
-                               ({"data.corpus": "web"}, "config.data.corpus must be one of"),
-                               ({"data.seq_len": 1024}, "exceeds config.model.max_position")]:
+    for overrides, message in [
+        ({"train.steps": 0}, "config.train.steps must be > 0"),
+        ({"data.eval_fraction": 1.5}, "config.data.eval_fraction"),
+        ({"objective": "xlnet9"}, "unknown objective 'xlnet9'"),
+        ({"data.corpus": "web"}, "config.data.corpus must be one of"),
+        ({"data.seq_len": 1024}, "exceeds config.model.max_position"),
+    ]:
         with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
             validate(tiny_config(**overrides))
     config = tiny_config()
@@ -121,17 +144,31 @@ def test_config_validation_names_fields():
 
 
 def run_cli(*args, cwd=ROOT):
-    return subprocess.run([sys.executable, "-m", "lm_jax.pretrain", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "lm_jax.pretrain", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--config.objective=nope"], "unknown objective 'nope'"),
-    (["--config.train.stepz=5"], "unknown config field config.train.stepz (did you mean config.train.steps?)"),
-    (["--config.train.steps=abc"], "config.train.steps"),
-    (["--config.data.corpus=text", "--config.data.path=/no/such/corpus"], "corpus path does not exist"),
-    (["--config=configs/missing.py"], "configs/missing.py"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--config.objective=nope"], "unknown objective 'nope'"),
+        (
+            ["--config.train.stepz=5"],
+            "unknown config field config.train.stepz (did you mean config.train.steps?)",
+        ),
+        (["--config.train.steps=abc"], "config.train.steps"),
+        (
+            ["--config.data.corpus=text", "--config.data.path=/no/such/corpus"],
+            "corpus path does not exist",
+        ),
+        (["--config=configs/missing.py"], "configs/missing.py"),
+    ],
+)
 def test_cli_bad_input_exits_2(args, message, tmp_path):
     proc = run_cli(*args, f"--config.output_dir={tmp_path / 'out'}")
     assert proc.returncode == 2, proc.stderr[-2000:]
@@ -140,19 +177,26 @@ def test_cli_bad_input_exits_2(args, message, tmp_path):
 
 def test_cli_empty_and_too_small_corpus(tmp_path):
     (tmp_path / "empty.txt").write_text("\n \n")
-    proc = run_cli("--config.data.corpus=text", f"--config.data.path={tmp_path / 'empty.txt'}",
-                   f"--config.output_dir={tmp_path / 'out'}")
+    proc = run_cli(
+        "--config.data.corpus=text",
+        f"--config.data.path={tmp_path / 'empty.txt'}",
+        f"--config.output_dir={tmp_path / 'out'}",
+    )
     assert proc.returncode == 2 and "is empty" in proc.stderr
     (tmp_path / "small.txt").write_text("one short document\n\nanother short one\n")
-    proc = run_cli("--config.data.corpus=text", f"--config.data.path={tmp_path / 'small.txt'}",
-                   "--config.tokenizer.vocab_size=300",
-                   f"--config.output_dir={tmp_path / 'out2'}")
+    proc = run_cli(
+        "--config.data.corpus=text",
+        f"--config.data.path={tmp_path / 'small.txt'}",
+        "--config.tokenizer.vocab_size=300",
+        f"--config.output_dir={tmp_path / 'out2'}",
+    )
     assert proc.returncode == 2 and "corpus too small" in proc.stderr, proc.stderr[-2000:]
 
 
 def test_data_parallel_step_matches_single_device():
     """On 8 fake CPU devices, a batch sharded over a `data` mesh axis gives the same step."""
-    out = run_python("""
+    out = run_python(
+        """
         import functools, jax, numpy as np
         from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
         from flax import nnx
@@ -183,7 +227,9 @@ def test_data_parallel_step_matches_single_device():
         for k in single:
             np.testing.assert_allclose(single[k], multi[k], rtol=1e-5)
         print("OK", float(single["nll_sum"]), float(multi["nll_sum"]))
-    """, devices=8)
+    """,
+        devices=8,
+    )
     assert out.startswith("OK")
 
 

@@ -10,8 +10,14 @@ from lm_jax.attention.mask import AttentionMask
 IMPLEMENTATIONS = ("xla",)
 
 
-def dot_product_attention(query: jnp.ndarray, key: jnp.ndarray, value: jnp.ndarray,
-                          mask: AttentionMask, *, implementation: str = "xla") -> jnp.ndarray:
+def dot_product_attention(
+    query: jnp.ndarray,
+    key: jnp.ndarray,
+    value: jnp.ndarray,
+    mask: AttentionMask,
+    *,
+    implementation: str = "xla",
+) -> jnp.ndarray:
     """Scaled dot-product attention (Vaswani et al. 2017) under a compact `AttentionMask`.
 
     Args:
@@ -24,12 +30,12 @@ def dot_product_attention(query: jnp.ndarray, key: jnp.ndarray, value: jnp.ndarr
       [batch, q_len, heads, head_dim] in the query's dtype.
     """
     if implementation not in IMPLEMENTATIONS:
-        raise ValueError(f"unknown attention implementation {implementation!r}; "
-                         f"choose from {IMPLEMENTATIONS}")
+        raise ValueError(
+            f"unknown attention implementation {implementation!r}; choose from {IMPLEMENTATIONS}"
+        )
     allowed = mask.dense()[:, None, :, :]  # [batch, 1, q, kv], broadcast over heads
     scale = query.shape[-1] ** -0.5
-    logits = jnp.einsum("bqhd,bkhd->bhqk", query, key,
-                        preferred_element_type=jnp.float32) * scale
+    logits = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32) * scale
     logits = jnp.where(allowed, logits, jnp.finfo(jnp.float32).min)
     weights = jax.nn.softmax(logits, axis=-1)
     weights = jnp.where(allowed.any(axis=-1, keepdims=True), weights, 0.0)

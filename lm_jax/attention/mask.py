@@ -42,8 +42,9 @@ class AttentionMask:
     @classmethod
     def ordered(cls, segment_ids: jnp.ndarray, ranks: jnp.ndarray) -> "AttentionMask":
         """Self-attention within segments where k is visible to q iff rank[k] <= rank[q]."""
-        return cls(q_segment_ids=segment_ids, kv_segment_ids=segment_ids,
-                   q_ranks=ranks, kv_ranks=ranks)
+        return cls(
+            q_segment_ids=segment_ids, kv_segment_ids=segment_ids, q_ranks=ranks, kv_ranks=ranks
+        )
 
     def dense(self) -> jnp.ndarray:
         """Boolean mask [..., q_len, kv_len]: True where attention is allowed."""

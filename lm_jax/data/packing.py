@@ -44,8 +44,12 @@ def segments_to_positions(segment_ids: np.ndarray) -> np.ndarray:
     return (idx - start).astype(np.int32)
 
 
-def pack_documents(documents: Sequence[np.ndarray], seq_len: int, vocab: VocabInfo,
-                   word_starts: Sequence[np.ndarray] | None = None) -> PackedRows:
+def pack_documents(
+    documents: Sequence[np.ndarray],
+    seq_len: int,
+    vocab: VocabInfo,
+    word_starts: Sequence[np.ndarray] | None = None,
+) -> PackedRows:
     """Pack token-id documents into rows of `seq_len` (see module docstring).
 
     Args:
@@ -68,13 +72,18 @@ def pack_documents(documents: Sequence[np.ndarray], seq_len: int, vocab: VocabIn
             raise DataError("word_starts must align with documents token for token")
     cls, sep = np.array([vocab.cls_id], np.int32), np.array([vocab.sep_id], np.int32)
     stream = np.concatenate([x for d in documents for x in (cls, d, sep)])
-    starts = np.concatenate([x for w in word_starts for x in (np.ones(1, bool), w, np.ones(1, bool))])
-    doc_index = np.repeat(np.arange(len(documents), dtype=np.int64),
-                          [len(d) + 2 for d in documents])
+    starts = np.concatenate(
+        [x for w in word_starts for x in (np.ones(1, bool), w, np.ones(1, bool))]
+    )
+    doc_index = np.repeat(
+        np.arange(len(documents), dtype=np.int64), [len(d) + 2 for d in documents]
+    )
 
     num_rows = -(-len(stream) // seq_len)
     pad = num_rows * seq_len - len(stream)
-    tokens = np.concatenate([stream, np.full(pad, vocab.pad_id, np.int32)]).reshape(num_rows, seq_len)
+    tokens = np.concatenate([stream, np.full(pad, vocab.pad_id, np.int32)]).reshape(
+        num_rows, seq_len
+    )
     starts = np.concatenate([starts, np.zeros(pad, bool)]).reshape(num_rows, seq_len)
     doc = np.concatenate([doc_index, np.full(pad, -1)]).reshape(num_rows, seq_len)
 
@@ -83,5 +92,6 @@ def pack_documents(documents: Sequence[np.ndarray], seq_len: int, vocab: VocabIn
     segment_ids = np.cumsum(new_segment, axis=1).astype(np.int32)
     segment_ids[doc < 0] = 0
     positions = np.where(segment_ids > 0, segments_to_positions(segment_ids), 0).astype(np.int32)
-    return PackedRows(tokens=tokens, segment_ids=segment_ids, positions=positions,
-                      word_starts=starts)
+    return PackedRows(
+        tokens=tokens, segment_ids=segment_ids, positions=positions, word_starts=starts
+    )

@@ -33,11 +33,15 @@ class PretrainingData:
     num_documents: tuple[int, int]  # (train, eval)
 
 
-def split_documents(docs: list[str], eval_fraction: float, seed: int) -> tuple[list[str], list[str]]:
+def split_documents(
+    docs: list[str], eval_fraction: float, seed: int
+) -> tuple[list[str], list[str]]:
     """A seeded random split by document: at least one document on each side."""
     if len(docs) < 2:
-        raise DataError(f"corpus too small: {len(docs)} document(s); need at least 2 to hold "
-                        "some out for evaluation")
+        raise DataError(
+            f"corpus too small: {len(docs)} document(s); need at least 2 to hold "
+            "some out for evaluation"
+        )
     order = np.random.default_rng(seed).permutation(len(docs))
     n_eval = min(len(docs) - 1, max(1, round(eval_fraction * len(docs))))
     return [docs[i] for i in order[n_eval:]], [docs[i] for i in order[:n_eval]]
@@ -47,37 +51,61 @@ def get_tokenizer(tok_cfg, train_docs: list[str], workdir: Path, reuse: bool) ->
     """The configured tokenizer file; else, when `reuse` (a resumed run), the one this run
     trained before; else a new one trained on `train_docs` and saved in `workdir`."""
     if tok_cfg.path:
-        return load_tokenizer(tok_cfg.path, extra_ids=tok_cfg.extra_ids, lowercase=tok_cfg.lowercase)
+        return load_tokenizer(
+            tok_cfg.path, extra_ids=tok_cfg.extra_ids, lowercase=tok_cfg.lowercase
+        )
     path = workdir / TOKENIZER_FILE
     if reuse:
         return load_tokenizer(path, extra_ids=tok_cfg.extra_ids)
-    log.info("training a %s SentencePiece tokenizer (%d pieces) on %d documents",
-             tok_cfg.model_type, tok_cfg.vocab_size, len(train_docs))
-    return train_sentencepiece(train_docs, path, vocab_size=tok_cfg.vocab_size,
-                               model_type=tok_cfg.model_type, extra_ids=tok_cfg.extra_ids)
+    log.info(
+        "training a %s SentencePiece tokenizer (%d pieces) on %d documents",
+        tok_cfg.model_type,
+        tok_cfg.vocab_size,
+        len(train_docs),
+    )
+    return train_sentencepiece(
+        train_docs,
+        path,
+        vocab_size=tok_cfg.vocab_size,
+        model_type=tok_cfg.model_type,
+        extra_ids=tok_cfg.extra_ids,
+    )
 
 
 def tokenize_and_pack(docs: list[str], tokenizer: Tokenizer, seq_len: int) -> PackedRows:
     ids = tokenizer.encode_ids(docs)
-    return pack_documents(ids, seq_len, tokenizer.vocab,
-                          word_starts=[tokenizer.word_starts(x) for x in ids])
+    return pack_documents(
+        ids, seq_len, tokenizer.vocab, word_starts=[tokenizer.word_starts(x) for x in ids]
+    )
 
 
 def build_pretraining_data(config, workdir: Path, reuse_tokenizer: bool = False) -> PretrainingData:
     """Load, split, tokenize and pack the configured corpus (see module docstring)."""
     d = config.data
-    docs = load_documents(d.corpus, path=d.path, field=d.field, tfds_name=d.tfds_name,
-                          tfds_split=d.tfds_split, data_dir=d.data_dir)
+    docs = load_documents(
+        d.corpus,
+        path=d.path,
+        field=d.field,
+        tfds_name=d.tfds_name,
+        tfds_split=d.tfds_split,
+        data_dir=d.data_dir,
+    )
     train_docs, eval_docs = split_documents(docs, d.eval_fraction, config.seed)
     tokenizer = get_tokenizer(config.tokenizer, train_docs, workdir, reuse_tokenizer)
     train = tokenize_and_pack(train_docs, tokenizer, d.seq_len)
     held_out = tokenize_and_pack(eval_docs, tokenizer, d.seq_len)
     need = config.train.batch_size
     if len(train) < need:
-        raise DataError(f"corpus too small: {len(train)} training rows of {d.seq_len} tokens, "
-                        f"fewer than one batch (config.train.batch_size={need})")
-    return PretrainingData(tokenizer=tokenizer, train=train, eval=held_out,
-                           num_documents=(len(train_docs), len(eval_docs)))
+        raise DataError(
+            f"corpus too small: {len(train)} training rows of {d.seq_len} tokens, "
+            f"fewer than one batch (config.train.batch_size={need})"
+        )
+    return PretrainingData(
+        tokenizer=tokenizer,
+        train=train,
+        eval=held_out,
+        num_documents=(len(train_docs), len(eval_docs)),
+    )
 
 
 def _row_features(rows: PackedRows) -> grain.MapDataset:
@@ -86,11 +114,14 @@ def _row_features(rows: PackedRows) -> grain.MapDataset:
 
 def train_batches(rows: PackedRows, batch_size: int, seed: int) -> grain.MapDataset:
     """Infinite training batches: reshuffled every epoch, `ds[step]` is step's batch."""
-    return (_row_features(rows).shuffle(seed=seed).repeat(None)
-            .batch(batch_size, drop_remainder=True))
+    return (
+        _row_features(rows).shuffle(seed=seed).repeat(None).batch(batch_size, drop_remainder=True)
+    )
 
 
-def eval_batches(rows: PackedRows, batch_size: int, num_batches: int) -> list[dict[str, np.ndarray]]:
+def eval_batches(
+    rows: PackedRows, batch_size: int, num_batches: int
+) -> list[dict[str, np.ndarray]]:
     """Up to `num_batches` fixed held-out batches, in order; rows repeat only when the held-out
     set is smaller than one batch."""
     ds = _row_features(rows).repeat(None).batch(batch_size, drop_remainder=True)

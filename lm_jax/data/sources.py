@@ -126,13 +126,15 @@ def tsv_file(path: str | os.PathLike, field: str = "text") -> list[str]:
         if reader.fieldnames is None:
             return []
         if field not in reader.fieldnames:
-            raise DataError(f"{p} has no column {field!r} (config.data.field); "
-                            f"columns: {reader.fieldnames}")
+            raise DataError(
+                f"{p} has no column {field!r} (config.data.field); columns: {reader.fieldnames}"
+            )
         return [row[field].strip() for row in reader if (row[field] or "").strip()]
 
 
-def tfds_dataset(name: str, split: str = "train", data_dir: str | os.PathLike | None = None,
-                 field: str = "text") -> list[str]:
+def tfds_dataset(
+    name: str, split: str = "train", data_dir: str | os.PathLike | None = None, field: str = "text"
+) -> list[str]:
     """Documents from a prepared TFDS dataset, read through ArrayRecord without TensorFlow."""
     import tensorflow_datasets as tfds
 
@@ -143,14 +145,18 @@ def tfds_dataset(name: str, split: str = "train", data_dir: str | os.PathLike | 
     try:
         source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
     except Exception as e:  # TFDS raises several types for "not prepared" / "unknown name"
-        raise DataError(f"TFDS dataset {name!r} (split {split!r}) is not available under "
-                        f"{data_dir or 'the default TFDS data_dir'}: {e}") from e
+        raise DataError(
+            f"TFDS dataset {name!r} (split {split!r}) is not available under "
+            f"{data_dir or 'the default TFDS data_dir'}: {e}"
+        ) from e
     docs = []
     for i in range(len(source)):
         record = source[i]
         if field not in record:
-            raise DataError(f"TFDS dataset {name!r} has no feature {field!r} (config.data.field); "
-                            f"features: {sorted(record)}")
+            raise DataError(
+                f"TFDS dataset {name!r} has no feature {field!r} (config.data.field); "
+                f"features: {sorted(record)}"
+            )
         value = record[field]
         text = value.decode("utf-8") if isinstance(value, bytes) else str(value)
         if text.strip():
@@ -168,11 +174,19 @@ CORPORA: dict[str, Callable[..., list[str]]] = {
 }
 
 
-def load_documents(corpus: str, path: str = "", field: str = "text", tfds_name: str = "",
-                   tfds_split: str = "train", data_dir: str = "") -> list[str]:
+def load_documents(
+    corpus: str,
+    path: str = "",
+    field: str = "text",
+    tfds_name: str = "",
+    tfds_split: str = "train",
+    data_dir: str = "",
+) -> list[str]:
     """Load the documents of corpus kind `corpus` (one of `CORPORA`); fails on an empty corpus."""
     if corpus not in CORPORA:
-        raise DataError(f"unknown corpus {corpus!r} (config.data.corpus); choose from {sorted(CORPORA)}")
+        raise DataError(
+            f"unknown corpus {corpus!r} (config.data.corpus); choose from {sorted(CORPORA)}"
+        )
     if corpus in ("wikipedia_sample", "python_docs"):
         docs = CORPORA[corpus]()
     elif corpus == "text":

@@ -26,7 +26,8 @@ class LocalTextFiles(tfds.core.GeneratorBasedBuilder):
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
             features=tfds.features.FeaturesDict({"text": tfds.features.Text()}),
-            description="Documents (blank-line separated) from local UTF-8 text files.")
+            description="Documents (blank-line separated) from local UTF-8 text files.",
+        )
 
     def _split_generators(self, dl_manager):
         return {"train": self._generate_examples(Path(dl_manager.manual_dir))}
@@ -47,5 +48,6 @@ def prepare_local_text_dataset(text_path: str | os.PathLike, data_dir: str | os.
         raise DataError(f"corpus path does not exist: {text_path}")
     builder = LocalTextFiles(data_dir=str(data_dir), file_format="array_record")
     builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=str(text_path)))
+        download_config=tfds.download.DownloadConfig(manual_dir=str(text_path))
+    )
     return Path(builder.data_dir)

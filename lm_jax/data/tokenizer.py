@@ -71,8 +71,14 @@ class VocabInfo:
     @property
     def special_ids(self) -> tuple[int, ...]:
         """Ids that objectives never select for prediction and never sample as replacements."""
-        return (self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id,
-                *self.sentinel_ids)
+        return (
+            self.pad_id,
+            self.unk_id,
+            self.cls_id,
+            self.sep_id,
+            self.mask_id,
+            *self.sentinel_ids,
+        )
 
     def regular_ids(self) -> np.ndarray:
         """All non-special ids, ascending (the support of random replacement tokens)."""
@@ -156,28 +162,39 @@ class SentencePieceTokenizer(Tokenizer):
         for piece in SPECIAL_PIECES:
             i = self._sp.piece_to_id(piece)
             if self._sp.id_to_piece(i) != piece:
-                raise DataError(f"SentencePiece model has no {piece} piece; lm_jax needs "
-                                f"{', '.join(SPECIAL_PIECES)} (train with train_sentencepiece)")
+                raise DataError(
+                    f"SentencePiece model has no {piece} piece; lm_jax needs "
+                    f"{', '.join(SPECIAL_PIECES)} (train with train_sentencepiece)"
+                )
             ids[piece] = i
         if self._sp.pad_id() < 0:
             raise DataError("SentencePiece model has no pad piece (train with pad_id=0)")
         self.vocab = VocabInfo(
-            size=size, pad_id=self._sp.pad_id(), unk_id=self._sp.unk_id(),
-            cls_id=ids["[CLS]"], sep_id=ids["[SEP]"], mask_id=ids["[MASK]"],
-            sentinel_ids=tuple(size - 1 - k for k in range(self.extra_ids)))
+            size=size,
+            pad_id=self._sp.pad_id(),
+            unk_id=self._sp.unk_id(),
+            cls_id=ids["[CLS]"],
+            sep_id=ids["[SEP]"],
+            mask_id=ids["[MASK]"],
+            sentinel_ids=tuple(size - 1 - k for k in range(self.extra_ids)),
+        )
         self._is_word_start = np.array(
-            [self._sp.id_to_piece(i).startswith("▁") for i in range(n)] + [True] * self.extra_ids)
+            [self._sp.id_to_piece(i).startswith("▁") for i in range(n)] + [True] * self.extra_ids
+        )
 
     def id_to_piece(self, i: int) -> str:
         n = self._sp.get_piece_size()
-        return SENTINEL_FORMAT.format(self.vocab.size - 1 - i) if i >= n else self._sp.id_to_piece(i)
+        return (
+            SENTINEL_FORMAT.format(self.vocab.size - 1 - i) if i >= n else self._sp.id_to_piece(i)
+        )
 
     def encode(self, text: str) -> Encoded:
         proto = self._sp.encode(text, return_type="proto")
         ids = np.array([p.id for p in proto.pieces], dtype=np.int32)
         to_char = _byte_to_char_offsets(text)
-        offsets = np.array([(to_char[p.begin], to_char[p.end]) for p in proto.pieces],
-                           dtype=np.int32).reshape(-1, 2)
+        offsets = np.array(
+            [(to_char[p.begin], to_char[p.end]) for p in proto.pieces], dtype=np.int32
+        ).reshape(-1, 2)
         return Encoded(ids=ids, word_starts=self._is_word_start[ids], offsets=offsets)
 
     def encode_ids(self, texts: Sequence[str]) -> list[np.ndarray]:
@@ -230,23 +247,38 @@ def train_sentencepiece(
     import sentencepiece as spm
 
     if model_type not in MODEL_TYPES:
-        raise DataError(f"unknown SentencePiece model_type {model_type!r}; choose from {MODEL_TYPES}")
+        raise DataError(
+            f"unknown SentencePiece model_type {model_type!r}; choose from {MODEL_TYPES}"
+        )
     if byte_fallback and vocab_size < MIN_TRAINED_VOCAB:
-        raise DataError(f"vocab_size {vocab_size} is too small for byte_fallback: it needs at least "
-                        f"{MIN_TRAINED_VOCAB} (5 specials + 256 byte pieces + text pieces)")
+        raise DataError(
+            f"vocab_size {vocab_size} is too small for byte_fallback: it needs at least "
+            f"{MIN_TRAINED_VOCAB} (5 specials + 256 byte pieces + text pieces)"
+        )
     lines = [line.strip() for t in texts for line in t.splitlines() if line.strip()]
     if not lines:
         raise DataError("cannot train a tokenizer on an empty corpus (no non-blank lines)")
     model = io.BytesIO()
     try:
         spm.SentencePieceTrainer.train(
-            sentence_iterator=iter(lines), model_writer=model, vocab_size=vocab_size,
-            model_type=model_type, character_coverage=character_coverage,
-            pad_id=0, unk_id=1, bos_id=-1, eos_id=-1, control_symbols=list(SPECIAL_PIECES),
-            input_sentence_size=max_sentences, shuffle_input_sentence=True,
+            sentence_iterator=iter(lines),
+            model_writer=model,
+            vocab_size=vocab_size,
+            model_type=model_type,
+            character_coverage=character_coverage,
+            pad_id=0,
+            unk_id=1,
+            bos_id=-1,
+            eos_id=-1,
+            control_symbols=list(SPECIAL_PIECES),
+            input_sentence_size=max_sentences,
+            shuffle_input_sentence=True,
             seed_sentencepiece_size=seed_sentencepiece_size,
-            byte_fallback=byte_fallback, hard_vocab_limit=False,
-            num_threads=os.cpu_count() or 1, minloglevel=2)
+            byte_fallback=byte_fallback,
+            hard_vocab_limit=False,
+            num_threads=os.cpu_count() or 1,
+            minloglevel=2,
+        )
     except RuntimeError as e:
         raise DataError(f"SentencePiece training failed: {e}") from e
     output_path = Path(output_path)
@@ -280,15 +312,21 @@ class WordPieceTokenizer(Tokenizer):
             raise DataError(f"WordPiece vocab {path} lacks special tokens {missing}")
         tok = HFTokenizer(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
         tok.normalizer = normalizers.BertNormalizer(
-            clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=lowercase)
+            clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=lowercase
+        )
         tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
         tok.decoder = decoders.WordPiece(prefix="##")
         self._tok = tok
         self._pieces = pieces
         self._is_word_start = np.array([not p.startswith("##") for p in pieces])
-        self.vocab = VocabInfo(size=len(pieces), pad_id=vocab["[PAD]"], unk_id=vocab["[UNK]"],
-                               cls_id=vocab["[CLS]"], sep_id=vocab["[SEP]"],
-                               mask_id=vocab["[MASK]"])
+        self.vocab = VocabInfo(
+            size=len(pieces),
+            pad_id=vocab["[PAD]"],
+            unk_id=vocab["[UNK]"],
+            cls_id=vocab["[CLS]"],
+            sep_id=vocab["[SEP]"],
+            mask_id=vocab["[MASK]"],
+        )
 
     def id_to_piece(self, i: int) -> str:
         return self._pieces[i]
@@ -296,8 +334,11 @@ class WordPieceTokenizer(Tokenizer):
     def encode(self, text: str) -> Encoded:
         enc = self._tok.encode(text, add_special_tokens=False)
         ids = np.array(enc.ids, dtype=np.int32)
-        return Encoded(ids=ids, word_starts=self.word_starts(ids),
-                       offsets=np.array(enc.offsets, dtype=np.int32).reshape(-1, 2))
+        return Encoded(
+            ids=ids,
+            word_starts=self.word_starts(ids),
+            offsets=np.array(enc.offsets, dtype=np.int32).reshape(-1, 2),
+        )
 
     def word_starts(self, ids: np.ndarray) -> np.ndarray:
         return self._is_word_start[np.asarray(ids)]
@@ -315,8 +356,9 @@ class WordPieceTokenizer(Tokenizer):
         return self._tok.decoder.decode([w for w, _ in words])
 
 
-def load_tokenizer(path: str | os.PathLike, extra_ids: int = 100,
-                   lowercase: bool = True) -> Tokenizer:
+def load_tokenizer(
+    path: str | os.PathLike, extra_ids: int = 100, lowercase: bool = True
+) -> Tokenizer:
     """Load a SentencePiece `.model` file or a WordPiece `vocab.txt`, chosen by content."""
     path = Path(path)
     if not path.is_file():

@@ -8,7 +8,7 @@ from flax import nnx
 from lm_jax.attention import AttentionMask
 from lm_jax.models.config import TransformerConfig
 from lm_jax.models.heads import MaskedLMHead, gather_positions
-from lm_jax.models.layers import EncoderLayer, Embeddings
+from lm_jax.models.layers import Embeddings, EncoderLayer
 from lm_jax.objectives.batch import Batch
 
 
@@ -20,14 +20,22 @@ class Encoder(nnx.Module):
         self.embeddings = Embeddings(cfg, rngs=rngs)
         self.layers = nnx.List([EncoderLayer(cfg, rngs=rngs) for _ in range(cfg.num_layers)])
 
-    def __call__(self, input_ids: jnp.ndarray, positions: jnp.ndarray, mask: AttentionMask,
-                 token_type_ids: jnp.ndarray | None = None, *, deterministic: bool = True,
-                 rngs: nnx.Rngs | None = None) -> jnp.ndarray:
+    def __call__(
+        self,
+        input_ids: jnp.ndarray,
+        positions: jnp.ndarray,
+        mask: AttentionMask,
+        token_type_ids: jnp.ndarray | None = None,
+        *,
+        deterministic: bool = True,
+        rngs: nnx.Rngs | None = None,
+    ) -> jnp.ndarray:
         """Hidden states [batch, L, hidden] for ids, positions and a compact attention mask."""
         if token_type_ids is None:
             token_type_ids = jnp.zeros_like(input_ids)
-        x = self.embeddings(input_ids, positions, token_type_ids, deterministic=deterministic,
-                            rngs=rngs)
+        x = self.embeddings(
+            input_ids, positions, token_type_ids, deterministic=deterministic, rngs=rngs
+        )
         for layer in self.layers:
             x = layer(x, mask, deterministic=deterministic, rngs=rngs)
         return x
@@ -40,10 +48,23 @@ class EncoderForMaskedLM(nnx.Module):
         self.encoder = Encoder(cfg, rngs=rngs)
         self.mlm_head = MaskedLMHead(cfg, rngs=rngs)
 
-    def __call__(self, batch: Batch, token_type_ids: jnp.ndarray | None = None, *,
-                 deterministic: bool = True, rngs: nnx.Rngs | None = None) -> jnp.ndarray:
+    def __call__(
+        self,
+        batch: Batch,
+        token_type_ids: jnp.ndarray | None = None,
+        *,
+        deterministic: bool = True,
+        rngs: nnx.Rngs | None = None,
+    ) -> jnp.ndarray:
         """fp32 logits [batch, max_predictions, vocab] at `batch.masked_positions`."""
-        hidden = self.encoder(batch.inputs, batch.positions, batch.attention, token_type_ids,
-                              deterministic=deterministic, rngs=rngs)
-        return self.mlm_head(gather_positions(hidden, batch.masked_positions),
-                             self.encoder.embeddings)
+        hidden = self.encoder(
+            batch.inputs,
+            batch.positions,
+            batch.attention,
+            token_type_ids,
+            deterministic=deterministic,
+            rngs=rngs,
+        )
+        return self.mlm_head(
+            gather_positions(hidden, batch.masked_positions), self.encoder.embeddings
+        )

@@ -20,27 +20,43 @@ _ACTIVATIONS = {
 }
 
 
-def _dense(cfg: TransformerConfig, n_in: int, n_out: int, axes: tuple[str, str],
-           rngs: nnx.Rngs) -> nnx.Linear:
+def _dense(
+    cfg: TransformerConfig, n_in: int, n_out: int, axes: tuple[str, str], rngs: nnx.Rngs
+) -> nnx.Linear:
     init = nnx.initializers.truncated_normal(stddev=cfg.initializer_range)
-    return nnx.Linear(n_in, n_out, dtype=cfg.compute_dtype, param_dtype=jnp.float32,
-                      kernel_init=nnx.with_metadata(init, logical_axes=axes),
-                      bias_init=nnx.with_metadata(nnx.initializers.zeros_init(), logical_axes=axes[1:]),
-                      rngs=rngs)
+    return nnx.Linear(
+        n_in,
+        n_out,
+        dtype=cfg.compute_dtype,
+        param_dtype=jnp.float32,
+        kernel_init=nnx.with_metadata(init, logical_axes=axes),
+        bias_init=nnx.with_metadata(nnx.initializers.zeros_init(), logical_axes=axes[1:]),
+        rngs=rngs,
+    )
 
 
 def _layer_norm(cfg: TransformerConfig, rngs: nnx.Rngs) -> nnx.LayerNorm:
-    return nnx.LayerNorm(cfg.hidden_size, epsilon=cfg.layer_norm_eps, dtype=cfg.compute_dtype,
-                         param_dtype=jnp.float32,
-                         scale_init=nnx.with_metadata(nnx.initializers.ones_init(), logical_axes=("embed",)),
-                         bias_init=nnx.with_metadata(nnx.initializers.zeros_init(), logical_axes=("embed",)),
-                         rngs=rngs)
+    return nnx.LayerNorm(
+        cfg.hidden_size,
+        epsilon=cfg.layer_norm_eps,
+        dtype=cfg.compute_dtype,
+        param_dtype=jnp.float32,
+        scale_init=nnx.with_metadata(nnx.initializers.ones_init(), logical_axes=("embed",)),
+        bias_init=nnx.with_metadata(nnx.initializers.zeros_init(), logical_axes=("embed",)),
+        rngs=rngs,
+    )
 
 
 def _embed(cfg: TransformerConfig, rows: int, axes: tuple[str, str], rngs: nnx.Rngs) -> nnx.Embed:
     init = nnx.initializers.truncated_normal(stddev=cfg.initializer_range)
-    return nnx.Embed(rows, cfg.hidden_size, dtype=cfg.compute_dtype, param_dtype=jnp.float32,
-                     embedding_init=nnx.with_metadata(init, logical_axes=axes), rngs=rngs)
+    return nnx.Embed(
+        rows,
+        cfg.hidden_size,
+        dtype=cfg.compute_dtype,
+        param_dtype=jnp.float32,
+        embedding_init=nnx.with_metadata(init, logical_axes=axes),
+        rngs=rngs,
+    )
 
 
 class Embeddings(nnx.Module):
@@ -53,8 +69,9 @@ class Embeddings(nnx.Module):
         self.layer_norm = _layer_norm(cfg, rngs)
         self.dropout = nnx.Dropout(cfg.dropout_rate)
 
-    def __call__(self, input_ids, positions, token_type_ids, *, deterministic: bool,
-                 rngs: nnx.Rngs | None) -> jnp.ndarray:
+    def __call__(
+        self, input_ids, positions, token_type_ids, *, deterministic: bool, rngs: nnx.Rngs | None
+    ) -> jnp.ndarray:
         x = self.word(input_ids) + self.position(positions) + self.token_type(token_type_ids)
         return self.dropout(self.layer_norm(x), deterministic=deterministic, rngs=rngs)
 
@@ -76,8 +93,13 @@ class SelfAttention(nnx.Module):
 
     def __call__(self, x: jnp.ndarray, mask: AttentionMask) -> jnp.ndarray:
         split = lambda t: t.reshape(*t.shape[:-1], self.cfg.num_heads, self.cfg.head_dim)
-        out = dot_product_attention(split(self.query(x)), split(self.key(x)), split(self.value(x)),
-                                    mask, implementation=self.cfg.attention_implementation)
+        out = dot_product_attention(
+            split(self.query(x)),
+            split(self.key(x)),
+            split(self.value(x)),
+            mask,
+            implementation=self.cfg.attention_implementation,
+        )
         return self.output(out.reshape(*out.shape[:-2], -1))
 
 
@@ -85,7 +107,9 @@ class FeedForward(nnx.Module):
     """Position-wise feed-forward block: dense, activation, dense."""
 
     def __init__(self, cfg: TransformerConfig, *, rngs: nnx.Rngs):
-        self.intermediate = _dense(cfg, cfg.hidden_size, cfg.intermediate_size, ("embed", "mlp"), rngs)
+        self.intermediate = _dense(
+            cfg, cfg.hidden_size, cfg.intermediate_size, ("embed", "mlp"), rngs
+        )
         self.output = _dense(cfg, cfg.intermediate_size, cfg.hidden_size, ("mlp", "embed"), rngs)
         self.activation = _ACTIVATIONS[cfg.activation]
 
@@ -103,8 +127,9 @@ class EncoderLayer(nnx.Module):
         self.output_norm = _layer_norm(cfg, rngs)
         self.dropout = nnx.Dropout(cfg.dropout_rate)
 
-    def __call__(self, x: jnp.ndarray, mask: AttentionMask, *, deterministic: bool,
-                 rngs: nnx.Rngs | None) -> jnp.ndarray:
+    def __call__(
+        self, x: jnp.ndarray, mask: AttentionMask, *, deterministic: bool, rngs: nnx.Rngs | None
+    ) -> jnp.ndarray:
         drop = lambda y: self.dropout(y, deterministic=deterministic, rngs=rngs)
         x = self.attention_norm(x + drop(self.attention(x, mask)))
         return self.output_norm(x + drop(self.feed_forward(x)))

@@ -1,4 +1,4 @@
-"""Masked language modelling: BERT (Devlin et al. 2019) and RoBERTa dynamic masking (Liu et al. 2019).
+"""Masked LM: BERT (Devlin et al. 2019) and RoBERTa dynamic masking (Liu et al. 2019).
 
 Reference: google-research/bert `create_pretraining_data.py` and fairseq's `MaskTokensDataset`.
 """
@@ -23,8 +23,9 @@ def default_max_predictions(length: int, rate: float) -> int:
     return max(1, math.ceil(rate * length))
 
 
-def prediction_budget(key: jax.Array, num_tokens: jnp.ndarray, rate: float, max_predictions: int,
-                      budget: str) -> jnp.ndarray:
+def prediction_budget(
+    key: jax.Array, num_tokens: jnp.ndarray, rate: float, max_predictions: int, budget: str
+) -> jnp.ndarray:
     """How many tokens a row predicts.
 
     "round" (BERT): min(max_predictions, max(1, round(rate * n))), n counting [CLS]/[SEP].
@@ -37,8 +38,9 @@ def prediction_budget(key: jax.Array, num_tokens: jnp.ndarray, rate: float, max_
     return jnp.minimum(count, max_predictions).astype(jnp.int32)
 
 
-def select_positions(key: jax.Array, candidates: jnp.ndarray, count: jnp.ndarray,
-                     max_predictions: int) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
+def select_positions(
+    key: jax.Array, candidates: jnp.ndarray, count: jnp.ndarray, max_predictions: int
+) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
     """Choose `count` candidate positions uniformly without replacement.
 
     Same distribution as BERT's "shuffle the candidates, take greedily", with static shapes:
@@ -55,8 +57,15 @@ def select_positions(key: jax.Array, candidates: jnp.ndarray, count: jnp.ndarray
     return selected, jnp.where(weights, order, 0), weights
 
 
-def corrupt(key: jax.Array, tokens: jnp.ndarray, selected: jnp.ndarray, vocab: VocabInfo,
-            mask_prob: float, random_prob: float, random_excludes_specials: bool) -> jnp.ndarray:
+def corrupt(
+    key: jax.Array,
+    tokens: jnp.ndarray,
+    selected: jnp.ndarray,
+    vocab: VocabInfo,
+    mask_prob: float,
+    random_prob: float,
+    random_excludes_specials: bool,
+) -> jnp.ndarray:
     """BERT's 80/10/10: selected tokens become [MASK] w.p. mask_prob, a random token w.p.
     random_prob, and stay unchanged otherwise; decided independently per token.
 
@@ -67,35 +76,62 @@ def corrupt(key: jax.Array, tokens: jnp.ndarray, selected: jnp.ndarray, vocab: V
     u = jax.random.uniform(k_action, tokens.shape)
     support = vocab.regular_ids() if random_excludes_specials else jnp.arange(vocab.size)
     random_tokens = jnp.asarray(support, jnp.int32)[
-        jax.random.randint(k_random, tokens.shape, 0, len(support))]
+        jax.random.randint(k_random, tokens.shape, 0, len(support))
+    ]
     out = jnp.where(selected & (u < mask_prob), vocab.mask_id, tokens)
     return jnp.where(selected & (u >= 1.0 - random_prob), random_tokens, out)
 
 
-def _mlm_row(key, tokens, segment_ids, *, vocab, rate, max_predictions, mask_prob, random_prob,
-             budget, random_excludes_specials) -> Batch:
+def _mlm_row(
+    key,
+    tokens,
+    segment_ids,
+    *,
+    vocab,
+    rate,
+    max_predictions,
+    mask_prob,
+    random_prob,
+    budget,
+    random_excludes_specials,
+) -> Batch:
     k_budget, k_select, k_corrupt = jax.random.split(key, 3)
     real = segment_ids != 0
     candidates = real & ~jnp.isin(tokens, jnp.asarray(vocab.special_ids, jnp.int32))
     count = prediction_budget(k_budget, real.sum(), rate, max_predictions, budget)
     selected, masked_positions, masked_weights = select_positions(
-        k_select, candidates, count, max_predictions)
-    inputs = corrupt(k_corrupt, tokens, selected, vocab, mask_prob, random_prob,
-                     random_excludes_specials)
+        k_select, candidates, count, max_predictions
+    )
+    inputs = corrupt(
+        k_corrupt, tokens, selected, vocab, mask_prob, random_prob, random_excludes_specials
+    )
     return Batch(
-        inputs=inputs, targets=tokens, loss_weights=selected.astype(jnp.float32),
+        inputs=inputs,
+        targets=tokens,
+        loss_weights=selected.astype(jnp.float32),
         positions=jnp.where(real, positions_from_segments(segment_ids), 0),
-        segment_ids=segment_ids, attention=AttentionMask.bidirectional(segment_ids),
+        segment_ids=segment_ids,
+        attention=AttentionMask.bidirectional(segment_ids),
         masked_positions=masked_positions,
         masked_targets=jnp.where(masked_weights, tokens[masked_positions], vocab.pad_id),
-        masked_weights=masked_weights.astype(jnp.float32))
+        masked_weights=masked_weights.astype(jnp.float32),
+    )
 
 
 @register("mlm")
-def mlm(key: jax.Array, tokens: jnp.ndarray, *, vocab: VocabInfo,
-        segment_ids: jnp.ndarray | None = None, rate: float = 0.15,
-        max_predictions: int | None = None, mask_prob: float = 0.8, random_prob: float = 0.1,
-        budget: str = "round", random_excludes_specials: bool = True) -> Batch:
+def mlm(
+    key: jax.Array,
+    tokens: jnp.ndarray,
+    *,
+    vocab: VocabInfo,
+    segment_ids: jnp.ndarray | None = None,
+    rate: float = 0.15,
+    max_predictions: int | None = None,
+    mask_prob: float = 0.8,
+    random_prob: float = 0.1,
+    budget: str = "round",
+    random_excludes_specials: bool = True,
+) -> Batch:
     """BERT masked LM with RoBERTa-style dynamic masking (a new mask for every key).
 
     Args:
@@ -113,8 +149,10 @@ def mlm(key: jax.Array, tokens: jnp.ndarray, *, vocab: VocabInfo,
     if not 0.0 < rate < 1.0:
         raise ValueError(f"rate must be in (0, 1), got {rate}")
     if mask_prob < 0 or random_prob < 0 or mask_prob + random_prob > 1.0:
-        raise ValueError(f"mask_prob ({mask_prob}) and random_prob ({random_prob}) must be "
-                         "non-negative with a sum of at most 1")
+        raise ValueError(
+            f"mask_prob ({mask_prob}) and random_prob ({random_prob}) must be "
+            "non-negative with a sum of at most 1"
+        )
     if budget not in BUDGETS:
         raise ValueError(f"budget must be one of {BUDGETS}, got {budget!r}")
     tokens = jnp.asarray(tokens)
@@ -125,7 +163,16 @@ def mlm(key: jax.Array, tokens: jnp.ndarray, *, vocab: VocabInfo,
         raise ValueError(f"max_predictions must be >= 1, got {max_predictions}")
     if segment_ids is None:
         segment_ids = (tokens != vocab.pad_id).astype(jnp.int32)
-    return map_rows(_mlm_row, key, tokens, {"segment_ids": segment_ids}, vocab=vocab, rate=rate,
-                    max_predictions=min(max_predictions, max(length, 1)), mask_prob=mask_prob,
-                    random_prob=random_prob, budget=budget,
-                    random_excludes_specials=random_excludes_specials)
+    return map_rows(
+        _mlm_row,
+        key,
+        tokens,
+        {"segment_ids": segment_ids},
+        vocab=vocab,
+        rate=rate,
+        max_predictions=min(max_predictions, max(length, 1)),
+        mask_prob=mask_prob,
+        random_prob=random_prob,
+        budget=budget,
+        random_excludes_specials=random_excludes_specials,
+    )

@@ -44,14 +44,23 @@ def positions_from_segments(segment_ids: jnp.ndarray) -> jnp.ndarray:
     """Positions restarting at 0 wherever the segment id changes along the last axis."""
     idx = jnp.broadcast_to(jnp.arange(segment_ids.shape[-1]), segment_ids.shape)
     change = jnp.concatenate(
-        [jnp.ones_like(segment_ids[..., :1], dtype=bool),
-         segment_ids[..., 1:] != segment_ids[..., :-1]], axis=-1)
+        [
+            jnp.ones_like(segment_ids[..., :1], dtype=bool),
+            segment_ids[..., 1:] != segment_ids[..., :-1],
+        ],
+        axis=-1,
+    )
     start = jax.lax.cummax(jnp.where(change, idx, 0), axis=segment_ids.ndim - 1)
     return (idx - start).astype(jnp.int32)
 
 
-def map_rows(row_fn: Callable[..., Any], key: jax.Array, tokens: jnp.ndarray,
-             arrays: dict[str, jnp.ndarray | None], **static: Any) -> Any:
+def map_rows(
+    row_fn: Callable[..., Any],
+    key: jax.Array,
+    tokens: jnp.ndarray,
+    arrays: dict[str, jnp.ndarray | None],
+    **static: Any,
+) -> Any:
     """Apply `row_fn(key, tokens[L], **arrays_row, **static)` to every row of `tokens`.
 
     `tokens` is [..., L]; each entry of `arrays` must have the same shape (None entries pass
@@ -77,5 +86,7 @@ def map_rows(row_fn: Callable[..., Any], key: jax.Array, tokens: jnp.ndarray,
     n = math.prod(lead)
     keys = jax.random.split(key, n)
     flat = {k: v.reshape(n, length) for k, v in given.items()}
-    out = jax.vmap(lambda k, t, a: row_fn(k, t, **a, **static))(keys, tokens.reshape(n, length), flat)
+    out = jax.vmap(lambda k, t, a: row_fn(k, t, **a, **static))(
+        keys, tokens.reshape(n, length), flat
+    )
     return jax.tree.map(lambda x: x.reshape(lead + x.shape[1:]), out)

@@ -19,8 +19,15 @@ from lm_jax.errors import CheckpointError
 
 RUN_CONFIG_FILE = "run_config.json"
 # Config fields that may change between a run and its resumption.
-RESUMABLE_CHANGES = ("output_dir", "train.steps", "train.log_every", "train.eval_every",
-                     "train.eval_batches", "train.checkpoint_every", "train.keep_checkpoints")
+RESUMABLE_CHANGES = (
+    "output_dir",
+    "train.steps",
+    "train.log_every",
+    "train.eval_every",
+    "train.eval_batches",
+    "train.checkpoint_every",
+    "train.keep_checkpoints",
+)
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -50,15 +57,21 @@ def check_run_config(workdir: Path, config_dict: dict[str, Any], resuming: bool)
     try:
         recorded = _flatten(json.loads(path.read_text()))
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path} is corrupt ({e}); the run directory was left untouched") from e
+        raise CheckpointError(
+            f"{path} is corrupt ({e}); the run directory was left untouched"
+        ) from e
     current = _flatten(config_dict)
-    changed = sorted(k for k in set(recorded) | set(current)
-                     if k not in RESUMABLE_CHANGES and recorded.get(k) != current.get(k))
+    changed = sorted(
+        k
+        for k in set(recorded) | set(current)
+        if k not in RESUMABLE_CHANGES and recorded.get(k) != current.get(k)
+    )
     if changed:
         diffs = "; ".join(f"config.{k}: {recorded.get(k)!r} -> {current.get(k)!r}" for k in changed)
         raise CheckpointError(
             f"{workdir} holds a run with a different configuration ({diffs}). Resume it with its "
-            "own configuration, or choose a new config.output_dir; nothing was overwritten.")
+            "own configuration, or choose a new config.output_dir; nothing was overwritten."
+        )
 
 
 class Checkpointer:
@@ -72,8 +85,10 @@ class Checkpointer:
         self.directory = Path(directory)
         self._manager = ocp.CheckpointManager(
             self.directory.absolute(),
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                                 enable_async_checkpointing=True))
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=keep, create=True, enable_async_checkpointing=True
+            ),
+        )
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
@@ -89,15 +104,20 @@ class Checkpointer:
         except Exception as e:  # orbax raises many types for missing / truncated / foreign files
             raise CheckpointError(
                 f"checkpoint {self.directory / str(step)} is corrupt or does not match this "
-                f"model ({type(e).__name__}: {str(e)[:300]}); it was left untouched") from e
+                f"model ({type(e).__name__}: {str(e)[:300]}); it was left untouched"
+            ) from e
         mismatched = [
             jax.tree_util.keystr(path)
-            for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(abstract)[0],
-                                    jax.tree.leaves(restored))
-            if a.shape != b.shape or a.dtype != b.dtype]
+            for (path, a), b in zip(
+                jax.tree_util.tree_flatten_with_path(abstract)[0], jax.tree.leaves(restored)
+            )
+            if a.shape != b.shape or a.dtype != b.dtype
+        ]
         if mismatched:
-            raise CheckpointError(f"checkpoint {self.directory / str(step)} does not match this "
-                                  f"model at {mismatched[:5]}; it was left untouched")
+            raise CheckpointError(
+                f"checkpoint {self.directory / str(step)} does not match this "
+                f"model at {mismatched[:5]}; it was left untouched"
+            )
         return restored
 
     def close(self) -> None:

@@ -62,8 +62,9 @@ def evaluate(eval_step, params, batches) -> dict[str, float]:
     return summarize(sums)
 
 
-def pretrain(config: ml_collections.ConfigDict, workdir: Path | None = None,
-             progress: bool = True) -> RunSummary:
+def pretrain(
+    config: ml_collections.ConfigDict, workdir: Path | None = None, progress: bool = True
+) -> RunSummary:
     """Pretrain (or resume) the configured run; returns where its outputs went."""
     validate(config)
     workdir = Path(workdir or default_workdir(config))
@@ -72,8 +73,13 @@ def pretrain(config: ml_collections.ConfigDict, workdir: Path | None = None,
     data = build_pretraining_data(config, workdir, reuse_tokenizer=resuming)
     vocab = data.tokenizer.vocab
     t = config.train
-    log.info("corpus: %d train / %d held-out documents -> %d / %d rows of %d tokens",
-             *data.num_documents, len(data.train), len(data.eval), config.data.seq_len)
+    log.info(
+        "corpus: %d train / %d held-out documents -> %d / %d rows of %d tokens",
+        *data.num_documents,
+        len(data.train),
+        len(data.eval),
+        config.data.seq_len,
+    )
 
     graphdef, params = nnx.split(build_model(config, vocab.size))
     optimizer, schedule = make_optimizer(t)
@@ -84,8 +90,9 @@ def pretrain(config: ml_collections.ConfigDict, workdir: Path | None = None,
         state = checkpointer.restore(start, state)
         log.info("resumed from %s at step %d", checkpointer.directory / str(start), start)
 
-    objective = functools.partial(objectives.get(config.objective), vocab=vocab,
-                                  **config.objective_options.to_dict())
+    objective = functools.partial(
+        objectives.get(config.objective), vocab=vocab, **config.objective_options.to_dict()
+    )
     train_step = make_train_step(graphdef, optimizer, objective, config.seed)
     eval_step = make_eval_step(graphdef, objective, config.seed)
     batches = train_batches(data.train, t.batch_size, config.seed)
@@ -99,8 +106,15 @@ def pretrain(config: ml_collections.ConfigDict, workdir: Path | None = None,
         if start == 0:
             run_eval(0)
         sums, tokens, tick = None, 0, time.perf_counter()
-        bar = tqdm(range(start, t.steps), initial=start, total=t.steps, disable=not progress,
-                   desc=f"pretrain {config.objective}", unit="step", dynamic_ncols=True)
+        bar = tqdm(
+            range(start, t.steps),
+            initial=start,
+            total=t.steps,
+            disable=not progress,
+            desc=f"pretrain {config.objective}",
+            unit="step",
+            dynamic_ncols=True,
+        )
         for step in bar:
             rows = batches[step]
             state, out = train_step(state, rows)
@@ -110,9 +124,11 @@ def pretrain(config: ml_collections.ConfigDict, workdir: Path | None = None,
             if done % t.log_every == 0 or done == t.steps:
                 elapsed = time.perf_counter() - tick
                 result = summarize(sums)
-                result.update(grad_norm=float(sums["grad_norm"] / sums["steps"]),
-                              learning_rate=float(schedule(done)),
-                              tokens_per_second=tokens / elapsed)
+                result.update(
+                    grad_norm=float(sums["grad_norm"] / sums["steps"]),
+                    learning_rate=float(schedule(done)),
+                    tokens_per_second=tokens / elapsed,
+                )
                 if not math.isfinite(result["loss"]):
                     raise FloatingPointError(f"non-finite training loss at step {done}")
                 metrics.write(done, "train", result)
@@ -127,17 +143,27 @@ def pretrain(config: ml_collections.ConfigDict, workdir: Path | None = None,
         checkpointer.close()
         metrics.close()
 
-    plot_path = plot_loss_curve(workdir / "metrics.jsonl", workdir / "loss.png",
-                                title=f"{config.objective} on {config.data.corpus}")
-    evals = sorted((r for r in read_metrics(workdir / "metrics.jsonl") if r["split"] == "eval"),
-                   key=lambda r: r["step"])
+    plot_path = plot_loss_curve(
+        workdir / "metrics.jsonl",
+        workdir / "loss.png",
+        title=f"{config.objective} on {config.data.corpus}",
+    )
+    evals = sorted(
+        (r for r in read_metrics(workdir / "metrics.jsonl") if r["split"] == "eval"),
+        key=lambda r: r["step"],
+    )
     tokenizer_path = None if config.tokenizer.path else workdir / TOKENIZER_FILE
-    return RunSummary(workdir=workdir, checkpoint_dir=checkpointer.directory,
-                      metrics_path=workdir / "metrics.jsonl", plot_path=plot_path,
-                      tokenizer_path=tokenizer_path, final_step=max(start, t.steps),
-                      first_eval_loss=evals[0]["loss"], last_eval_loss=evals[-1]["loss"],
-                      unigram_baseline=unigram_cross_entropy(
-                          data.train.tokens, data.eval.tokens, vocab.size, vocab.special_ids),
-                      state=state)
-
-
+    return RunSummary(
+        workdir=workdir,
+        checkpoint_dir=checkpointer.directory,
+        metrics_path=workdir / "metrics.jsonl",
+        plot_path=plot_path,
+        tokenizer_path=tokenizer_path,
+        final_step=max(start, t.steps),
+        first_eval_loss=evals[0]["loss"],
+        last_eval_loss=evals[-1]["loss"],
+        unigram_baseline=unigram_cross_entropy(
+            data.train.tokens, data.eval.tokens, vocab.size, vocab.special_ids
+        ),
+        state=state,
+    )

@@ -7,8 +7,9 @@ import numpy as np
 import optax
 
 
-def weighted_cross_entropy(logits: jnp.ndarray, targets: jnp.ndarray,
-                           weights: jnp.ndarray) -> dict[str, jnp.ndarray]:
+def weighted_cross_entropy(
+    logits: jnp.ndarray, targets: jnp.ndarray, weights: jnp.ndarray
+) -> dict[str, jnp.ndarray]:
     """Sums for a weighted token cross-entropy: BERT's loss is `nll_sum / (weight_sum + 1e-5)`.
 
     Returns sums (not means) so that metrics over several batches combine exactly:
@@ -16,20 +17,29 @@ def weighted_cross_entropy(logits: jnp.ndarray, targets: jnp.ndarray,
     """
     nll = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
     correct = (logits.argmax(-1) == targets).astype(jnp.float32)
-    return {"nll_sum": (nll * weights).sum(), "correct_sum": (correct * weights).sum(),
-            "weight_sum": weights.sum()}
+    return {
+        "nll_sum": (nll * weights).sum(),
+        "correct_sum": (correct * weights).sum(),
+        "weight_sum": weights.sum(),
+    }
 
 
 def summarize(sums: dict[str, jnp.ndarray]) -> dict[str, float]:
     """Loss and accuracy from `weighted_cross_entropy` sums."""
     w = float(sums["weight_sum"])
-    return {"loss": float(sums["nll_sum"]) / (w + 1e-5),
-            "accuracy": float(sums["correct_sum"]) / max(w, 1e-5),
-            "predictions": w}
+    return {
+        "loss": float(sums["nll_sum"]) / (w + 1e-5),
+        "accuracy": float(sums["correct_sum"]) / max(w, 1e-5),
+        "predictions": w,
+    }
 
 
-def unigram_cross_entropy(train_tokens: np.ndarray, eval_tokens: np.ndarray, vocab_size: int,
-                          ignore_ids: tuple[int, ...] = ()) -> float:
+def unigram_cross_entropy(
+    train_tokens: np.ndarray,
+    eval_tokens: np.ndarray,
+    vocab_size: int,
+    ignore_ids: tuple[int, ...] = (),
+) -> float:
     """Cross-entropy (nats/token) of held-out tokens under the add-one-smoothed unigram
     distribution of the training tokens: the loss a model that ignores context would reach."""
     counts = np.bincount(train_tokens.ravel(), minlength=vocab_size).astype(np.float64) + 1.0

@@ -28,8 +28,9 @@ class MetricsWriter:
 
     def write(self, step: int, split: str, metrics: dict[str, Any]) -> None:
         record = {"step": int(step), "split": split, "time": round(time.time(), 3)}
-        record.update({k: (float(v) if isinstance(v, (int, float)) else v)
-                       for k, v in metrics.items()})
+        record.update(
+            {k: (float(v) if isinstance(v, (int, float)) else v) for k, v in metrics.items()}
+        )
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
 
@@ -52,8 +53,11 @@ def plot_loss_curve(metrics_path: Path, output_path: Path, title: str = "") -> P
     records = read_metrics(metrics_path)
     fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
     for split, style in (("train", "-"), ("eval", "o-")):
-        points = sorted((r["step"], r["loss"]) for r in records
-                        if r["split"] == split and math.isfinite(r.get("loss", math.nan)))
+        points = sorted(
+            (r["step"], r["loss"])
+            for r in records
+            if r["split"] == split and math.isfinite(r.get("loss", math.nan))
+        )
         if points:
             ax.plot(*zip(*points), style, label=f"{split} loss", markersize=4)
     ax.set_xlabel("step")

@@ -6,8 +6,9 @@ import jax
 import optax
 
 
-def learning_rate_schedule(peak: float, warmup_steps: int, total_steps: int,
-                           decay: str = "linear") -> optax.Schedule:
+def learning_rate_schedule(
+    peak: float, warmup_steps: int, total_steps: int, decay: str = "linear"
+) -> optax.Schedule:
     """Linear warmup from 0 to `peak`, then linear (BERT) or cosine decay to 0 at `total_steps`."""
     decay_steps = max(1, total_steps - warmup_steps)
     if decay == "linear":
@@ -28,10 +29,17 @@ def decay_mask(params):
 def make_optimizer(train_cfg) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """AdamW (Loshchilov & Hutter 2019) with warmup + decay and global-norm clipping, and its
     learning-rate schedule (for logging)."""
-    schedule = learning_rate_schedule(train_cfg.learning_rate, train_cfg.warmup_steps,
-                                      train_cfg.steps, train_cfg.decay)
-    adamw = optax.adamw(schedule, b1=train_cfg.b1, b2=train_cfg.b2, eps=train_cfg.eps,
-                        weight_decay=train_cfg.weight_decay, mask=decay_mask)
+    schedule = learning_rate_schedule(
+        train_cfg.learning_rate, train_cfg.warmup_steps, train_cfg.steps, train_cfg.decay
+    )
+    adamw = optax.adamw(
+        schedule,
+        b1=train_cfg.b1,
+        b2=train_cfg.b2,
+        eps=train_cfg.eps,
+        weight_decay=train_cfg.weight_decay,
+        mask=decay_mask,
+    )
     if train_cfg.clip_norm > 0:
         return optax.chain(optax.clip_by_global_norm(train_cfg.clip_norm), adamw), schedule
     return adamw, schedule

@@ -34,16 +34,26 @@ def stream_key(seed: int, stream: int) -> jax.Array:
     return jax.random.fold_in(jax.random.key(seed), stream)
 
 
-def _mlm_sums(graphdef: nnx.GraphDef, params: nnx.State, batch: Batch, *, deterministic: bool,
-              dropout_key: jax.Array | None) -> dict[str, jax.Array]:
+def _mlm_sums(
+    graphdef: nnx.GraphDef,
+    params: nnx.State,
+    batch: Batch,
+    *,
+    deterministic: bool,
+    dropout_key: jax.Array | None,
+) -> dict[str, jax.Array]:
     model = nnx.merge(graphdef, params)
     rngs = None if deterministic else nnx.Rngs(dropout=dropout_key)
     logits = model(batch, deterministic=deterministic, rngs=rngs)
     return weighted_cross_entropy(logits, batch.masked_targets, batch.masked_weights)
 
 
-def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation,
-                    objective: Callable[..., Batch], seed: int):
+def make_train_step(
+    graphdef: nnx.GraphDef,
+    optimizer: optax.GradientTransformation,
+    objective: Callable[..., Batch],
+    seed: int,
+):
     """`step(state, rows) -> (state, sums)`, jitted with the state donated.
 
     `rows` holds packed `tokens` and `segment_ids` [batch, L]. The objective runs inside the
@@ -74,8 +84,9 @@ def make_eval_step(graphdef: nnx.GraphDef, objective: Callable[..., Batch], seed
     base = stream_key(seed, EVAL_STREAM)
 
     def eval_step(params: nnx.State, rows: dict[str, jax.Array], index: jax.Array):
-        batch = objective(jax.random.fold_in(base, index), rows["tokens"],
-                          segment_ids=rows["segment_ids"])
+        batch = objective(
+            jax.random.fold_in(base, index), rows["tokens"], segment_ids=rows["segment_ids"]
+        )
         return _mlm_sums(graphdef, params, batch, deterministic=True, dropout_key=None)
 
     return jax.jit(eval_step)
