@@ -1,25 +1,57 @@
 """Pretraining objectives as pure, jittable mask-generation functions.
 
-Every objective is called as `fn(key, tokens, *, vocab, **options)` and returns a `Batch`
-whose `attention` field is the compact mask the shared attention kernel consumes.
+Every objective is called as `fn(key, tokens, *, vocab, **options)` and returns a batch whose
+`attention` field is the compact mask that the shared attention kernel consumes.
 
-    >>> import jax, lm_jax.objectives as obj
-    >>> obj.names()
-    ['mlm']
-    >>> batch = obj.get("mlm")(jax.random.key(0), tokens, vocab=tokenizer.vocab)
-    >>> obj.dense_attention_mask(batch)  # bool [batch, L, L]
+    >>> import jax, lm_jax.objectives as objectives
+    >>> objectives.names()
+    ['clm', 'electra', 'entity', 'mlm', 'mpnet', 'ngram', 'plm', 'prefix_lm', 'span', 'unilm',
+     'wwm']
+    >>> batch = objectives.get("mlm")(jax.random.key(0), tokens, vocab=tokenizer.vocab)
+    >>> objectives.dense_attention_mask(batch)  # bool [batch, L, L]
 """
 
 import jax.numpy as jnp
 
-from lm_jax.objectives.batch import Batch
-from lm_jax.objectives.masked_lm import mlm
+from lm_jax.objectives.autoregressive import UNILM_MODES, clm, prefix_lm, unilm
+from lm_jax.objectives.batch import Batch, ReplacedTokenBatch, SpanBatch, TwoStreamBatch
+from lm_jax.objectives.masked_lm import electra, electra_replace, entity, mlm, ngram, wwm
+from lm_jax.objectives.permutation import mpnet, plm
 from lm_jax.objectives.registry import get, names
+from lm_jax.objectives.span import span, span_length_probs
 
 
-def dense_attention_mask(batch: Batch) -> jnp.ndarray:
-    """Expand a batch's compact attention description to a boolean [..., q_len, k_len] mask."""
+def dense_attention_mask(batch) -> jnp.ndarray | tuple[jnp.ndarray, jnp.ndarray]:
+    """Expand a batch's compact attention description to boolean masks.
+
+    Returns [..., q_len, k_len]; for two-stream batches (XLNet, MPNet) a pair
+    (content stream [..., Lc, Lc], query stream [..., P, Lc]).
+    """
+    if isinstance(batch, TwoStreamBatch):
+        return batch.attention.dense(), batch.query_attention.dense()
     return batch.attention.dense()
 
 
-__all__ = ["Batch", "dense_attention_mask", "get", "mlm", "names"]
+__all__ = [
+    "Batch",
+    "ReplacedTokenBatch",
+    "SpanBatch",
+    "TwoStreamBatch",
+    "UNILM_MODES",
+    "clm",
+    "dense_attention_mask",
+    "electra",
+    "electra_replace",
+    "entity",
+    "get",
+    "mlm",
+    "mpnet",
+    "names",
+    "ngram",
+    "plm",
+    "prefix_lm",
+    "span",
+    "span_length_probs",
+    "unilm",
+    "wwm",
+]

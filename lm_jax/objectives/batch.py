@@ -1,4 +1,4 @@
-"""The training batch every objective returns (a pytree, so it flows through jit and vmap)."""
+"""The batches objectives return (pytrees, so they flow through jit and vmap)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from flax import struct
 from lm_jax.attention.mask import AttentionMask
 
 
-@struct.dataclass
+@struct.dataclass(kw_only=True)
 class Batch:
     """One objective's output for rows of length L (leading batch axes allowed).
 
@@ -17,13 +17,15 @@ class Batch:
 
     Attributes:
       inputs: int token ids fed to the model.
-      targets: int ids to predict at each position (the original tokens).
+      targets: int ids to predict at each position (the original tokens for masked objectives,
+        the next token for causal ones).
       loss_weights: float, 1 where a prediction is scored, 0 elsewhere.
       positions: int position ids, restarting at 0 per packed segment.
       segment_ids: int packed-document ids, 1..n per row, 0 = padding (seqio convention).
       attention: who may attend to whom (`lm_jax.attention.AttentionMask`).
+      token_type_ids: int sentence-A/B (or UniLM stream) ids, or None (all 0).
       masked_positions, masked_targets, masked_weights: the sparse prediction layout, or None
-        for objectives that predict every token.
+        for objectives that score every token through the dense fields.
     """
 
     inputs: jnp.ndarray
@@ -32,6 +34,53 @@ class Batch:
     positions: jnp.ndarray
     segment_ids: jnp.ndarray
     attention: AttentionMask
+    token_type_ids: jnp.ndarray | None = None
     masked_positions: jnp.ndarray | None = None
     masked_targets: jnp.ndarray | None = None
     masked_weights: jnp.ndarray | None = None
+
+
+@struct.dataclass(kw_only=True)
+class SpanBatch(Batch):
+    """SpanBERT: masked LM plus span-boundary targets, in the sparse layout [..., P].
+
+    For the masked token at `masked_positions[j]`, inside the span s..e: `sbo_left[j] = s - 1`,
+    `sbo_right[j] = e + 1`, `sbo_offsets[j] = position - s`; `sbo_weights[j]` is 0 for spans
+    whose boundary is outside the document or a special token, and for offsets past the limit.
+    """
+
+    sbo_left: jnp.ndarray
+    sbo_right: jnp.ndarray
+    sbo_offsets: jnp.ndarray
+    sbo_weights: jnp.ndarray
+
+
+@struct.dataclass(kw_only=True)
+class TwoStreamBatch(Batch):
+    """XLNet / MPNet two-stream attention.
+
+    The content stream is `inputs`, `positions`, `segment_ids` with `attention`; the query
+    stream has one row per prediction slot ([..., P]): `query_inputs` (the token embedded for
+    the query stream, [MASK] for XLNet, whose model uses a learned embedding instead),
+    `query_positions`, `query_segment_ids` and `query_attention`, whose keys are the content
+    stream. `masked_targets` / `masked_weights` score the query rows; `masked_positions` gives
+    each prediction's index in the content stream. `dense_attention_mask` returns
+    (content mask, query mask).
+    """
+
+    query_inputs: jnp.ndarray
+    query_positions: jnp.ndarray
+    query_segment_ids: jnp.ndarray
+    query_attention: AttentionMask
+
+
+@struct.dataclass(kw_only=True)
+class ReplacedTokenBatch:
+    """ELECTRA's discriminator batch: replaced-token labels over every real token [..., L]."""
+
+    inputs: jnp.ndarray
+    labels: jnp.ndarray  # 1 where the input differs from the original token
+    loss_weights: jnp.ndarray  # 1 on every non-padding token
+    positions: jnp.ndarray
+    segment_ids: jnp.ndarray
+    attention: AttentionMask

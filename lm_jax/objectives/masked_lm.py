@@ -1,110 +1,52 @@
-"""Masked LM: BERT (Devlin et al. 2019) and RoBERTa dynamic masking (Liu et al. 2019).
+"""Masked LM family: BERT / RoBERTa token masking, whole-word, n-gram and entity masking, and
+ELECTRA's generator masking with its replaced-token sampler.
 
-Reference: google-research/bert `create_pretraining_data.py` and fairseq's `MaskTokensDataset`.
+References: Devlin et al. 2019 (google-research/bert), Liu et al. 2019 (fairseq), Cui et al.
+2019 (Chinese-BERT-wwm), Lan et al. 2020 (ALBERT n-gram masking), Sun et al. 2019 (ERNIE
+entity/phrase masking), Clark et al. 2020 (google-research/electra). See shared/OBJECTIVES.md.
 """
 
 from __future__ import annotations
-
-import math
 
 import jax
 import jax.numpy as jnp
 
 from lm_jax.attention.mask import AttentionMask
 from lm_jax.data.tokenizer import VocabInfo
-from lm_jax.objectives.batch import Batch
+from lm_jax.objectives.batch import Batch, ReplacedTokenBatch
+from lm_jax.objectives.masking import (
+    candidates_of,
+    check_rates,
+    corrupt,
+    default_max_predictions,
+    prediction_budget,
+    select_ngram_units,
+    select_positions,
+    sparse_layout,
+    unit_ids,
+)
 from lm_jax.objectives.registry import map_rows, positions_from_segments, register
 
-BUDGETS = ("round", "probabilistic")
+ALBERT_NGRAM_PROBS = (6 / 11, 3 / 11, 2 / 11)  # p(n) proportional to 1/n, n <= 3
 
 
-def default_max_predictions(length: int, rate: float) -> int:
-    """ceil(rate * length): 20 at length 128 and 77 at 512 for rate 0.15 (BERT used 20 / 76-80)."""
-    return max(1, math.ceil(rate * length))
-
-
-def prediction_budget(
-    key: jax.Array, num_tokens: jnp.ndarray, rate: float, max_predictions: int, budget: str
-) -> jnp.ndarray:
-    """How many tokens a row predicts.
-
-    "round" (BERT): min(max_predictions, max(1, round(rate * n))), n counting [CLS]/[SEP].
-    "probabilistic" (RoBERTa/fairseq): int(rate * n + U[0, 1)), so the mean is exactly rate * n.
-    """
-    if budget == "round":
-        count = jnp.maximum(1, jnp.round(num_tokens * rate))
-    else:
-        count = jnp.floor(num_tokens * rate + jax.random.uniform(key))
-    return jnp.minimum(count, max_predictions).astype(jnp.int32)
-
-
-def select_positions(
-    key: jax.Array, candidates: jnp.ndarray, count: jnp.ndarray, max_predictions: int
-) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
-    """Choose `count` candidate positions uniformly without replacement.
-
-    Same distribution as BERT's "shuffle the candidates, take greedily", with static shapes:
-    random scores, top-k. Returns (selected bool [L], positions int [P] sorted ascending with
-    unused slots at the end set to 0, weights bool [P]).
-    """
-    length = candidates.shape[-1]
-    scores = jnp.where(candidates, jax.random.uniform(key, candidates.shape), -1.0)
-    _, top = jax.lax.top_k(scores, max_predictions)
-    chosen = jnp.arange(max_predictions) < jnp.minimum(count, candidates.sum())
-    selected = jnp.zeros(length, bool).at[top].max(chosen)
-    order = jnp.sort(jnp.where(chosen, top, length))
-    weights = order < length
-    return selected, jnp.where(weights, order, 0), weights
-
-
-def corrupt(
-    key: jax.Array,
-    tokens: jnp.ndarray,
-    selected: jnp.ndarray,
-    vocab: VocabInfo,
-    mask_prob: float,
-    random_prob: float,
-    random_excludes_specials: bool,
-) -> jnp.ndarray:
-    """BERT's 80/10/10: selected tokens become [MASK] w.p. mask_prob, a random token w.p.
-    random_prob, and stay unchanged otherwise; decided independently per token.
-
-    Random tokens are uniform over the non-special ids by default; the reference draws from the
-    whole vocabulary (specials included), which `random_excludes_specials=False` reproduces.
-    """
-    k_action, k_random = jax.random.split(key)
-    u = jax.random.uniform(k_action, tokens.shape)
-    support = vocab.regular_ids() if random_excludes_specials else jnp.arange(vocab.size)
-    random_tokens = jnp.asarray(support, jnp.int32)[
-        jax.random.randint(k_random, tokens.shape, 0, len(support))
-    ]
-    out = jnp.where(selected & (u < mask_prob), vocab.mask_id, tokens)
-    return jnp.where(selected & (u >= 1.0 - random_prob), random_tokens, out)
-
-
-def _mlm_row(
-    key,
+def _masked_batch(
+    k_corrupt,
     tokens,
     segment_ids,
+    selected,
     *,
     vocab,
-    rate,
     max_predictions,
     mask_prob,
     random_prob,
-    budget,
     random_excludes_specials,
 ) -> Batch:
-    k_budget, k_select, k_corrupt = jax.random.split(key, 3)
-    real = segment_ids != 0
-    candidates = real & ~jnp.isin(tokens, jnp.asarray(vocab.special_ids, jnp.int32))
-    count = prediction_budget(k_budget, real.sum(), rate, max_predictions, budget)
-    selected, masked_positions, masked_weights = select_positions(
-        k_select, candidates, count, max_predictions
-    )
     inputs = corrupt(
         k_corrupt, tokens, selected, vocab, mask_prob, random_prob, random_excludes_specials
     )
+    positions, targets, weights = sparse_layout(selected, tokens, max_predictions, vocab.pad_id)
+    real = segment_ids != 0
     return Batch(
         inputs=inputs,
         targets=tokens,
@@ -112,10 +54,80 @@ def _mlm_row(
         positions=jnp.where(real, positions_from_segments(segment_ids), 0),
         segment_ids=segment_ids,
         attention=AttentionMask.bidirectional(segment_ids),
-        masked_positions=masked_positions,
-        masked_targets=jnp.where(masked_weights, tokens[masked_positions], vocab.pad_id),
-        masked_weights=masked_weights.astype(jnp.float32),
+        masked_positions=positions,
+        masked_targets=targets,
+        masked_weights=weights,
     )
+
+
+def _token_row(key, tokens, segment_ids, *, vocab, rate, max_predictions, budget, **corruption):
+    k_budget, k_select, k_corrupt = jax.random.split(key, 3)
+    candidates = candidates_of(tokens, segment_ids, vocab)
+    count = prediction_budget(k_budget, (segment_ids != 0).sum(), rate, max_predictions, budget)
+    selected = select_positions(k_select, candidates, count, max_predictions)
+    return _masked_batch(
+        k_corrupt,
+        tokens,
+        segment_ids,
+        selected,
+        vocab=vocab,
+        max_predictions=max_predictions,
+        **corruption,
+    )
+
+
+def _unit_row(
+    key,
+    tokens,
+    segment_ids,
+    unit_starts,
+    *,
+    vocab,
+    rate,
+    max_predictions,
+    budget,
+    ngram_probs,
+    **corruption,
+):
+    k_budget, k_select, k_corrupt = jax.random.split(key, 3)
+    candidates = candidates_of(tokens, segment_ids, vocab)
+    count = prediction_budget(k_budget, (segment_ids != 0).sum(), rate, max_predictions, budget)
+    units = unit_ids(unit_starts, candidates, segment_ids)
+    selected = select_ngram_units(k_select, units, segment_ids, count, ngram_probs)
+    return _masked_batch(
+        k_corrupt,
+        tokens,
+        segment_ids,
+        selected,
+        vocab=vocab,
+        max_predictions=max_predictions,
+        **corruption,
+    )
+
+
+def _prepare(tokens, vocab, segment_ids, rate, max_predictions, mask_prob, random_prob):
+    check_rates(rate, mask_prob, random_prob)
+    tokens = jnp.asarray(tokens)
+    length = tokens.shape[-1] if tokens.ndim else 0
+    if max_predictions is None:
+        max_predictions = default_max_predictions(length, rate)
+    if max_predictions < 1:
+        raise ValueError(f"max_predictions must be >= 1, got {max_predictions}")
+    if segment_ids is None:
+        segment_ids = (tokens != vocab.pad_id).astype(jnp.int32)
+    return tokens, segment_ids, min(max_predictions, max(length, 1))
+
+
+def _word_starts_from(word_starts, word_ids, tokens):
+    if (word_starts is None) == (word_ids is None):
+        raise ValueError("give exactly one of word_starts (bool [..., L]) or word_ids (int)")
+    if word_starts is not None:
+        return jnp.asarray(word_starts, bool)
+    word_ids = jnp.asarray(word_ids)
+    if word_ids.shape != jnp.shape(tokens):
+        raise ValueError(f"word_ids has shape {word_ids.shape}; it must match tokens")
+    first = jnp.ones_like(word_ids[..., :1], bool)
+    return jnp.concatenate([first, word_ids[..., 1:] != word_ids[..., :-1]], axis=-1)
 
 
 @register("mlm")
@@ -146,33 +158,226 @@ def mlm(
       random_excludes_specials: random replacements never produce special tokens (default; the
         reference samples the whole vocabulary).
     """
-    if not 0.0 < rate < 1.0:
-        raise ValueError(f"rate must be in (0, 1), got {rate}")
-    if mask_prob < 0 or random_prob < 0 or mask_prob + random_prob > 1.0:
-        raise ValueError(
-            f"mask_prob ({mask_prob}) and random_prob ({random_prob}) must be "
-            "non-negative with a sum of at most 1"
-        )
-    if budget not in BUDGETS:
-        raise ValueError(f"budget must be one of {BUDGETS}, got {budget!r}")
-    tokens = jnp.asarray(tokens)
-    length = tokens.shape[-1] if tokens.ndim else 0
-    if max_predictions is None:
-        max_predictions = default_max_predictions(length, rate)
-    if max_predictions < 1:
-        raise ValueError(f"max_predictions must be >= 1, got {max_predictions}")
-    if segment_ids is None:
-        segment_ids = (tokens != vocab.pad_id).astype(jnp.int32)
+    tokens, segment_ids, max_predictions = _prepare(
+        tokens, vocab, segment_ids, rate, max_predictions, mask_prob, random_prob
+    )
     return map_rows(
-        _mlm_row,
+        _token_row,
         key,
         tokens,
         {"segment_ids": segment_ids},
         vocab=vocab,
         rate=rate,
-        max_predictions=min(max_predictions, max(length, 1)),
+        max_predictions=max_predictions,
+        budget=budget,
         mask_prob=mask_prob,
         random_prob=random_prob,
-        budget=budget,
         random_excludes_specials=random_excludes_specials,
+    )
+
+
+@register("wwm")
+def wwm(
+    key: jax.Array,
+    tokens: jnp.ndarray,
+    *,
+    vocab: VocabInfo,
+    segment_ids: jnp.ndarray | None = None,
+    word_starts: jnp.ndarray | None = None,
+    word_ids: jnp.ndarray | None = None,
+    rate: float = 0.15,
+    max_predictions: int | None = None,
+    mask_prob: float = 0.8,
+    random_prob: float = 0.1,
+    budget: str = "round",
+    random_excludes_specials: bool = True,
+) -> Batch:
+    """Whole-word masking (BERT-wwm; Chinese-BERT-wwm with external word ids).
+
+    One selection decision per word: words are visited in random order and taken whole while
+    they fit the budget; a word that would overflow it is skipped, not truncated (reference).
+    80/10/10 is still decided per token. Give `word_starts` (from the tokenizer: "▁" or
+    non-"##" pieces) or `word_ids` (e.g. jieba words aligned to Chinese characters). Other
+    arguments as in `mlm`.
+    """
+    tokens, segment_ids, max_predictions = _prepare(
+        tokens, vocab, segment_ids, rate, max_predictions, mask_prob, random_prob
+    )
+    starts = _word_starts_from(word_starts, word_ids, tokens)
+    return map_rows(
+        _unit_row,
+        key,
+        tokens,
+        {"segment_ids": segment_ids, "unit_starts": starts},
+        vocab=vocab,
+        rate=rate,
+        max_predictions=max_predictions,
+        budget=budget,
+        ngram_probs=(1.0,),
+        mask_prob=mask_prob,
+        random_prob=random_prob,
+        random_excludes_specials=random_excludes_specials,
+    )
+
+
+@register("ngram")
+def ngram(
+    key: jax.Array,
+    tokens: jnp.ndarray,
+    *,
+    vocab: VocabInfo,
+    segment_ids: jnp.ndarray | None = None,
+    word_starts: jnp.ndarray | None = None,
+    word_ids: jnp.ndarray | None = None,
+    ngram_probs: tuple[float, ...] = ALBERT_NGRAM_PROBS,
+    rate: float = 0.15,
+    max_predictions: int | None = None,
+    mask_prob: float = 0.8,
+    random_prob: float = 0.1,
+    budget: str = "round",
+    random_excludes_specials: bool = True,
+) -> Batch:
+    """ALBERT n-gram masking: spans of n whole words, p(n) proportional to 1/n for n <= 3
+    (0.545 / 0.273 / 0.182). `ngram_probs` sets another distribution (UniLM: (0.8, 0.1, 0.1)
+    over tokens with every token a word). Other arguments as in `wwm`."""
+    tokens, segment_ids, max_predictions = _prepare(
+        tokens, vocab, segment_ids, rate, max_predictions, mask_prob, random_prob
+    )
+    starts = _word_starts_from(word_starts, word_ids, tokens)
+    probs = tuple(float(p) / sum(ngram_probs) for p in ngram_probs)
+    return map_rows(
+        _unit_row,
+        key,
+        tokens,
+        {"segment_ids": segment_ids, "unit_starts": starts},
+        vocab=vocab,
+        rate=rate,
+        max_predictions=max_predictions,
+        budget=budget,
+        ngram_probs=probs,
+        mask_prob=mask_prob,
+        random_prob=random_prob,
+        random_excludes_specials=random_excludes_specials,
+    )
+
+
+@register("entity")
+def entity(
+    key: jax.Array,
+    tokens: jnp.ndarray,
+    *,
+    vocab: VocabInfo,
+    entity_ids: jnp.ndarray,
+    segment_ids: jnp.ndarray | None = None,
+    word_starts: jnp.ndarray | None = None,
+    rate: float = 0.15,
+    max_predictions: int | None = None,
+    mask_prob: float = 0.8,
+    random_prob: float = 0.1,
+    budget: str = "round",
+    random_excludes_specials: bool = True,
+) -> Batch:
+    """ERNIE-style entity / phrase masking (Sun et al. 2019): given spans are masked whole.
+
+    `entity_ids` [..., L] numbers the entity or phrase spans (0 = none; a change of id starts a
+    new span). Spans and, outside them, words (`word_starts`, default: every token) are the
+    units; units are taken whole in random order until the budget is reached, as in `wwm`.
+    """
+    tokens, segment_ids, max_predictions = _prepare(
+        tokens, vocab, segment_ids, rate, max_predictions, mask_prob, random_prob
+    )
+    entity_ids = jnp.asarray(entity_ids)
+    if entity_ids.shape != tokens.shape:
+        raise ValueError(f"entity_ids has shape {entity_ids.shape}; it must match tokens")
+    words = jnp.ones(tokens.shape, bool) if word_starts is None else jnp.asarray(word_starts, bool)
+    prev = jnp.concatenate([jnp.zeros_like(entity_ids[..., :1]), entity_ids[..., :-1]], axis=-1)
+    starts = jnp.where(entity_ids > 0, entity_ids != prev, words | (prev > 0))
+    return map_rows(
+        _unit_row,
+        key,
+        tokens,
+        {"segment_ids": segment_ids, "unit_starts": starts},
+        vocab=vocab,
+        rate=rate,
+        max_predictions=max_predictions,
+        budget=budget,
+        ngram_probs=(1.0,),
+        mask_prob=mask_prob,
+        random_prob=random_prob,
+        random_excludes_specials=random_excludes_specials,
+    )
+
+
+@register("electra")
+def electra(
+    key: jax.Array,
+    tokens: jnp.ndarray,
+    *,
+    vocab: VocabInfo,
+    segment_ids: jnp.ndarray | None = None,
+    rate: float = 0.15,
+    max_predictions: int | None = None,
+    mask_prob: float = 0.85,
+) -> Batch:
+    """ELECTRA's generator input (Clark et al. 2020): mask rate 0.15 (0.25 for large), selected
+    tokens 85% [MASK] and 15% unchanged, no random replacement; specials and pad never selected.
+
+    `max_predictions` defaults to int((rate + 0.005) * L) as in the reference. The reference
+    draws positions with replacement (tf.random.categorical), so it can mask fewer than the
+    budget; here positions are distinct and the budget round(rate * n) is exact. Feed the
+    generator's logits at `masked_positions` to `electra_replace` for the discriminator batch.
+    """
+    tokens = jnp.asarray(tokens)
+    length = tokens.shape[-1] if tokens.ndim else 0
+    if max_predictions is None:
+        max_predictions = max(1, int((rate + 0.005) * length))
+    return mlm(
+        key,
+        tokens,
+        vocab=vocab,
+        segment_ids=segment_ids,
+        rate=rate,
+        max_predictions=max_predictions,
+        mask_prob=mask_prob,
+        random_prob=0.0,
+    )
+
+
+def electra_replace(
+    key: jax.Array,
+    batch: Batch,
+    generator_logits: jnp.ndarray,
+    *,
+    temperature: float = 1.0,
+    disallow_original: bool = False,
+) -> ReplacedTokenBatch:
+    """ELECTRA's discriminator batch from the generator's logits [..., P, V] at the masked
+    positions: sample a replacement with Gumbel noise (softmax sampling at `temperature`),
+    write it into the original tokens, and label a token "replaced" only where the sampled
+    token differs from the original (a correct sample counts as original).
+
+    `disallow_original=True` forbids sampling the original token (the reference's
+    `disallow_correct` option, off by default).
+    """
+    logits = generator_logits.astype(jnp.float32) / temperature
+    if disallow_original:
+        original = jax.nn.one_hot(batch.masked_targets, logits.shape[-1], dtype=bool)
+        logits = jnp.where(original, -jnp.inf, logits)
+    sampled = jnp.argmax(logits + jax.random.gumbel(key, logits.shape), axis=-1).astype(jnp.int32)
+    weights = batch.masked_weights > 0
+    positions = jnp.where(weights, batch.masked_positions, batch.targets.shape[-1])
+
+    def write(row_tokens, row_positions, row_sampled):
+        return row_tokens.at[row_positions].set(row_sampled, mode="drop")
+
+    original = batch.targets
+    flat = lambda x: x.reshape(-1, x.shape[-1])
+    inputs = jax.vmap(write)(flat(original), flat(positions), flat(sampled)).reshape(original.shape)
+    return ReplacedTokenBatch(
+        inputs=inputs,
+        labels=(inputs != original).astype(jnp.int32),
+        loss_weights=(batch.segment_ids != 0).astype(jnp.float32),
+        positions=batch.positions,
+        segment_ids=batch.segment_ids,
+        attention=batch.attention,
     )

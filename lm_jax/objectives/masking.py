@@ -1,0 +1,202 @@
+"""Shared pieces of the masking objectives, all on one row [L] (objectives vmap over rows).
+
+Reference behaviour: google-research/bert and google-research/albert
+`create_pretraining_data.py`, fairseq `MaskTokensDataset` (see shared/OBJECTIVES.md).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from lm_jax.data.tokenizer import VocabInfo
+
+BUDGETS = ("round", "probabilistic")
+
+
+def default_max_predictions(length: int, rate: float) -> int:
+    """ceil(rate * length): 20 at length 128 and 77 at 512 for rate 0.15 (BERT used 20 / 76-80)."""
+    return max(1, math.ceil(rate * length))
+
+
+def check_rates(rate: float, mask_prob: float, random_prob: float) -> None:
+    if not 0.0 < rate < 1.0:
+        raise ValueError(f"rate must be in (0, 1), got {rate}")
+    if mask_prob < 0 or random_prob < 0 or mask_prob + random_prob > 1.0:
+        raise ValueError(
+            f"mask_prob ({mask_prob}) and random_prob ({random_prob}) must be "
+            "non-negative with a sum of at most 1"
+        )
+
+
+def candidates_of(tokens: jnp.ndarray, segment_ids: jnp.ndarray, vocab: VocabInfo) -> jnp.ndarray:
+    """Positions that may be predicted: real (non-padding) and not a special token."""
+    special = jnp.isin(tokens, jnp.asarray(vocab.special_ids, jnp.int32))
+    return (segment_ids != 0) & ~special
+
+
+def prediction_budget(
+    key: jax.Array, num_tokens: jnp.ndarray, rate: float, max_predictions: int, budget: str
+) -> jnp.ndarray:
+    """How many tokens a row predicts.
+
+    "round" (BERT): min(max_predictions, max(1, round(rate * n))), n counting [CLS]/[SEP]
+    (Python 3 rounds half to even, as `jnp.round` does). "probabilistic" (RoBERTa/fairseq):
+    int(rate * n + U[0, 1)), so the mean is exactly rate * n.
+    """
+    if budget == "round":
+        count = jnp.maximum(1, jnp.round(num_tokens * rate))
+    elif budget == "probabilistic":
+        count = jnp.floor(num_tokens * rate + jax.random.uniform(key))
+    else:
+        raise ValueError(f"budget must be one of {BUDGETS}, got {budget!r}")
+    return jnp.minimum(count, max_predictions).astype(jnp.int32)
+
+
+def select_positions(
+    key: jax.Array, candidates: jnp.ndarray, count: jnp.ndarray, max_predictions: int
+) -> jnp.ndarray:
+    """Choose `count` candidate positions uniformly without replacement (bool [L]).
+
+    Same distribution as BERT's "shuffle the candidates, take greedily", with static shapes:
+    random scores, top-k.
+    """
+    length = candidates.shape[-1]
+    scores = jnp.where(candidates, jax.random.uniform(key, candidates.shape), -1.0)
+    _, top = jax.lax.top_k(scores, max_predictions)
+    chosen = jnp.arange(max_predictions) < jnp.minimum(count, candidates.sum())
+    return jnp.zeros(length, bool).at[top].max(chosen)
+
+
+def sparse_layout(
+    selected: jnp.ndarray, tokens: jnp.ndarray, max_predictions: int, pad_id: int
+) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
+    """(positions, targets, weights) [P] of the selected positions, ascending, padded with 0."""
+    length = selected.shape[-1]
+    (positions,) = jnp.nonzero(selected, size=max_predictions, fill_value=length)
+    weights = positions < length
+    positions = jnp.where(weights, positions, 0)
+    targets = jnp.where(weights, tokens[positions], pad_id)
+    return positions, targets, weights.astype(jnp.float32)
+
+
+def random_tokens(
+    key: jax.Array,
+    shape: tuple[int, ...],
+    vocab: VocabInfo,
+    excludes_specials: bool = True,
+    unigram_counts: jnp.ndarray | None = None,
+) -> jnp.ndarray:
+    """Replacement tokens: uniform over non-special ids (default), over the whole vocabulary
+    (`excludes_specials=False`, BERT's reference), or from corpus unigram counts [V]
+    (SpanBERT's reference; inverse-CDF sampling, specials get no mass unless counted)."""
+    if unigram_counts is not None:
+        counts = jnp.asarray(unigram_counts, jnp.float32)
+        if excludes_specials:
+            counts = counts.at[jnp.asarray(vocab.special_ids)].set(0.0)
+        cdf = jnp.cumsum(counts)
+        u = jax.random.uniform(key, shape) * cdf[-1]
+        return jnp.searchsorted(cdf, u, side="right").astype(jnp.int32)
+    support = vocab.regular_ids() if excludes_specials else jnp.arange(vocab.size)
+    index = jax.random.randint(key, shape, 0, len(support))
+    return jnp.asarray(support, jnp.int32)[index]
+
+
+def corrupt(
+    key: jax.Array,
+    tokens: jnp.ndarray,
+    selected: jnp.ndarray,
+    vocab: VocabInfo,
+    mask_prob: float,
+    random_prob: float,
+    random_excludes_specials: bool = True,
+    decision_groups: jnp.ndarray | None = None,
+    unigram_counts: jnp.ndarray | None = None,
+) -> jnp.ndarray:
+    """BERT's 80/10/10: selected tokens become [MASK] w.p. mask_prob, a random token w.p.
+    random_prob, and stay unchanged otherwise.
+
+    The decision is per token, or shared by all tokens with the same `decision_groups` id
+    (SpanBERT decides once per span).
+    """
+    k_action, k_random = jax.random.split(key)
+    u = jax.random.uniform(k_action, tokens.shape)
+    if decision_groups is not None:
+        u = u[decision_groups]
+    replacement = random_tokens(
+        k_random, tokens.shape, vocab, random_excludes_specials, unigram_counts
+    )
+    out = jnp.where(selected & (u < mask_prob), vocab.mask_id, tokens)
+    return jnp.where(selected & (u >= 1.0 - random_prob), replacement, out)
+
+
+def unit_ids(
+    unit_starts: jnp.ndarray, candidates: jnp.ndarray, segment_ids: jnp.ndarray
+) -> jnp.ndarray:
+    """Index (0, 1, ...) of the maskable unit (word, entity, ...) each token belongs to; -1 for
+    non-candidates. A unit starts at a flagged token, after a non-candidate, and at a new segment.
+    """
+    prev_candidate = jnp.concatenate([jnp.zeros(1, bool), candidates[:-1]])
+    prev_segment = jnp.concatenate([segment_ids[:1] - 1, segment_ids[:-1]])
+    starts = candidates & (unit_starts | ~prev_candidate | (segment_ids != prev_segment))
+    ids = jnp.cumsum(starts) - 1
+    return jnp.where(candidates, ids, -1).astype(jnp.int32)
+
+
+def select_ngram_units(
+    key: jax.Array,
+    units: jnp.ndarray,
+    segment_ids: jnp.ndarray,
+    budget: jnp.ndarray,
+    ngram_probs: tuple[float, ...],
+) -> jnp.ndarray:
+    """ALBERT's n-gram masking over whole units (bool [L] of selected tokens).
+
+    Exactly the reference greedy (albert `create_masked_lm_predictions`): every unit is a
+    candidate n-gram start, visited in random order; n is drawn with probabilities
+    `ngram_probs` (renormalised over the n-grams that fit in the segment); a too long n-gram is
+    shortened until it fits the budget, else skipped; one that overlaps an earlier selection is
+    skipped. With `ngram_probs=(1.0,)` this is BERT's whole-word masking (a word that would
+    overflow the budget is skipped, not truncated). n-grams never leave a packed segment.
+    """
+    length = units.shape[-1]
+    max_n = len(ngram_probs)
+    k_order, k_n = jax.random.split(key)
+    valid_token = units >= 0
+    slot = jnp.where(valid_token, units, length)
+    unit_len = jnp.zeros(length + 1, jnp.int32).at[slot].add(1)[:length]
+    unit_seg = jnp.zeros(length + 1, jnp.int32).at[slot].max(segment_ids)[:length]
+    num_units = jnp.max(units) + 1
+    exists = jnp.arange(length) < num_units
+    cum_len = jnp.concatenate([jnp.zeros(1, jnp.int32), jnp.cumsum(unit_len)])
+
+    offsets = jnp.arange(max_n)
+    follow = jnp.arange(length)[:, None] + offsets  # [U, max_n] unit indices of each n-gram
+    follow_ok = (follow < num_units) & (
+        unit_seg[jnp.minimum(follow, length - 1)] == unit_seg[:, None]
+    )
+    fits = jnp.cumprod(follow_ok, axis=1).astype(bool)  # n-gram of n = k + 1 stays in segment
+    logits = jnp.where(fits, jnp.log(jnp.asarray(ngram_probs)), -jnp.inf)
+    sampled_n = jax.random.categorical(k_n, logits) + 1  # [U]
+    ngram_len = cum_len[jnp.minimum(follow + 1, length)] - cum_len[:length, None]  # [U, max_n]
+
+    priority = jnp.where(exists, jax.random.uniform(k_order, (length,)), 2.0)
+    order = jnp.argsort(priority)
+
+    def visit(carry, u):
+        count, covered = carry
+        lens = ngram_len[u]
+        ok = (offsets < sampled_n[u]) & (count + lens <= budget)
+        n = jnp.where(ok.any(), jnp.max(jnp.where(ok, offsets + 1, 0)), 0)
+        members = u + offsets
+        in_gram = offsets < n
+        overlap = (covered[jnp.minimum(members, length - 1)] & in_gram).any()
+        take = exists[u] & (n > 0) & ~overlap & (count < budget)
+        covered = covered.at[members].max(in_gram & take, mode="drop")
+        return (count + jnp.where(take, lens[jnp.maximum(n - 1, 0)], 0), covered), None
+
+    init = (jnp.zeros((), jnp.int32), jnp.zeros(length, bool))
+    (_, covered), _ = jax.lax.scan(visit, init, order)
+    return valid_token & covered[jnp.maximum(units, 0)]
