@@ -1,5 +1,7 @@
 """BERT / RoBERTa masked LM against the reference behaviour in shared/OBJECTIVES.md."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -182,8 +184,8 @@ def test_bad_options(vocab):
 
 @st.composite
 def odd_rows(draw):
-    length = draw(st.integers(1, 70))
-    batch = draw(st.integers(1, 3))
+    length = draw(st.sampled_from([1, 2, 9, 31, 70]))  # few shapes: one compilation each
+    batch = draw(st.sampled_from([1, 3]))
     ids = st.integers(0, 999)
     tokens = np.array(
         draw(
@@ -211,17 +213,16 @@ def odd_rows(draw):
     return tokens, segs
 
 
+@functools.lru_cache(maxsize=None)
+def jitted_mlm(vocab, budget):
+    return jax.jit(lambda k, t, s: obj.mlm(k, t, vocab=vocab, segment_ids=s, budget=budget))
+
+
 @settings(max_examples=25, deadline=None)
 @given(odd_rows(), st.sampled_from(["round", "probabilistic"]))
 def test_property_valid_batch_on_odd_inputs(vocab, rows, budget):
     tokens, segs = rows
-    b = obj.mlm(
-        jax.random.key(0),
-        jnp.asarray(tokens),
-        vocab=vocab,
-        segment_ids=jnp.asarray(segs),
-        budget=budget,
-    )
+    b = jitted_mlm(vocab, budget)(jax.random.key(0), jnp.asarray(tokens), jnp.asarray(segs))
     length = tokens.shape[1]
     max_pred = min(length, max(1, int(np.ceil(0.15 * length))))
     assert b.inputs.shape == tokens.shape and b.masked_positions.shape == (

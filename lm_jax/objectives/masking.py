@@ -183,7 +183,26 @@ def select_ngram_units(
     ngram_len = cum_len[jnp.minimum(follow + 1, length)] - cum_len[:length, None]  # [U, max_n]
 
     priority = jnp.where(exists, jax.random.uniform(k_order, (length,)), 2.0)
-    order = jnp.argsort(priority)
+    covered = greedy_ngram_cover(jnp.argsort(priority), sampled_n, ngram_len, exists, budget)
+    return valid_token & covered[jnp.maximum(units, 0)]
+
+
+def greedy_ngram_cover(
+    order: jnp.ndarray,
+    sampled_n: jnp.ndarray,
+    ngram_len: jnp.ndarray,
+    exists: jnp.ndarray,
+    budget: jnp.ndarray,
+) -> jnp.ndarray:
+    """The deterministic core of ALBERT's n-gram greedy (bool [U]: units covered).
+
+    Visits start units in `order`; for start u tries the n-gram of `sampled_n[u]` units, shortened
+    while `count + ngram_len[u, n - 1]` exceeds `budget`; skips it if nothing fits or a unit is
+    already covered; stops adding once `count` reaches `budget`.
+    """
+    num = order.shape[-1]
+    max_n = ngram_len.shape[-1]
+    offsets = jnp.arange(max_n)
 
     def visit(carry, u):
         count, covered = carry
@@ -192,11 +211,11 @@ def select_ngram_units(
         n = jnp.where(ok.any(), jnp.max(jnp.where(ok, offsets + 1, 0)), 0)
         members = u + offsets
         in_gram = offsets < n
-        overlap = (covered[jnp.minimum(members, length - 1)] & in_gram).any()
+        overlap = (covered[jnp.minimum(members, num - 1)] & in_gram).any()
         take = exists[u] & (n > 0) & ~overlap & (count < budget)
         covered = covered.at[members].max(in_gram & take, mode="drop")
         return (count + jnp.where(take, lens[jnp.maximum(n - 1, 0)], 0), covered), None
 
-    init = (jnp.zeros((), jnp.int32), jnp.zeros(length, bool))
+    init = (jnp.zeros((), jnp.int32), jnp.zeros(num, bool))
     (_, covered), _ = jax.lax.scan(visit, init, order)
-    return valid_token & covered[jnp.maximum(units, 0)]
+    return covered
