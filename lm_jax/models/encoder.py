@@ -42,7 +42,8 @@ class Encoder(nnx.Module):
 
 
 class EncoderForMaskedLM(nnx.Module):
-    """Encoder + tied MLM head scoring only the batch's sparse masked positions."""
+    """Encoder + tied LM head. With a sparse layout (masked LM) the head scores only
+    `batch.masked_positions`; without one (causal / prefix LM) it scores every position."""
 
     def __init__(self, cfg: TransformerConfig, *, rngs: nnx.Rngs):
         self.encoder = Encoder(cfg, rngs=rngs)
@@ -51,20 +52,19 @@ class EncoderForMaskedLM(nnx.Module):
     def __call__(
         self,
         batch: Batch,
-        token_type_ids: jnp.ndarray | None = None,
         *,
         deterministic: bool = True,
         rngs: nnx.Rngs | None = None,
     ) -> jnp.ndarray:
-        """fp32 logits [batch, max_predictions, vocab] at `batch.masked_positions`."""
+        """fp32 logits [batch, max_predictions or L, vocab]."""
         hidden = self.encoder(
             batch.inputs,
             batch.positions,
             batch.attention,
-            token_type_ids,
+            batch.token_type_ids,
             deterministic=deterministic,
             rngs=rngs,
         )
-        return self.mlm_head(
-            gather_positions(hidden, batch.masked_positions), self.encoder.embeddings
-        )
+        if batch.masked_positions is not None:
+            hidden = gather_positions(hidden, batch.masked_positions)
+        return self.mlm_head(hidden, self.encoder.embeddings)

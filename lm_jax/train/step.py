@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable
 
 import jax
@@ -34,7 +36,7 @@ def stream_key(seed: int, stream: int) -> jax.Array:
     return jax.random.fold_in(jax.random.key(seed), stream)
 
 
-def _mlm_sums(
+def _lm_sums(
     graphdef: nnx.GraphDef,
     params: nnx.State,
     batch: Batch,
@@ -42,10 +44,23 @@ def _mlm_sums(
     deterministic: bool,
     dropout_key: jax.Array | None,
 ) -> dict[str, jax.Array]:
+    """Loss sums of the LM head: on the sparse layout when the objective has one (masked LM),
+    else on every position's dense targets (causal and prefix LM)."""
     model = nnx.merge(graphdef, params)
     rngs = None if deterministic else nnx.Rngs(dropout=dropout_key)
     logits = model(batch, deterministic=deterministic, rngs=rngs)
-    return weighted_cross_entropy(logits, batch.masked_targets, batch.masked_weights)
+    if batch.masked_positions is not None:
+        return weighted_cross_entropy(logits, batch.masked_targets, batch.masked_weights)
+    return weighted_cross_entropy(logits, batch.targets, batch.loss_weights)
+
+
+def apply_objective(objective: Callable[..., Batch], key: jax.Array, rows: dict) -> Batch:
+    """Call the objective on packed rows, passing the row features it accepts
+    (`segment_ids` always; `word_starts` to word-level objectives)."""
+    fn = objective.func if isinstance(objective, functools.partial) else objective
+    accepted = inspect.signature(fn).parameters
+    extra = {k: rows[k] for k in ("word_starts",) if k in accepted and k in rows}
+    return objective(key, rows["tokens"], segment_ids=rows["segment_ids"], **extra)
 
 
 def make_train_step(
@@ -56,17 +71,17 @@ def make_train_step(
 ):
     """`step(state, rows) -> (state, sums)`, jitted with the state donated.
 
-    `rows` holds packed `tokens` and `segment_ids` [batch, L]. The objective runs inside the
-    step with key fold_in(seed, step), so a batch's masks depend only on (seed, step).
+    `rows` holds packed `tokens`, `segment_ids` and `word_starts` [batch, L]. The objective runs
+    inside the step with key fold_in(seed, step), so a batch's masks depend only on (seed, step).
     """
     base = stream_key(seed, TRAIN_STREAM)
 
     def step(state: TrainState, rows: dict[str, jax.Array]):
         k_objective, k_dropout = jax.random.split(jax.random.fold_in(base, state.step))
-        batch = objective(k_objective, rows["tokens"], segment_ids=rows["segment_ids"])
+        batch = apply_objective(objective, k_objective, rows)
 
         def loss_fn(params):
-            sums = _mlm_sums(graphdef, params, batch, deterministic=False, dropout_key=k_dropout)
+            sums = _lm_sums(graphdef, params, batch, deterministic=False, dropout_key=k_dropout)
             return sums["nll_sum"] / (sums["weight_sum"] + 1e-5), sums
 
         grads, sums = jax.grad(loss_fn, has_aux=True)(state.params)
@@ -84,9 +99,7 @@ def make_eval_step(graphdef: nnx.GraphDef, objective: Callable[..., Batch], seed
     base = stream_key(seed, EVAL_STREAM)
 
     def eval_step(params: nnx.State, rows: dict[str, jax.Array], index: jax.Array):
-        batch = objective(
-            jax.random.fold_in(base, index), rows["tokens"], segment_ids=rows["segment_ids"]
-        )
-        return _mlm_sums(graphdef, params, batch, deterministic=True, dropout_key=None)
+        batch = apply_objective(objective, jax.random.fold_in(base, index), rows)
+        return _lm_sums(graphdef, params, batch, deterministic=True, dropout_key=None)
 
     return jax.jit(eval_step)
