@@ -163,9 +163,11 @@ def _unilm_row(
     count = prediction_budget(k_budget, (segment_ids != 0).sum(), rate, max_predictions, "round")
     units = unit_ids(jnp.ones_like(candidates), candidates, segment_ids)
     selected = select_ngram_units(k_select, units, segment_ids, count, ngram_probs)
-    inputs = corrupt(k_corrupt, tokens, selected, vocab, mask_prob, random_prob)
     masked_positions, masked_targets, masked_weights = sparse_layout(
         selected, tokens, max_predictions, vocab.pad_id
+    )
+    inputs = corrupt(
+        k_corrupt, tokens, masked_positions, masked_weights, vocab, mask_prob, random_prob
     )
     return Batch(
         inputs=inputs,

@@ -42,10 +42,17 @@ def _masked_batch(
     random_prob,
     random_excludes_specials,
 ) -> Batch:
-    inputs = corrupt(
-        k_corrupt, tokens, selected, vocab, mask_prob, random_prob, random_excludes_specials
-    )
     positions, targets, weights = sparse_layout(selected, tokens, max_predictions, vocab.pad_id)
+    inputs = corrupt(
+        k_corrupt,
+        tokens,
+        positions,
+        weights,
+        vocab,
+        mask_prob,
+        random_prob,
+        random_excludes_specials,
+    )
     real = segment_ids != 0
     return Batch(
         inputs=inputs,

@@ -58,16 +58,27 @@ def prediction_budget(
 def select_positions(
     key: jax.Array, candidates: jnp.ndarray, count: jnp.ndarray, max_predictions: int
 ) -> jnp.ndarray:
-    """Choose `count` candidate positions uniformly without replacement (bool [L]).
+    """Choose min(count, #candidates) candidate positions uniformly without replacement (bool [L]).
 
-    Same distribution as BERT's "shuffle the candidates, take greedily", with static shapes:
-    random scores, top-k.
+    Same distribution as BERT's "shuffle the candidates, take greedily". Floyd's algorithm
+    (Bentley & Floyd 1987) draws a uniform k-subset of the candidates' ranks in k <=
+    `max_predictions` steps with no sort, which XLA:CPU makes expensive.
     """
     length = candidates.shape[-1]
-    scores = jnp.where(candidates, jax.random.uniform(key, candidates.shape), -1.0)
-    _, top = jax.lax.top_k(scores, max_predictions)
-    chosen = jnp.arange(max_predictions) < jnp.minimum(count, candidates.sum())
-    return jnp.zeros(length, bool).at[top].max(chosen)
+    n = candidates.sum()
+    k = jnp.minimum(count, n)
+    (candidate_positions,) = jnp.nonzero(candidates, size=length, fill_value=length)
+    u = jax.random.uniform(key, (max_predictions,))
+
+    def add(i, chosen):  # for j = n-k .. n-1: t ~ U{0..j}; take t, or j if t is taken
+        j = n - k + i
+        t = jnp.minimum(jnp.floor(u[i] * (j + 1)).astype(jnp.int32), j)
+        pick = jnp.where(chosen[t], j, t)
+        return chosen.at[jnp.where(i < k, pick, length)].set(True, mode="drop")
+
+    chosen = jax.lax.fori_loop(0, max_predictions, add, jnp.zeros(length, bool))
+    where = jnp.where(chosen, candidate_positions, length)
+    return jnp.zeros(length, bool).at[where].set(True, mode="drop")
 
 
 def sparse_layout(
@@ -107,7 +118,8 @@ def random_tokens(
 def corrupt(
     key: jax.Array,
     tokens: jnp.ndarray,
-    selected: jnp.ndarray,
+    positions: jnp.ndarray,
+    weights: jnp.ndarray,
     vocab: VocabInfo,
     mask_prob: float,
     random_prob: float,
@@ -115,21 +127,24 @@ def corrupt(
     decision_groups: jnp.ndarray | None = None,
     unigram_counts: jnp.ndarray | None = None,
 ) -> jnp.ndarray:
-    """BERT's 80/10/10: selected tokens become [MASK] w.p. mask_prob, a random token w.p.
-    random_prob, and stay unchanged otherwise.
+    """BERT's 80/10/10 on the sparse prediction slots: the token at `positions[j]` (where
+    `weights[j] > 0`) becomes [MASK] w.p. mask_prob, a random token w.p. random_prob, and stays
+    unchanged otherwise. Returns the corrupted copy of `tokens` [L].
 
-    The decision is per token, or shared by all tokens with the same `decision_groups` id
-    (SpanBERT decides once per span).
+    The decision is per slot, or shared by the slots with the same `decision_groups` id in
+    [0, P) (SpanBERT decides once per span). Draws are made for the P slots only, not all L.
     """
+    slots = positions.shape[-1]
     k_action, k_random = jax.random.split(key)
-    u = jax.random.uniform(k_action, tokens.shape)
+    u = jax.random.uniform(k_action, (slots,))
     if decision_groups is not None:
         u = u[decision_groups]
-    replacement = random_tokens(
-        k_random, tokens.shape, vocab, random_excludes_specials, unigram_counts
-    )
-    out = jnp.where(selected & (u < mask_prob), vocab.mask_id, tokens)
-    return jnp.where(selected & (u >= 1.0 - random_prob), replacement, out)
+    replacement = random_tokens(k_random, (slots,), vocab, random_excludes_specials, unigram_counts)
+    original = tokens[positions]
+    new = jnp.where(u < mask_prob, vocab.mask_id, original)
+    new = jnp.where(u >= 1.0 - random_prob, replacement, new)
+    target = jnp.where(weights > 0, positions, tokens.shape[-1])
+    return tokens.at[target].set(new, mode="drop")
 
 
 def unit_ids(

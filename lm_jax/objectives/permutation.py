@@ -19,6 +19,14 @@ XLNET_NGRAM_PROBS = tuple(1.0 / n for n in range(1, 6))  # n-gram spans 1..5, p 
 TARGET_SELECTIONS = ("plain", "span")
 
 
+def _random_ranks(key, length: int) -> jnp.ndarray:
+    """Distinct random int ranks (a uniformly random order, ties broken by position) that stay
+    below 2**30, so doubled ranks fit int32: random high bits, the position in the low bits."""
+    shift = max(1, math.ceil(math.log2(length)))
+    bits = jax.random.bits(key, (length,)) >> (32 - (30 - shift))
+    return (bits.astype(jnp.int32) << shift) | jnp.arange(length, dtype=jnp.int32)
+
+
 def _word_layout(candidates, segment_ids, word_starts):
     """Word starts within runs of candidates; (is_start, word index, first position of word w,
     end of each token's candidate run)."""
@@ -107,13 +115,12 @@ def _plm_row(
     real = segment_ids != 0
     goal = jnp.minimum(jnp.round(real.sum() / partial_prediction), max_predictions)
     goal = jnp.minimum(goal, candidates.sum()).astype(jnp.int32)
-    order_key = jax.random.uniform(k_perm, (length,))
-    rank = jnp.argsort(jnp.argsort(order_key)).astype(jnp.int32)  # a uniform permutation
+    rank = _random_ranks(k_perm, length)  # a uniformly random factorisation order
     if target_selection == "plain":
         # The last `goal` maskable tokens of the factorisation order.
-        cand_rank = jnp.where(candidates, order_key, -1.0)
-        threshold = -jnp.sort(-cand_rank)[jnp.maximum(goal - 1, 0)]
-        is_target = candidates & (cand_rank >= threshold) & (goal > 0)
+        order = jnp.where(candidates, rank.astype(jnp.float32), -1.0)
+        _, last = jax.lax.top_k(order, max_predictions)
+        is_target = jnp.zeros(length, bool).at[last].set(jnp.arange(max_predictions) < goal)
     else:
         is_target = xlnet_span_targets(k_targets, candidates, segment_ids, word_starts, goal)
     functional = real & ~candidates  # [CLS], [SEP] and other specials keep their order
@@ -218,14 +225,22 @@ def _mpnet_row(
     real = segment_ids != 0
     p = jnp.minimum(jnp.minimum(jnp.round(rate * real.sum()), P), candidates.sum())
     p = p.astype(jnp.int32)
-    u = jax.random.uniform(k_perm, (length,))
+    # Order keys (float32, exact integers): random high bits, position low bits. Whole words
+    # share their first token's random bits, so a word stays contiguous in the order.
+    shift = max(1, math.ceil(math.log2(length)))
+    bits = (jax.random.bits(k_perm, (length,)) >> (32 - (24 - shift))).astype(jnp.int32)
     if whole_word:
         starts, word_index, _, _ = _word_layout(candidates, segment_ids, word_starts)
-        u = u[jnp.where(word_index >= 0, jax.lax.cummax(jnp.where(starts, idx, 0)), idx)]
-    # Permutation: non-maskable tokens first, then maskable ones in random order (whole words
-    # stay contiguous); the last p are predicted.
-    perm = jnp.lexsort((idx, u, candidates))
+        bits = bits[jnp.where(word_index >= 0, jax.lax.cummax(jnp.where(starts, idx, 0)), idx)]
+    order = jnp.where(candidates, ((bits << shift) | idx).astype(jnp.float32), -1.0)
+    # The permutation: non-predicted tokens (in their original order: they all see each other,
+    # so their order does not matter), then the p predicted ones, the last p maskable tokens of
+    # the random order, in that order (top_k returns them last first).
+    _, last = jax.lax.top_k(order, P)
+    is_pred = jnp.zeros(length, bool).at[last].set(jnp.arange(P) < p)
+    (nonpred,) = jnp.nonzero(~is_pred, size=length, fill_value=length - 1)
     a = length - p  # first predicted slot
+    perm = jnp.where(idx < a, nonpred, last[jnp.clip(p - 1 - (idx - a), 0, P - 1)])
     slot = jnp.arange(length)
     positions = jnp.where(real, positions_from_segments(segment_ids), 0)
     perm_tokens, perm_pos, perm_seg = tokens[perm], positions[perm], segment_ids[perm]
@@ -237,7 +252,14 @@ def _mpnet_row(
     pred_pos = jnp.where(pred_used, perm_pos[pred_index], 0)
     pred_seg = jnp.where(pred_used, perm_seg[pred_index], 0)
     mask_slots = corrupt(
-        k_corrupt, pred_tokens, pred_used, vocab, mask_prob, random_prob, random_excludes_specials
+        k_corrupt,
+        pred_tokens,
+        jnp.arange(P),
+        pred_used,
+        vocab,
+        mask_prob,
+        random_prob,
+        random_excludes_specials,
     )
 
     # Key layout: [non-predicted (a), predicted (p), unused (L - a - p = 0)] + [P mask slots].
@@ -262,17 +284,12 @@ def _mpnet_row(
     query = jnp.stack(
         [
             jnp.stack([jnp.zeros_like(i), a + i], -1),
-            jnp.stack([length + i, length + p + 0 * i], -1),
+            jnp.stack([length + i, jnp.full_like(i, length) + p], -1),
         ],
         -2,
     )
     content_seg = jnp.concatenate([perm_seg, pred_seg])
     inputs = jnp.concatenate([perm_tokens, mask_slots])
-    is_pred = (
-        jnp.zeros(length, bool)
-        .at[jnp.where(pred_used, perm[pred_index], length)]
-        .set(True, mode="drop")
-    )
     return TwoStreamBatch(
         inputs=inputs,
         targets=tokens,
@@ -314,7 +331,7 @@ def mpnet(
     """MPNet masked and permuted LM with position compensation.
 
     A random permutation of the maskable tokens (of whole words with `whole_word=True`) puts
-    the last p = round(rate * n) last; the content stream is [non-predicted tokens, predicted
+    p = round(rate * n) of them last; the content stream is [non-predicted tokens, predicted
     tokens, p mask slots] (length L + P, P = max_predictions static, unused slots padded) with
     positions [perm, perm[-p:]], and the query stream is p more mask slots at positions
     perm[-p:]. Mask slots hold [MASK] 80% / a random token 10% / the original 10%.

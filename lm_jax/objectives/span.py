@@ -92,19 +92,21 @@ def _span_row(
     span_begin = jax.lax.cummax(jnp.where(span_start_flag, idx, 0))
     next_masked = jnp.concatenate([masked[1:], jnp.zeros(1, bool)])
     span_last = jax.lax.cummin(jnp.where(masked & ~next_masked, idx, length), reverse=True)
+    positions, targets, weights = sparse_layout(masked, tokens, max_predictions, vocab.pad_id)
     inputs = corrupt(
         k_corrupt,
         tokens,
-        masked,
+        positions,
+        weights,
         vocab,
         mask_prob,
         random_prob,
         random_excludes_specials,
-        decision_groups=span_id if per_span_decision else None,
+        decision_groups=jnp.clip(span_id[positions] - 1, 0, max_predictions - 1)
+        if per_span_decision
+        else None,
         unigram_counts=unigram_counts,
     )
-
-    positions, targets, weights = sparse_layout(masked, tokens, max_predictions, vocab.pad_id)
     left = span_begin[positions] - 1
     right = span_last[positions] + 1
     offsets = positions - span_begin[positions]
