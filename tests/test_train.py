@@ -240,3 +240,36 @@ def test_default_main_job_learns(tmp_path):
 
     run = pretrain(pretraining_config(), tmp_path / "main", progress=False)
     assert run.last_eval_loss < run.first_eval_loss - 2.0, (run.first_eval_loss, run.last_eval_loss)
+
+
+@pytest.mark.parametrize("objective", ["wwm", "ngram", "unilm", "clm", "prefix_lm"])
+def test_every_trainable_objective_learns(objective, tmp_path):
+    from lm_jax.config import pretraining_config
+
+    base = tiny_config(
+        **{
+            "train.steps": 60,
+            "train.eval_every": 60,
+            "train.checkpoint_every": 60,
+            "train.learning_rate": 3e-3,
+            "train.warmup_steps": 5,
+        }
+    )
+    base.objective = objective
+    base.objective_options = pretraining_config(objective).objective_options
+    run = pretrain(base, tmp_path / objective, progress=False)
+    assert run.last_eval_loss < run.first_eval_loss - 0.5, (run.first_eval_loss, run.last_eval_loss)
+
+
+def test_untrainable_objectives_and_foreign_options_are_refused():
+    from lm_jax.config import pretraining_config, validate
+
+    for name in ("plm", "mpnet", "span", "electra", "entity"):
+        with pytest.raises(ConfigError, match="cannot train it yet"):
+            validate(pretraining_config(name))
+    config = pretraining_config("mlm")
+    config.objective = "clm"
+    with pytest.raises(
+        ConfigError, match=r"objective_options.budget is not an option of objective 'clm'"
+    ):
+        validate(config)
