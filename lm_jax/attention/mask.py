@@ -17,6 +17,7 @@ expands it to the boolean [..., q_len, kv_len] mask used by the reference kernel
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 from flax import struct
 
@@ -53,14 +54,67 @@ class AttentionMask:
 
     def dense(self) -> jnp.ndarray:
         """Boolean mask [..., q_len, kv_len]: True where attention is allowed."""
-        q_seg = self.q_segment_ids[..., :, None]
-        kv_seg = self.kv_segment_ids[..., None, :]
-        allowed = (q_seg == kv_seg) & (q_seg != 0)
+        return self.block(0, self.q_segment_ids.shape[-1], 0, self.kv_segment_ids.shape[-1])
+
+    def block(self, q_start, q_size: int, kv_start, kv_size: int) -> jnp.ndarray:
+        """The dense mask of queries [q_start, q_start + q_size) against keys
+        [kv_start, kv_start + kv_size): [..., q_size, kv_size]. Starts may be traced values,
+        so a kernel can build each block from the compact description inside a loop."""
+        q = lambda x: jax.lax.dynamic_slice_in_dim(x, q_start, q_size, axis=self.q_axis(x))
+        kv = lambda x: jax.lax.dynamic_slice_in_dim(x, kv_start, kv_size, axis=x.ndim - 1)
+        q_seg = q(self.q_segment_ids)[..., :, None]
+        allowed = (q_seg == kv(self.kv_segment_ids)[..., None, :]) & (q_seg != 0)
         if self.q_ranks is not None:
-            allowed &= self.kv_ranks[..., None, :] <= self.q_ranks[..., :, None]
+            allowed &= kv(self.kv_ranks)[..., None, :] <= q(self.q_ranks)[..., :, None]
         if self.q_intervals is not None:
-            k = jnp.arange(self.kv_segment_ids.shape[-1])
-            start = self.q_intervals[..., :, :, None, 0]  # [..., q, j, 1]
-            end = self.q_intervals[..., :, :, None, 1]
+            k = kv_start + jnp.arange(kv_size)
+            intervals = q(self.q_intervals)
+            start, end = intervals[..., :, :, None, 0], intervals[..., :, :, None, 1]
             allowed &= ((start <= k) & (k < end)).any(axis=-2)
         return allowed
+
+    def q_axis(self, x: jnp.ndarray) -> int:
+        """The query axis of a per-query field (intervals carry two trailing axes)."""
+        return x.ndim - 3 if x is self.q_intervals else x.ndim - 1
+
+    @property
+    def q_len(self) -> int:
+        return self.q_segment_ids.shape[-1]
+
+    @property
+    def kv_len(self) -> int:
+        return self.kv_segment_ids.shape[-1]
+
+    @classmethod
+    def concat_queries(cls, first: "AttentionMask", second: "AttentionMask") -> "AttentionMask":
+        """One mask for the query rows of `first` followed by those of `second` (same keys):
+        two-stream attention as one kernel call."""
+
+        def cat(a, b, axis=-1):
+            return None if a is None else jnp.concatenate([a, b], axis=axis)
+
+        def intervals(m: "AttentionMask"):
+            if m.q_intervals is not None:
+                return m.q_intervals
+            whole = jnp.stack(
+                [jnp.zeros_like(m.q_segment_ids), jnp.full_like(m.q_segment_ids, m.kv_len)], -1
+            )
+            return whole[..., None, :]
+
+        if (first.q_ranks is None) != (second.q_ranks is None):
+            raise ValueError("both streams must use ranks, or neither")
+        use_intervals = first.q_intervals is not None or second.q_intervals is not None
+        if use_intervals:
+            a, b = intervals(first), intervals(second)
+            width = max(a.shape[-2], b.shape[-2])
+            pad = lambda x: jnp.concatenate(
+                [x, jnp.zeros(x.shape[:-2] + (width - x.shape[-2], 2), x.dtype)], axis=-2
+            )
+            joined = jnp.concatenate([pad(a), pad(b)], axis=-3)
+        return cls(
+            q_segment_ids=cat(first.q_segment_ids, second.q_segment_ids),
+            kv_segment_ids=first.kv_segment_ids,
+            q_ranks=cat(first.q_ranks, second.q_ranks),
+            kv_ranks=first.kv_ranks,
+            q_intervals=joined if use_intervals else None,
+        )

@@ -24,7 +24,8 @@ class TransformerConfig:
       initializer_range: std of the truncated-normal initialiser.
       activation: feed-forward activation ("gelu" is BERT's exact erf GeLU).
       dtype: compute dtype ("float32" on CPU, "bfloat16" on accelerators); parameters stay fp32.
-      attention_implementation: passed to `lm_jax.attention.dot_product_attention`.
+      attention_implementation: passed to `lm_jax.attention.dot_product_attention` (None: the
+        automatic choice per backend and sequence length).
     """
 
     vocab_size: int
@@ -39,7 +40,7 @@ class TransformerConfig:
     initializer_range: float = 0.02
     activation: str = "gelu"
     dtype: str = "float32"
-    attention_implementation: str = "xla"
+    attention_implementation: str | None = None
 
     def __post_init__(self):
         if self.hidden_size % self.num_heads:
