@@ -35,13 +35,14 @@ class PackedRows:
 
 
 def segments_to_positions(segment_ids: np.ndarray) -> np.ndarray:
-    """Positions restarting at 0 wherever the segment id changes along the last axis."""
+    """Positions restarting at 0 wherever the segment id changes along the last axis; 0 on
+    padding (segment 0)."""
     seg = np.asarray(segment_ids)
     idx = np.broadcast_to(np.arange(seg.shape[-1]), seg.shape)
     change = np.ones(seg.shape, dtype=bool)
     change[..., 1:] = seg[..., 1:] != seg[..., :-1]
     start = np.maximum.accumulate(np.where(change, idx, 0), axis=-1)
-    return (idx - start).astype(np.int32)
+    return np.where(seg != 0, idx - start, 0).astype(np.int32)
 
 
 def pack_documents(
@@ -91,7 +92,7 @@ def pack_documents(
     new_segment[:, 1:] = doc[:, 1:] != doc[:, :-1]
     segment_ids = np.cumsum(new_segment, axis=1).astype(np.int32)
     segment_ids[doc < 0] = 0
-    positions = np.where(segment_ids > 0, segments_to_positions(segment_ids), 0).astype(np.int32)
+    positions = segments_to_positions(segment_ids)
     return PackedRows(
         tokens=tokens, segment_ids=segment_ids, positions=positions, word_starts=starts
     )

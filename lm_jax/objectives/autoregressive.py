@@ -52,7 +52,7 @@ def _random_prefix(key, segment_ids, positions):
 
 def _clm_row(key, tokens, segment_ids, *, vocab):
     del key  # deterministic
-    positions = jnp.where(segment_ids != 0, positions_from_segments(segment_ids), 0)
+    positions = positions_from_segments(segment_ids)
     targets, valid = _next_token_targets(tokens, segment_ids, vocab.pad_id)
     return Batch(
         inputs=tokens,
@@ -80,7 +80,7 @@ def clm(
 
 
 def _prefix_row(key, tokens, segment_ids, prefix_lengths, *, vocab):
-    positions = jnp.where(segment_ids != 0, positions_from_segments(segment_ids), 0)
+    positions = positions_from_segments(segment_ids)
     if prefix_lengths is None:
         prefix = _random_prefix(key, segment_ids, positions)
     else:
@@ -146,7 +146,7 @@ def _unilm_row(
 ):
     k_mode, k_prefix, k_budget, k_select, k_corrupt = jax.random.split(key, 5)
     mode = jax.random.categorical(k_mode, mode_logits)
-    positions = jnp.where(segment_ids != 0, positions_from_segments(segment_ids), 0)
+    positions = positions_from_segments(segment_ids)
     source = _random_prefix(k_prefix, segment_ids, positions)
     ranks = jnp.stack(
         [

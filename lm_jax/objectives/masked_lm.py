@@ -11,7 +11,6 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from lm_jax.attention.mask import AttentionMask
 from lm_jax.data.tokenizer import VocabInfo
 from lm_jax.objectives.batch import Batch, ReplacedTokenBatch
 from lm_jax.objectives.masking import (
@@ -19,13 +18,14 @@ from lm_jax.objectives.masking import (
     check_rates,
     corrupt,
     default_max_predictions,
+    masked_batch_fields,
     prediction_budget,
     select_ngram_units,
     select_positions,
     sparse_layout,
     unit_ids,
 )
-from lm_jax.objectives.registry import map_rows, positions_from_segments, register
+from lm_jax.objectives.registry import map_rows, register
 
 ALBERT_NGRAM_PROBS = (6 / 11, 3 / 11, 2 / 11)  # p(n) proportional to 1/n, n <= 3
 
@@ -53,17 +53,8 @@ def _masked_batch(
         random_prob,
         random_excludes_specials,
     )
-    real = segment_ids != 0
     return Batch(
-        inputs=inputs,
-        targets=tokens,
-        loss_weights=selected.astype(jnp.float32),
-        positions=jnp.where(real, positions_from_segments(segment_ids), 0),
-        segment_ids=segment_ids,
-        attention=AttentionMask.bidirectional(segment_ids),
-        masked_positions=positions,
-        masked_targets=targets,
-        masked_weights=weights,
+        **masked_batch_fields(tokens, inputs, selected, segment_ids, positions, targets, weights)
     )
 
 

@@ -11,7 +11,9 @@ import math
 import jax
 import jax.numpy as jnp
 
+from lm_jax.attention.mask import AttentionMask
 from lm_jax.data.tokenizer import VocabInfo
+from lm_jax.objectives.registry import positions_from_segments
 
 BUDGETS = ("round", "probabilistic")
 
@@ -145,6 +147,43 @@ def corrupt(
     new = jnp.where(u >= 1.0 - random_prob, replacement, new)
     target = jnp.where(weights > 0, positions, tokens.shape[-1])
     return tokens.at[target].set(new, mode="drop")
+
+
+def word_layout(candidates: jnp.ndarray, segment_ids: jnp.ndarray, word_starts: jnp.ndarray):
+    """Words within runs of maskable tokens, on one row.
+
+    A word starts at a flagged token, after a non-candidate, or at a new segment. Returns
+    (starts bool [L], word_index int [L] (-1 before the first word), word_begin int [L + 1]
+    (first position of word w; L past the last word), word_first int [L] (first position of
+    each token's word), run_end int [L] (end of each token's run of candidates)).
+    """
+    length = candidates.shape[-1]
+    idx = jnp.arange(length)
+    prev_cand = jnp.concatenate([jnp.zeros(1, bool), candidates[:-1]])
+    prev_seg = jnp.concatenate([segment_ids[:1] - 1, segment_ids[:-1]])
+    starts = candidates & (word_starts | ~prev_cand | (segment_ids != prev_seg))
+    word_index = jnp.cumsum(starts) - 1
+    word_begin = jnp.full(length + 1, length).at[jnp.where(starts, word_index, length)].set(idx)
+    word_first = jax.lax.cummax(jnp.where(starts, idx, 0))
+    run_end = jax.lax.cummin(jnp.where(candidates, length, idx), reverse=True)
+    return starts, word_index, word_begin, word_first, run_end
+
+
+def masked_batch_fields(
+    tokens, inputs, selected, segment_ids, positions, targets, weights
+) -> dict[str, jnp.ndarray]:
+    """The `Batch` fields of a bidirectional masked-LM objective (one row)."""
+    return dict(
+        inputs=inputs,
+        targets=tokens,
+        loss_weights=selected.astype(jnp.float32),
+        positions=positions_from_segments(segment_ids),
+        segment_ids=segment_ids,
+        attention=AttentionMask.bidirectional(segment_ids),
+        masked_positions=positions,
+        masked_targets=targets,
+        masked_weights=weights,
+    )
 
 
 def unit_ids(

@@ -12,7 +12,13 @@ import jax.numpy as jnp
 from lm_jax.attention.mask import AttentionMask
 from lm_jax.data.tokenizer import VocabInfo
 from lm_jax.objectives.batch import TwoStreamBatch
-from lm_jax.objectives.masking import candidates_of, check_rates, corrupt, select_positions
+from lm_jax.objectives.masking import (
+    candidates_of,
+    check_rates,
+    corrupt,
+    select_positions,
+    word_layout,
+)
 from lm_jax.objectives.registry import map_rows, positions_from_segments, register
 
 XLNET_NGRAM_PROBS = tuple(1.0 / n for n in range(1, 6))  # n-gram spans 1..5, p ∝ 1/n
@@ -25,20 +31,6 @@ def _random_ranks(key, length: int) -> jnp.ndarray:
     shift = max(1, math.ceil(math.log2(length)))
     bits = jax.random.bits(key, (length,)) >> (32 - (30 - shift))
     return (bits.astype(jnp.int32) << shift) | jnp.arange(length, dtype=jnp.int32)
-
-
-def _word_layout(candidates, segment_ids, word_starts):
-    """Word starts within runs of candidates; (is_start, word index, first position of word w,
-    end of each token's candidate run)."""
-    length = candidates.shape[-1]
-    idx = jnp.arange(length)
-    prev_cand = jnp.concatenate([jnp.zeros(1, bool), candidates[:-1]])
-    prev_seg = jnp.concatenate([segment_ids[:1] - 1, segment_ids[:-1]])
-    starts = candidates & (word_starts | ~prev_cand | (segment_ids != prev_seg))
-    word_index = jnp.cumsum(starts) - 1
-    word_begin = jnp.full(length + 1, length).at[jnp.where(starts, word_index, length)].set(idx)
-    run_end = jax.lax.cummin(jnp.where(candidates, length, idx), reverse=True)
-    return starts, word_index, word_begin, run_end
 
 
 def xlnet_span_targets(
@@ -62,7 +54,7 @@ def xlnet_span_targets(
     """
     length = candidates.shape[-1]
     idx = jnp.arange(length)
-    starts, word_index, word_begin, run_end = _word_layout(candidates, segment_ids, word_starts)
+    starts, word_index, word_begin, _, run_end = word_layout(candidates, segment_ids, word_starts)
     next_start = jax.lax.cummin(jnp.where(starts, idx, length), reverse=True)
     next_start = jnp.concatenate([next_start, jnp.array([length])])
     log_p = jnp.log(jnp.asarray(ngram_probs) / sum(ngram_probs))
@@ -129,7 +121,7 @@ def _plm_row(
     (target_pos,) = jnp.nonzero(is_target, size=max_predictions, fill_value=length)
     weights = target_pos < length
     target_pos = jnp.where(weights, target_pos, 0)
-    positions = jnp.where(real, positions_from_segments(segment_ids), 0)
+    positions = positions_from_segments(segment_ids)
     query_segments = jnp.where(weights, segment_ids[target_pos], 0)
     return TwoStreamBatch(
         inputs=tokens,  # the content stream keeps the real tokens
@@ -230,8 +222,8 @@ def _mpnet_row(
     shift = max(1, math.ceil(math.log2(length)))
     bits = (jax.random.bits(k_perm, (length,)) >> (32 - (24 - shift))).astype(jnp.int32)
     if whole_word:
-        starts, word_index, _, _ = _word_layout(candidates, segment_ids, word_starts)
-        bits = bits[jnp.where(word_index >= 0, jax.lax.cummax(jnp.where(starts, idx, 0)), idx)]
+        _, word_index, _, word_first, _ = word_layout(candidates, segment_ids, word_starts)
+        bits = bits[jnp.where(word_index >= 0, word_first, idx)]
     order = jnp.where(candidates, ((bits << shift) | idx).astype(jnp.float32), -1.0)
     # The permutation: non-predicted tokens (in their original order: they all see each other,
     # so their order does not matter), then the p predicted ones, the last p maskable tokens of
@@ -242,7 +234,7 @@ def _mpnet_row(
     a = length - p  # first predicted slot
     perm = jnp.where(idx < a, nonpred, last[jnp.clip(p - 1 - (idx - a), 0, P - 1)])
     slot = jnp.arange(length)
-    positions = jnp.where(real, positions_from_segments(segment_ids), 0)
+    positions = positions_from_segments(segment_ids)
     perm_tokens, perm_pos, perm_seg = tokens[perm], positions[perm], segment_ids[perm]
 
     # Predicted tokens in permutation order, packed to the front of P slots.

@@ -41,7 +41,8 @@ def get(name: str) -> Objective:
 
 
 def positions_from_segments(segment_ids: jnp.ndarray) -> jnp.ndarray:
-    """Positions restarting at 0 wherever the segment id changes along the last axis."""
+    """Positions restarting at 0 wherever the segment id changes along the last axis; 0 on
+    padding (segment 0)."""
     idx = jnp.broadcast_to(jnp.arange(segment_ids.shape[-1]), segment_ids.shape)
     change = jnp.concatenate(
         [
@@ -51,7 +52,7 @@ def positions_from_segments(segment_ids: jnp.ndarray) -> jnp.ndarray:
         axis=-1,
     )
     start = jax.lax.cummax(jnp.where(change, idx, 0), axis=segment_ids.ndim - 1)
-    return (idx - start).astype(jnp.int32)
+    return jnp.where(segment_ids != 0, idx - start, 0).astype(jnp.int32)
 
 
 def map_rows(

@@ -7,7 +7,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lm_jax.attention.mask import AttentionMask
 from lm_jax.data.tokenizer import VocabInfo
 from lm_jax.objectives.batch import SpanBatch
 from lm_jax.objectives.masking import (
@@ -15,9 +14,11 @@ from lm_jax.objectives.masking import (
     check_rates,
     corrupt,
     default_max_predictions,
+    masked_batch_fields,
     sparse_layout,
+    word_layout,
 )
-from lm_jax.objectives.registry import map_rows, positions_from_segments, register
+from lm_jax.objectives.registry import map_rows, register
 
 
 def span_length_probs(p: float = 0.2, max_length: int = 10) -> np.ndarray:
@@ -55,15 +56,9 @@ def _span_row(
         jnp.minimum(jnp.ceil(rate * candidates.sum()), max_predictions), candidates.sum()
     ).astype(jnp.int32)
 
-    # Word structure over candidate runs: a word starts at a flagged token, after a
-    # non-candidate, or at a new segment; `run_end[i]` is the end of i's run of candidates.
-    prev_cand = jnp.concatenate([jnp.zeros(1, bool), candidates[:-1]])
-    prev_seg = jnp.concatenate([segment_ids[:1] - 1, segment_ids[:-1]])
-    starts = candidates & (word_starts | ~prev_cand | (segment_ids != prev_seg))
-    word_first = jax.lax.cummax(jnp.where(starts, idx, 0))
-    word_index = jnp.cumsum(starts) - 1
-    word_begin = jnp.full(length + 1, length).at[jnp.where(starts, word_index, length)].set(idx)
-    run_end = jax.lax.cummin(jnp.where(candidates, length, idx), reverse=True)
+    _, word_index, word_begin, word_first, run_end = word_layout(
+        candidates, segment_ids, word_starts
+    )
 
     def add_span(state):
         count, masked, step_key = state
@@ -120,17 +115,8 @@ def _span_row(
         & (segment_ids[right_c] == segment_ids[positions])
     )
     sbo_weights = weights * (boundary_ok & (offsets < max_pair_targets))
-    real = segment_ids != 0
     return SpanBatch(
-        inputs=inputs,
-        targets=tokens,
-        loss_weights=masked.astype(jnp.float32),
-        positions=jnp.where(real, positions_from_segments(segment_ids), 0),
-        segment_ids=segment_ids,
-        attention=AttentionMask.bidirectional(segment_ids),
-        masked_positions=positions,
-        masked_targets=targets,
-        masked_weights=weights,
+        **masked_batch_fields(tokens, inputs, masked, segment_ids, positions, targets, weights),
         sbo_left=jnp.where(weights > 0, left_c, 0),
         sbo_right=jnp.where(weights > 0, right_c, 0),
         sbo_offsets=jnp.where(weights > 0, offsets, 0),
