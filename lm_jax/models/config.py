@@ -16,7 +16,9 @@ class TransformerConfig:
     Attributes:
       vocab_size: embedding rows (the tokenizer's `vocab.size`).
       hidden_size, num_layers, num_heads, intermediate_size: the usual widths and depth.
-      max_position: learned absolute positions available.
+      max_position: learned absolute positions available (rows of the table).
+      position_offset: added to position ids before the lookup (RoBERTa's table starts at
+        padding_idx + 1 = 2).
       type_vocab_size: token-type (sentence A/B) embeddings.
       dropout_rate: hidden dropout (attention-probability dropout is left out, as in
         MosaicBERT and ModernBERT: no fused attention kernel supports it).
@@ -34,6 +36,7 @@ class TransformerConfig:
     num_heads: int = 12
     intermediate_size: int = 3072
     max_position: int = 512
+    position_offset: int = 0
     type_vocab_size: int = 2
     dropout_rate: float = 0.1
     layer_norm_eps: float = 1e-12

@@ -68,10 +68,12 @@ class Embeddings(nnx.Module):
         self.token_type = _embed(cfg, cfg.type_vocab_size, (None, "embed"), rngs)
         self.layer_norm = _layer_norm(cfg, rngs)
         self.dropout = nnx.Dropout(cfg.dropout_rate)
+        self.position_offset = cfg.position_offset
 
     def __call__(
         self, input_ids, positions, token_type_ids, *, deterministic: bool, rngs: nnx.Rngs | None
     ) -> jnp.ndarray:
+        positions = positions + self.position_offset
         x = self.word(input_ids) + self.position(positions) + self.token_type(token_type_ids)
         return self.dropout(self.layer_norm(x), deterministic=deterministic, rngs=rngs)
 
