@@ -64,7 +64,11 @@ def _span_row(
         count, masked, step_key = state
         step_key, k_anchor, k_len = jax.random.split(step_key, 3)
         open_ = candidates & ~masked
-        anchor = jax.random.categorical(k_anchor, jnp.where(open_, 0.0, -jnp.inf))
+        # Uniform among open candidates (the reference redraws anchors that are already
+        # masked: the same distribution): the r-th open candidate for r ~ U{0..n_open-1}.
+        rank = jnp.floor(jax.random.uniform(k_anchor) * open_.sum()).astype(jnp.int32)
+        rank = jnp.minimum(rank, open_.sum() - 1)
+        anchor = jnp.argmax(jnp.cumsum(open_) > rank)
         n_words = jax.random.categorical(k_len, log_probs) + 1
         begin = word_first[anchor]
         after = word_begin[jnp.minimum(word_index[anchor] + n_words, length)]
