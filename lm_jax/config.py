@@ -89,6 +89,7 @@ def pretraining_config(objective: str = "mlm") -> ml_collections.ConfigDict:
     c.model.dropout_rate = 0.1
     c.model.activation = "gelu"
     c.model.dtype = "float32"  # compute dtype; parameters are always fp32
+    c.model.remat = False  # recompute layer activations in the backward pass (saves memory)
 
     c.objective_options = objective_options(objective)  # keyword options of the objective
 

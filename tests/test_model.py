@@ -90,3 +90,39 @@ def test_config_errors():
         TransformerConfig(vocab_size=10, hidden_size=30, num_heads=4)
     with pytest.raises(ValueError, match="activation"):
         TransformerConfig(vocab_size=10, activation="swish")
+
+
+def test_remat_gives_the_same_gradients(cfg, vocab):
+    import dataclasses
+
+    batch = make_batch(vocab)
+
+    def grads(remat):
+        model_cfg = dataclasses.replace(cfg, remat=remat)
+        graphdef, params = nnx.split(EncoderForMaskedLM(model_cfg, rngs=nnx.Rngs(0)))
+
+        def loss(params):
+            logits = nnx.merge(graphdef, params)(
+                batch, deterministic=False, rngs=nnx.Rngs(dropout=jax.random.key(3))
+            )
+            return (jax.nn.logsumexp(logits, -1) * batch.masked_weights).sum()
+
+        program = str(jax.make_jaxpr(jax.grad(loss))(params))
+        assert ("checkpoint" in program or "remat" in program) == remat
+        return jax.jit(jax.grad(loss))(params)
+
+    for a, b in zip(jax.tree.leaves(grads(False)), jax.tree.leaves(grads(True))):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_bfloat16_compute_keeps_fp32_parameters_and_logits(cfg, vocab):
+    import dataclasses
+
+    model = EncoderForMaskedLM(dataclasses.replace(cfg, dtype="bfloat16"), rngs=nnx.Rngs(0))
+    reference = EncoderForMaskedLM(cfg, rngs=nnx.Rngs(0))
+    params = jax.tree.leaves(nnx.state(model, nnx.Param))
+    assert all(p.dtype == jnp.float32 for p in params)
+    batch = make_batch(vocab)
+    low, high = model(batch), reference(batch)
+    assert low.dtype == jnp.float32
+    np.testing.assert_allclose(low, high, atol=0.05)  # bf16 compute: close, not equal

@@ -28,6 +28,8 @@ class TransformerConfig:
       dtype: compute dtype ("float32" on CPU, "bfloat16" on accelerators); parameters stay fp32.
       attention_implementation: passed to `lm_jax.attention.dot_product_attention` (None: the
         automatic choice per backend and sequence length).
+      remat: recompute each layer's activations in the backward pass instead of storing them
+        (`nnx.remat`, i.e. `jax.checkpoint`): less memory, about one more forward pass of FLOPs.
     """
 
     vocab_size: int
@@ -44,6 +46,7 @@ class TransformerConfig:
     activation: str = "gelu"
     dtype: str = "float32"
     attention_implementation: str | None = None
+    remat: bool = False
 
     def __post_init__(self):
         if self.hidden_size % self.num_heads:

@@ -37,8 +37,16 @@ class Encoder(nnx.Module):
             input_ids, positions, token_type_ids, deterministic=deterministic, rngs=rngs
         )
         for layer in self.layers:
-            x = layer(x, mask, deterministic=deterministic, rngs=rngs)
+            x = self._apply_layer(layer, x, mask, deterministic, rngs)
         return x
+
+    def _apply_layer(self, layer, x, mask, deterministic, rngs):
+        def run(layer, x, mask, rngs):
+            return layer(x, mask, deterministic=deterministic, rngs=rngs)
+
+        if self.cfg.remat:
+            run = nnx.remat(run)
+        return run(layer, x, mask, rngs)
 
 
 class EncoderForMaskedLM(nnx.Module):
