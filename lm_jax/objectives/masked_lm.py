@@ -58,23 +58,7 @@ def _masked_batch(
     )
 
 
-def _token_row(key, tokens, segment_ids, *, vocab, rate, max_predictions, budget, **corruption):
-    k_budget, k_select, k_corrupt = jax.random.split(key, 3)
-    candidates = candidates_of(tokens, segment_ids, vocab)
-    count = prediction_budget(k_budget, (segment_ids != 0).sum(), rate, max_predictions, budget)
-    selected = select_positions(k_select, candidates, count, max_predictions)
-    return _masked_batch(
-        k_corrupt,
-        tokens,
-        segment_ids,
-        selected,
-        vocab=vocab,
-        max_predictions=max_predictions,
-        **corruption,
-    )
-
-
-def _unit_row(
+def _masked_row(
     key,
     tokens,
     segment_ids,
@@ -87,11 +71,16 @@ def _unit_row(
     ngram_probs,
     **corruption,
 ):
+    """One row of every masked-LM objective: tokens chosen one by one (`unit_starts` None) or
+    as whole-unit n-grams, then 80/10/10 on the sparse slots."""
     k_budget, k_select, k_corrupt = jax.random.split(key, 3)
     candidates = candidates_of(tokens, segment_ids, vocab)
     count = prediction_budget(k_budget, (segment_ids != 0).sum(), rate, max_predictions, budget)
-    units = unit_ids(unit_starts, candidates, segment_ids)
-    selected = select_ngram_units(k_select, units, segment_ids, count, ngram_probs)
+    if unit_starts is None:
+        selected = select_positions(k_select, candidates, count, max_predictions)
+    else:
+        units = unit_ids(unit_starts, candidates, segment_ids)
+        selected = select_ngram_units(k_select, units, segment_ids, count, ngram_probs)
     return _masked_batch(
         k_corrupt,
         tokens,
@@ -100,6 +89,41 @@ def _unit_row(
         vocab=vocab,
         max_predictions=max_predictions,
         **corruption,
+    )
+
+
+def _mask(
+    key,
+    tokens,
+    unit_starts,
+    *,
+    vocab,
+    segment_ids,
+    ngram_probs,
+    rate,
+    max_predictions,
+    budget,
+    mask_prob,
+    random_prob,
+    random_excludes_specials,
+) -> Batch:
+    """The shared body of `mlm`, `wwm`, `ngram` and `entity` (they differ in their units)."""
+    tokens, segment_ids, max_predictions = _prepare(
+        tokens, vocab, segment_ids, rate, max_predictions, mask_prob, random_prob
+    )
+    return map_rows(
+        _masked_row,
+        key,
+        tokens,
+        {"segment_ids": segment_ids, "unit_starts": unit_starts},
+        vocab=vocab,
+        rate=rate,
+        max_predictions=max_predictions,
+        budget=budget,
+        ngram_probs=ngram_probs,
+        mask_prob=mask_prob,
+        random_prob=random_prob,
+        random_excludes_specials=random_excludes_specials,
     )
 
 
@@ -156,15 +180,13 @@ def mlm(
       random_excludes_specials: random replacements never produce special tokens (default; the
         reference samples the whole vocabulary).
     """
-    tokens, segment_ids, max_predictions = _prepare(
-        tokens, vocab, segment_ids, rate, max_predictions, mask_prob, random_prob
-    )
-    return map_rows(
-        _token_row,
+    return _mask(
         key,
         tokens,
-        {"segment_ids": segment_ids},
+        None,
         vocab=vocab,
+        segment_ids=segment_ids,
+        ngram_probs=(),
         rate=rate,
         max_predictions=max_predictions,
         budget=budget,
@@ -198,20 +220,16 @@ def wwm(
     non-"##" pieces) or `word_ids` (e.g. jieba words aligned to Chinese characters). Other
     arguments as in `mlm`.
     """
-    tokens, segment_ids, max_predictions = _prepare(
-        tokens, vocab, segment_ids, rate, max_predictions, mask_prob, random_prob
-    )
-    starts = _word_starts_from(word_starts, word_ids, tokens)
-    return map_rows(
-        _unit_row,
+    return _mask(
         key,
         tokens,
-        {"segment_ids": segment_ids, "unit_starts": starts},
+        _word_starts_from(word_starts, word_ids, tokens),
         vocab=vocab,
+        segment_ids=segment_ids,
+        ngram_probs=(1.0,),
         rate=rate,
         max_predictions=max_predictions,
         budget=budget,
-        ngram_probs=(1.0,),
         mask_prob=mask_prob,
         random_prob=random_prob,
         random_excludes_specials=random_excludes_specials,
@@ -238,21 +256,16 @@ def ngram(
     """ALBERT n-gram masking: spans of n whole words, p(n) proportional to 1/n for n <= 3
     (0.545 / 0.273 / 0.182). `ngram_probs` sets another distribution (UniLM: (0.8, 0.1, 0.1)
     over tokens with every token a word). Other arguments as in `wwm`."""
-    tokens, segment_ids, max_predictions = _prepare(
-        tokens, vocab, segment_ids, rate, max_predictions, mask_prob, random_prob
-    )
-    starts = _word_starts_from(word_starts, word_ids, tokens)
-    probs = tuple(float(p) / sum(ngram_probs) for p in ngram_probs)
-    return map_rows(
-        _unit_row,
+    return _mask(
         key,
         tokens,
-        {"segment_ids": segment_ids, "unit_starts": starts},
+        _word_starts_from(word_starts, word_ids, tokens),
         vocab=vocab,
+        segment_ids=segment_ids,
+        ngram_probs=tuple(float(p) / sum(ngram_probs) for p in ngram_probs),
         rate=rate,
         max_predictions=max_predictions,
         budget=budget,
-        ngram_probs=probs,
         mask_prob=mask_prob,
         random_prob=random_prob,
         random_excludes_specials=random_excludes_specials,
@@ -281,25 +294,23 @@ def entity(
     new span). Spans and, outside them, words (`word_starts`, default: every token) are the
     units; units are taken whole in random order until the budget is reached, as in `wwm`.
     """
-    tokens, segment_ids, max_predictions = _prepare(
-        tokens, vocab, segment_ids, rate, max_predictions, mask_prob, random_prob
-    )
+    tokens = jnp.asarray(tokens)
     entity_ids = jnp.asarray(entity_ids)
     if entity_ids.shape != tokens.shape:
         raise ValueError(f"entity_ids has shape {entity_ids.shape}; it must match tokens")
     words = jnp.ones(tokens.shape, bool) if word_starts is None else jnp.asarray(word_starts, bool)
     prev = jnp.concatenate([jnp.zeros_like(entity_ids[..., :1]), entity_ids[..., :-1]], axis=-1)
     starts = jnp.where(entity_ids > 0, entity_ids != prev, words | (prev > 0))
-    return map_rows(
-        _unit_row,
+    return _mask(
         key,
         tokens,
-        {"segment_ids": segment_ids, "unit_starts": starts},
+        starts,
         vocab=vocab,
+        segment_ids=segment_ids,
+        ngram_probs=(1.0,),
         rate=rate,
         max_predictions=max_predictions,
         budget=budget,
-        ngram_probs=(1.0,),
         mask_prob=mask_prob,
         random_prob=random_prob,
         random_excludes_specials=random_excludes_specials,

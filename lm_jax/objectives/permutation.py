@@ -233,7 +233,6 @@ def _mpnet_row(
     (nonpred,) = jnp.nonzero(~is_pred, size=length, fill_value=length - 1)
     a = length - p  # first predicted slot
     perm = jnp.where(idx < a, nonpred, last[jnp.clip(p - 1 - (idx - a), 0, P - 1)])
-    slot = jnp.arange(length)
     positions = positions_from_segments(segment_ids)
     perm_tokens, perm_pos, perm_seg = tokens[perm], positions[perm], segment_ids[perm]
 
@@ -258,20 +257,20 @@ def _mpnet_row(
     i = jnp.arange(P)
     nonpred_rows = jnp.stack(
         [
-            jnp.stack([jnp.zeros_like(slot), jnp.full_like(slot, a)], -1),
-            jnp.stack([jnp.full_like(slot, length), length + jnp.full_like(slot, p)], -1),
+            jnp.stack([jnp.zeros_like(idx), jnp.full_like(idx, a)], -1),
+            jnp.stack([jnp.full_like(idx, length), length + jnp.full_like(idx, p)], -1),
         ],
         -2,
     )
-    k_of_slot = slot - a  # index among predicted for content slots >= a
+    k_of_slot = idx - a  # index among predicted for content slots >= a
     pred_rows = jnp.stack(
         [
-            jnp.stack([jnp.zeros_like(slot), slot + 1], -1),
-            jnp.stack([length + k_of_slot + 1, jnp.full_like(slot, length) + p], -1),
+            jnp.stack([jnp.zeros_like(idx), idx + 1], -1),
+            jnp.stack([length + k_of_slot + 1, jnp.full_like(idx, length) + p], -1),
         ],
         -2,
     )
-    content_x = jnp.where((slot >= a)[:, None, None], pred_rows, nonpred_rows)
+    content_x = jnp.where((idx >= a)[:, None, None], pred_rows, nonpred_rows)
     content_m = jnp.broadcast_to(nonpred_rows[:1], (P, 2, 2))
     query = jnp.stack(
         [
