@@ -1,5 +1,7 @@
 """The encoder and its masked-LM head: shapes, determinism, gradients, tied decoder."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -93,7 +95,6 @@ def test_config_errors():
 
 
 def test_remat_gives_the_same_gradients(cfg, vocab):
-    import dataclasses
 
     batch = make_batch(vocab)
 
@@ -116,7 +117,6 @@ def test_remat_gives_the_same_gradients(cfg, vocab):
 
 
 def test_bfloat16_compute_keeps_fp32_parameters_and_logits(cfg, vocab):
-    import dataclasses
 
     model = EncoderForMaskedLM(dataclasses.replace(cfg, dtype="bfloat16"), rngs=nnx.Rngs(0))
     reference = EncoderForMaskedLM(cfg, rngs=nnx.Rngs(0))
@@ -126,3 +126,109 @@ def test_bfloat16_compute_keeps_fp32_parameters_and_logits(cfg, vocab):
     low, high = model(batch), reference(batch)
     assert low.dtype == jnp.float32
     np.testing.assert_allclose(low, high, atol=0.05)  # bf16 compute: close, not equal
+
+
+def test_electra_shares_one_embedding_module(cfg, vocab):
+    from lm_jax.models.electra import Electra, generator_config
+
+    disc = dataclasses.replace(cfg, hidden_size=64, num_heads=4, embedding_size=32)
+    gen = generator_config(disc)
+    assert (gen.hidden_size, gen.num_heads, gen.embedding_width) == (16, 1, 32)
+    model = Electra(disc, gen, rngs=nnx.Rngs(0))
+    assert model.generator.encoder.embeddings is model.discriminator.encoder.embeddings
+    graphdef, params = nnx.split(model)
+    names = ["/".join(map(str, p)) for p, _ in nnx.to_flat_state(nnx.state(model, nnx.Param))]
+    assert sum("word/embedding" in n for n in names) == 1  # stored once
+    batch = obj.electra(jax.random.key(0), make_batch(vocab).targets, vocab=vocab)
+
+    def losses(params):
+        gen_logits, replaced, disc_logits = nnx.merge(graphdef, params)(batch, jax.random.key(1))
+        mlm = (jax.nn.logsumexp(gen_logits, -1) * batch.masked_weights).sum()
+        rtd = (jax.nn.softplus(disc_logits) * replaced.loss_weights).sum()
+        return mlm, rtd
+
+    mlm_grad = jax.grad(lambda p: losses(p)[0])(params)
+    rtd_grad = jax.grad(lambda p: losses(p)[1])(params)
+    word = lambda g: g["discriminator"]["encoder"]["embeddings"]["word"]["embedding"][...]
+    assert jnp.abs(word(mlm_grad)).sum() > 0 and jnp.abs(word(rtd_grad)).sum() > 0
+    # No gradient reaches the generator through the sampled replacements.
+    gen_leaves = jax.tree.leaves(rtd_grad["generator"]["encoder"]["layers"])
+    assert all(float(jnp.abs(g).sum()) == 0 for g in gen_leaves)
+    with pytest.raises(ValueError, match="equal widths"):
+        Electra(disc, dataclasses.replace(gen, embedding_size=16), rngs=nnx.Rngs(0))
+
+
+def test_span_boundary_head(cfg, vocab):
+    from lm_jax.models.encoder import EncoderForSpanBoundary
+
+    model = EncoderForSpanBoundary(cfg, rngs=nnx.Rngs(0))
+    batch = obj.span(jax.random.key(0), make_batch(vocab).targets, vocab=vocab)
+    mlm, sbo = model(batch)
+    assert mlm.shape == sbo.shape == (*batch.masked_positions.shape, vocab.size)
+    # The SBO logits of a token depend on its span's boundary states and offset only.
+    hidden = model.encoder(batch.inputs, batch.positions, batch.attention)
+    b, j = np.argwhere(np.asarray(batch.sbo_weights) > 0)[0]
+    single = model.sbo_head(
+        hidden[b : b + 1],
+        batch.sbo_left[b : b + 1, j : j + 1],
+        batch.sbo_right[b : b + 1, j : j + 1],
+        batch.sbo_offsets[b : b + 1, j : j + 1],
+        model.encoder.embeddings,
+    )
+    np.testing.assert_allclose(single[0, 0], sbo[b, j], rtol=1e-5, atol=1e-5)
+
+
+def test_mpnet_two_stream_rows(cfg, vocab):
+    """Query-stream rows never change the content rows, and each query row is independent of
+    the other query rows (both streams run in one kernel call per layer)."""
+    mpnet_cfg = dataclasses.replace(cfg, relative_attention_buckets=32, type_vocab_size=0)
+    model = EncoderForMaskedLM(mpnet_cfg, head_activation="gelu", rngs=nnx.Rngs(0))
+    batch = obj.mpnet(jax.random.key(0), make_batch(vocab).targets, vocab=vocab)
+    logits = model(batch)
+    assert logits.shape == (*batch.query_positions.shape, vocab.size)
+    enc = model.encoder
+    content = enc(batch.inputs, batch.positions, batch.attention)
+    x = jnp.concatenate(
+        [
+            enc.embed(batch.inputs, batch.positions),
+            enc.embed(batch.query_inputs, batch.query_positions),
+        ],
+        axis=1,
+    )
+    both = enc.run_layers(
+        x,
+        type(batch.attention).concat_queries(batch.attention, batch.query_attention),
+        jnp.concatenate([batch.positions, batch.query_positions], 1),
+        batch.positions,
+        True,
+        None,
+    )
+    np.testing.assert_allclose(both[:, : content.shape[1]], content, atol=1e-5)
+    slot = 3
+    one = jax.tree.map(lambda a: a[:, slot : slot + 1], batch.query_attention)
+    alone = enc.run_layers(
+        jnp.concatenate([x[:, : content.shape[1]], x[:, content.shape[1] + slot][:, None]], 1),
+        type(batch.attention).concat_queries(batch.attention, one),
+        jnp.concatenate([batch.positions, batch.query_positions[:, slot : slot + 1]], 1),
+        batch.positions,
+        True,
+        None,
+    )
+    np.testing.assert_allclose(alone[:, -1], both[:, content.shape[1] + slot], atol=1e-5)
+
+
+def test_sentence_classification_and_qa_heads(cfg, vocab):
+    from lm_jax.models.encoder import (
+        EncoderForPreTraining,
+        EncoderForQuestionAnswering,
+        EncoderForSequenceClassification,
+    )
+
+    batch = make_batch(vocab)
+    mlm, sentence = EncoderForPreTraining(cfg, 3, rngs=nnx.Rngs(0))(batch)
+    assert mlm.shape[-1] == vocab.size and sentence.shape == (4, 3)
+    assert EncoderForSequenceClassification(cfg, 1, rngs=nnx.Rngs(0))(batch).shape == (4, 1)
+    start, end = EncoderForQuestionAnswering(cfg, rngs=nnx.Rngs(0))(batch)
+    assert start.shape == end.shape == batch.inputs.shape
+    with pytest.raises(ValueError, match="num_labels"):
+        EncoderForSequenceClassification(cfg, 0, rngs=nnx.Rngs(0))

@@ -19,7 +19,15 @@ class TransformerConfig:
       max_position: learned absolute positions available (rows of the table).
       position_offset: added to position ids before the lookup (RoBERTa's table starts at
         padding_idx + 1 = 2).
-      type_vocab_size: token-type (sentence A/B) embeddings.
+      type_vocab_size: token-type (sentence A/B) embeddings (0: none, as in RoBERTa-style
+        models that never use them, e.g. MPNet).
+      embedding_size: width of the embeddings when it differs from hidden_size (ELECTRA's small
+        generator shares the discriminator's embeddings and projects them up; ALBERT-style
+        factorisation). None: hidden_size.
+      relative_attention_buckets: > 0 adds a learned per-head bias over bucketed relative
+        positions, computed once and shared by all layers (MPNet; T5-style buckets, Song et al.
+        2020). 0: absolute positions only (BERT).
+      relative_attention_max_distance: distances beyond this share the last bucket.
       dropout_rate: hidden dropout (attention-probability dropout is left out, as in
         MosaicBERT and ModernBERT: no fused attention kernel supports it).
       layer_norm_eps: LayerNorm epsilon (1e-12 in BERT).
@@ -40,6 +48,9 @@ class TransformerConfig:
     max_position: int = 512
     position_offset: int = 0
     type_vocab_size: int = 2
+    embedding_size: int | None = None
+    relative_attention_buckets: int = 0
+    relative_attention_max_distance: int = 128
     dropout_rate: float = 0.1
     layer_norm_eps: float = 1e-12
     initializer_range: float = 0.02
@@ -63,16 +74,24 @@ class TransformerConfig:
             "num_heads",
             "intermediate_size",
             "max_position",
-            "type_vocab_size",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("type_vocab_size", "relative_attention_buckets"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.embedding_size is not None and self.embedding_size < 1:
+            raise ValueError(f"embedding_size must be >= 1 or None, got {self.embedding_size}")
         if not 0.0 <= self.dropout_rate < 1.0:
             raise ValueError(f"dropout_rate must be in [0, 1), got {self.dropout_rate}")
 
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_heads
+
+    @property
+    def embedding_width(self) -> int:
+        return self.hidden_size if self.embedding_size is None else self.embedding_size
 
     @property
     def compute_dtype(self) -> jnp.dtype:

@@ -3,14 +3,15 @@
 `load_hf_checkpoint(folder)` builds our model from a local Hugging Face folder (`config.json` and
 `model.safetensors`, or `pytorch_model.bin` when torch is installed), so a TPU VM user can start
 from released weights; `from_hf_state_dict` does the same from an in-memory state dict, and
-`to_hf_state_dict` exports ours back under Hugging Face's names. Families: BERT (`BertForMaskedLM`)
-and RoBERTa (`RobertaForMaskedLM`).
+`to_hf_state_dict` exports ours back under Hugging Face's names. `ARCHITECTURES` lists what
+converts, by Hugging Face class name.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -18,40 +19,45 @@ from flax import nnx
 
 from lm_jax.errors import CheckpointError
 from lm_jax.models.config import TransformerConfig
-from lm_jax.models.encoder import EncoderForMaskedLM
+from lm_jax.models.electra import ElectraDiscriminator
+from lm_jax.models.encoder import (
+    EncoderForMaskedLM,
+    EncoderForPreTraining,
+    EncoderForQuestionAnswering,
+    EncoderForSequenceClassification,
+)
+from lm_jax.models.xlnet import XLNet
 
-FAMILIES = {
-    # model_type: (encoder prefix, head names, position offset)
-    "bert": (
-        "bert",
-        {
-            "dense": "cls.predictions.transform.dense",
-            "norm": "cls.predictions.transform.LayerNorm",
-            "bias": "cls.predictions.bias",
-        },
-        0,
-    ),
-    "roberta": (
-        "roberta",
-        {"dense": "lm_head.dense", "norm": "lm_head.layer_norm", "bias": "lm_head.bias"},
-        2,
-    ),
-}
+# (our flat path, Hugging Face name, layout): layout True transposes (torch Linear weights are
+# [out, in]), a tuple is the Hugging Face shape to reshape to (XLNet's [1, 1, d] mask_emb).
+NameMap = list[tuple[str, str, bool | tuple[int, ...]]]
+
 _ACTIVATIONS = {
     "gelu": "gelu",
     "gelu_new": "gelu_tanh",
     "gelu_pytorch_tanh": "gelu_tanh",
     "relu": "relu",
 }
+# model_type: (encoder prefix, position offset)
+_ENCODERS = {
+    "bert": ("bert", 0),
+    "roberta": ("roberta", 2),
+    "electra": ("electra", 0),
+    "mpnet": ("mpnet", 2),
+}
 
 
 def config_from_hf(hf: Mapping) -> TransformerConfig:
-    """Our `TransformerConfig` from a Hugging Face config dict (BERT or RoBERTa)."""
+    """Our `TransformerConfig` from a Hugging Face config dict (BERT, RoBERTa, ELECTRA, MPNet,
+    XLNet)."""
     kind = hf.get("model_type")
-    if kind not in FAMILIES:
-        raise CheckpointError(f"unsupported model_type {kind!r}; supported: {sorted(FAMILIES)}")
-    if hf.get("hidden_act", "gelu") not in _ACTIVATIONS:
-        raise CheckpointError(f"unsupported hidden_act {hf.get('hidden_act')!r}")
+    if kind == "xlnet":
+        return _xlnet_config(hf)
+    if kind not in _ENCODERS:
+        raise CheckpointError(
+            f"unsupported model_type {kind!r}; supported: {sorted([*_ENCODERS, 'xlnet'])}"
+        )
+    embedding_size = hf.get("embedding_size")
     return TransformerConfig(
         vocab_size=hf["vocab_size"],
         hidden_size=hf["hidden_size"],
@@ -59,80 +65,317 @@ def config_from_hf(hf: Mapping) -> TransformerConfig:
         num_heads=hf["num_attention_heads"],
         intermediate_size=hf["intermediate_size"],
         max_position=hf["max_position_embeddings"],
-        position_offset=FAMILIES[kind][2],
-        type_vocab_size=hf.get("type_vocab_size", 2),
+        position_offset=_ENCODERS[kind][1],
+        type_vocab_size=0 if kind == "mpnet" else hf.get("type_vocab_size", 2),
+        embedding_size=None if embedding_size == hf["hidden_size"] else embedding_size,
+        relative_attention_buckets=hf.get("relative_attention_num_buckets", 32)
+        if kind == "mpnet"
+        else 0,
         dropout_rate=hf.get("hidden_dropout_prob", 0.1),
         layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
         initializer_range=hf.get("initializer_range", 0.02),
-        activation=_ACTIVATIONS[hf.get("hidden_act", "gelu")],
+        activation=_activation(hf.get("hidden_act", "gelu")),
     )
 
 
-def _name_map(cfg: TransformerConfig, kind: str) -> list[tuple[str, str, bool]]:
-    """(our flat path, Hugging Face name, transpose) for every parameter."""
-    prefix, head, _ = FAMILIES[kind]
+def _activation(name: str) -> str:
+    if name not in _ACTIVATIONS:
+        raise CheckpointError(f"unsupported activation {name!r}; supported: {sorted(_ACTIVATIONS)}")
+    return _ACTIVATIONS[name]
+
+
+def _xlnet_config(hf: Mapping) -> TransformerConfig:
+    unsupported = {
+        "attn_type": (hf.get("attn_type", "bi"), "bi"),
+        "bi_data": (hf.get("bi_data", False), False),
+        "untie_r": (hf.get("untie_r", True), True),
+    }
+    for field, (value, supported) in unsupported.items():
+        if value != supported:
+            raise CheckpointError(f"XLNet with {field}={value!r} is not supported ({supported!r})")
+    if (hf.get("clamp_len") or -1) > 0:
+        raise CheckpointError(f"XLNet with clamp_len={hf['clamp_len']} is not supported (-1)")
+    return TransformerConfig(
+        vocab_size=hf["vocab_size"],
+        hidden_size=hf["d_model"],
+        num_layers=hf["n_layer"],
+        num_heads=hf["n_head"],
+        intermediate_size=hf["d_inner"],
+        type_vocab_size=2,
+        dropout_rate=hf.get("dropout", 0.1),
+        layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
+        initializer_range=hf.get("initializer_range", 0.02),
+        activation=_activation(hf.get("ff_activation", "gelu")),
+    )
+
+
+def _linear(ours: str, hf: str) -> NameMap:
+    return [(f"{ours}/kernel", f"{hf}.weight", True), (f"{ours}/bias", f"{hf}.bias", False)]
+
+
+def _norm(ours: str, hf: str) -> NameMap:
+    return [(f"{ours}/scale", f"{hf}.weight", False), (f"{ours}/bias", f"{hf}.bias", False)]
+
+
+def _encoder_names(cfg: TransformerConfig, kind: str) -> NameMap:
+    prefix = _ENCODERS[kind][0]
     emb = f"{prefix}.embeddings"
     pairs = [
         ("encoder/embeddings/word/embedding", f"{emb}.word_embeddings.weight", False),
         ("encoder/embeddings/position/embedding", f"{emb}.position_embeddings.weight", False),
-        ("encoder/embeddings/token_type/embedding", f"{emb}.token_type_embeddings.weight", False),
-        ("encoder/embeddings/layer_norm/scale", f"{emb}.LayerNorm.weight", False),
-        ("encoder/embeddings/layer_norm/bias", f"{emb}.LayerNorm.bias", False),
+        *_norm("encoder/embeddings/layer_norm", f"{emb}.LayerNorm"),
     ]
+    if cfg.type_vocab_size:
+        pairs.append(
+            (
+                "encoder/embeddings/token_type/embedding",
+                f"{emb}.token_type_embeddings.weight",
+                False,
+            )
+        )
+    if cfg.embedding_width != cfg.hidden_size:
+        pairs += _linear("encoder/embeddings_project", f"{prefix}.embeddings_project")
+    if cfg.relative_attention_buckets:
+        pairs.append(
+            (
+                "encoder/relative_bias/embedding/embedding",
+                f"{prefix}.encoder.relative_attention_bias.weight",
+                False,
+            )
+        )
+    if kind == "mpnet":
+        attention = {"query": "attn.q", "key": "attn.k", "value": "attn.v", "output": "attn.o"}
+        attention_norm = "attention.LayerNorm"
+    else:
+        attention = {
+            "query": "self.query",
+            "key": "self.key",
+            "value": "self.value",
+            "output": "output.dense",
+        }
+        attention_norm = "attention.output.LayerNorm"
     for i in range(cfg.num_layers):
         ours, hf = f"encoder/layers/{i}", f"{prefix}.encoder.layer.{i}"
-        linear = [
-            ("attention/query", "attention.self.query"),
-            ("attention/key", "attention.self.key"),
-            ("attention/value", "attention.self.value"),
-            ("attention/output", "attention.output.dense"),
-            ("feed_forward/intermediate", "intermediate.dense"),
-            ("feed_forward/output", "output.dense"),
-        ]
-        for a, b in linear:
-            pairs += [
-                (f"{ours}/{a}/kernel", f"{hf}.{b}.weight", True),
-                (f"{ours}/{a}/bias", f"{hf}.{b}.bias", False),
-            ]
-        for a, b in [
-            ("attention_norm", "attention.output.LayerNorm"),
-            ("output_norm", "output.LayerNorm"),
-        ]:
-            pairs += [
-                (f"{ours}/{a}/scale", f"{hf}.{b}.weight", False),
-                (f"{ours}/{a}/bias", f"{hf}.{b}.bias", False),
-            ]
-    pairs += [
-        ("mlm_head/transform/kernel", f"{head['dense']}.weight", True),
-        ("mlm_head/transform/bias", f"{head['dense']}.bias", False),
-        ("mlm_head/layer_norm/scale", f"{head['norm']}.weight", False),
-        ("mlm_head/layer_norm/bias", f"{head['norm']}.bias", False),
-        ("mlm_head/bias", head["bias"], False),
-    ]
+        for a, b in attention.items():
+            pairs += _linear(f"{ours}/attention/{a}", f"{hf}.attention.{b}")
+        pairs += _linear(f"{ours}/feed_forward/intermediate", f"{hf}.intermediate.dense")
+        pairs += _linear(f"{ours}/feed_forward/output", f"{hf}.output.dense")
+        pairs += _norm(f"{ours}/attention_norm", f"{hf}.{attention_norm}")
+        pairs += _norm(f"{ours}/output_norm", f"{hf}.output.LayerNorm")
     return pairs
 
 
-def _flat_state(model: nnx.Module) -> dict[str, np.ndarray]:
+def _mlm_head(ours: str, dense: str, norm: str, bias: str) -> NameMap:
+    return [
+        *_linear(f"{ours}/transform", dense),
+        *_norm(f"{ours}/layer_norm", norm),
+        (f"{ours}/bias", bias, False),
+    ]
+
+
+def _xlnet_names(cfg: TransformerConfig) -> NameMap:
+    pairs = [
+        ("word/embedding", "transformer.word_embedding.weight", False),
+        ("mask_emb", "transformer.mask_emb", (1, 1, cfg.hidden_size)),
+        ("bias", "lm_loss.bias", False),
+    ]
+    for i in range(cfg.num_layers):
+        ours, hf = f"layers/{i}", f"transformer.layer.{i}"
+        for name in ("q", "k", "v", "o", "r", "r_w_bias", "r_r_bias", "r_s_bias", "seg_embed"):
+            pairs.append((f"{ours}/rel_attn/{name}", f"{hf}.rel_attn.{name}", False))
+        pairs += _norm(f"{ours}/rel_attn/layer_norm", f"{hf}.rel_attn.layer_norm")
+        pairs += _linear(f"{ours}/ff/intermediate", f"{hf}.ff.layer_1")
+        pairs += _linear(f"{ours}/ff/output", f"{hf}.ff.layer_2")
+        pairs += _norm(f"{ours}/ff_norm", f"{hf}.ff.layer_norm")
+    return pairs
+
+
+_BERT_MLM = _mlm_head(
+    "mlm_head",
+    "cls.predictions.transform.dense",
+    "cls.predictions.transform.LayerNorm",
+    "cls.predictions.bias",
+)
+_LM_HEAD = _mlm_head("mlm_head", "lm_head.dense", "lm_head.layer_norm", "lm_head.bias")
+
+
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+    """How one Hugging Face class maps onto ours.
+
+    Attributes:
+      model_type: the Hugging Face `model_type` it belongs to.
+      build: our model from our config and the Hugging Face config dict.
+      names: the name map of every parameter, from our config.
+      tied: Hugging Face names written on export as copies of another Hugging Face name (tied
+        decoders).
+    """
+
+    model_type: str
+    build: Callable[[TransformerConfig, Mapping], nnx.Module]
+    names: Callable[[TransformerConfig], NameMap]
+    tied: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
+def _num_labels(hf: Mapping) -> int:
+    return hf.get("num_labels") or len(hf.get("id2label") or {}) or 2
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    "BertForMaskedLM": Architecture(
+        "bert",
+        lambda cfg, hf: EncoderForMaskedLM(cfg, rngs=nnx.Rngs(0)),
+        lambda cfg: _encoder_names(cfg, "bert") + _BERT_MLM,
+        {
+            "cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight",
+            "cls.predictions.decoder.bias": "cls.predictions.bias",
+        },
+    ),
+    "BertForPreTraining": Architecture(
+        "bert",
+        lambda cfg, hf: EncoderForPreTraining(cfg, rngs=nnx.Rngs(0)),
+        lambda cfg: [
+            *_encoder_names(cfg, "bert"),
+            *_BERT_MLM,
+            *_linear("sentence_head/pooler", "bert.pooler.dense"),
+            *_linear("sentence_head/classifier", "cls.seq_relationship"),
+        ],
+        {
+            "cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight",
+            "cls.predictions.decoder.bias": "cls.predictions.bias",
+        },
+    ),
+    "BertForSequenceClassification": Architecture(
+        "bert",
+        lambda cfg, hf: EncoderForSequenceClassification(cfg, _num_labels(hf), rngs=nnx.Rngs(0)),
+        lambda cfg: [
+            *_encoder_names(cfg, "bert"),
+            *_linear("head/pooler", "bert.pooler.dense"),
+            *_linear("head/classifier", "classifier"),
+        ],
+    ),
+    "BertForQuestionAnswering": Architecture(
+        "bert",
+        lambda cfg, hf: EncoderForQuestionAnswering(cfg, rngs=nnx.Rngs(0)),
+        lambda cfg: _encoder_names(cfg, "bert") + _linear("head/output", "qa_outputs"),
+    ),
+    "RobertaForMaskedLM": Architecture(
+        "roberta",
+        lambda cfg, hf: EncoderForMaskedLM(cfg, rngs=nnx.Rngs(0)),
+        lambda cfg: _encoder_names(cfg, "roberta") + _LM_HEAD,
+        {
+            "lm_head.decoder.weight": "roberta.embeddings.word_embeddings.weight",
+            "lm_head.decoder.bias": "lm_head.bias",
+        },
+    ),
+    "ElectraForMaskedLM": Architecture(
+        "electra",
+        lambda cfg, hf: EncoderForMaskedLM(cfg, head_activation="gelu", rngs=nnx.Rngs(0)),
+        lambda cfg: (
+            _encoder_names(cfg, "electra")
+            + _mlm_head(
+                "mlm_head",
+                "generator_predictions.dense",
+                "generator_predictions.LayerNorm",
+                "generator_lm_head.bias",
+            )
+        ),
+        {"generator_lm_head.weight": "electra.embeddings.word_embeddings.weight"},
+    ),
+    "ElectraForPreTraining": Architecture(
+        "electra",
+        lambda cfg, hf: ElectraDiscriminator(cfg, rngs=nnx.Rngs(0)),
+        lambda cfg: [
+            *_encoder_names(cfg, "electra"),
+            *_linear("rtd_head/dense", "discriminator_predictions.dense"),
+            *_linear("rtd_head/prediction", "discriminator_predictions.dense_prediction"),
+        ],
+    ),
+    "MPNetForMaskedLM": Architecture(
+        "mpnet",
+        lambda cfg, hf: EncoderForMaskedLM(cfg, head_activation="gelu", rngs=nnx.Rngs(0)),
+        lambda cfg: _encoder_names(cfg, "mpnet") + _LM_HEAD,
+        {
+            "lm_head.decoder.weight": "mpnet.embeddings.word_embeddings.weight",
+            "lm_head.decoder.bias": "lm_head.bias",
+        },
+    ),
+    "XLNetLMHeadModel": Architecture(
+        "xlnet",
+        lambda cfg, hf: XLNet(cfg, rngs=nnx.Rngs(0)),
+        _xlnet_names,
+        {"lm_loss.weight": "transformer.word_embedding.weight"},
+    ),
+}
+
+_DEFAULT_ARCHITECTURE = {
+    "bert": "BertForMaskedLM",
+    "roberta": "RobertaForMaskedLM",
+    "electra": "ElectraForPreTraining",
+    "mpnet": "MPNetForMaskedLM",
+    "xlnet": "XLNetLMHeadModel",
+}
+
+
+def _architecture(hf_config: Mapping, architecture: str | None) -> tuple[str, Architecture]:
+    if architecture is None:
+        listed = hf_config.get("architectures") or []
+        kind = hf_config.get("model_type")
+        architecture = listed[0] if listed else _DEFAULT_ARCHITECTURE.get(kind)
+        if architecture is None:
+            raise CheckpointError(
+                f"unsupported model_type {kind!r}; supported: {sorted(_DEFAULT_ARCHITECTURE)}"
+            )
+    if architecture not in ARCHITECTURES:
+        raise CheckpointError(
+            f"unsupported architecture {architecture!r}; supported: {sorted(ARCHITECTURES)}"
+        )
+    spec = ARCHITECTURES[architecture]
+    if hf_config.get("model_type") != spec.model_type:
+        raise CheckpointError(
+            f"{architecture} needs model_type {spec.model_type!r}, "
+            f"config.json says {hf_config.get('model_type')!r}"
+        )
+    return architecture, spec
+
+
+def _flat_params(model: nnx.Module) -> dict[str, nnx.Variable]:
     return {
         "/".join(map(str, path)): leaf
         for path, leaf in nnx.to_flat_state(nnx.state(model, nnx.Param))
     }
 
 
+def _names(model: nnx.Module, spec: Architecture, cfg: TransformerConfig) -> NameMap:
+    names = spec.names(cfg)
+    ours = {n for n, _, _ in names}
+    missing = sorted(set(_flat_params(model)) - ours)
+    assert not missing, f"parameters without a Hugging Face name: {missing}"
+    return names
+
+
 def from_hf_state_dict(
-    state_dict: Mapping[str, np.ndarray], hf_config: Mapping
-) -> EncoderForMaskedLM:
-    """Our masked-LM model with the weights of a Hugging Face BERT/RoBERTa masked-LM state dict
-    (arrays as NumPy, or anything `np.asarray` takes; torch tensors: `.numpy()` them first)."""
+    state_dict: Mapping[str, np.ndarray],
+    hf_config: Mapping,
+    architecture: str | None = None,
+) -> nnx.Module:
+    """Our model with the weights of a Hugging Face state dict (arrays as NumPy, or anything
+    `np.asarray` takes; torch tensors: `.numpy()` them first). `architecture` is the Hugging
+    Face class name (default: the config's `architectures[0]`, else the family's masked-LM or,
+    for ELECTRA, discriminator model)."""
+    _, spec = _architecture(hf_config, architecture)
     cfg = config_from_hf(hf_config)
-    model = EncoderForMaskedLM(cfg, rngs=nnx.Rngs(0))
-    flat = _flat_state(model)
-    for ours, hf, transpose in _name_map(cfg, hf_config["model_type"]):
+    model = spec.build(cfg, hf_config)
+    flat = _flat_params(model)
+    for ours, hf, layout in _names(model, spec, cfg):
         if hf not in state_dict:
             raise CheckpointError(f"checkpoint has no parameter {hf!r} (needed for {ours})")
-        value = np.asarray(state_dict[hf], np.float32)
-        value = value.T if transpose else value
         variable = flat[ours]
+        value = np.asarray(state_dict[hf], np.float32)
+        if layout is True:
+            value = value.T
+        elif isinstance(layout, tuple) and value.shape == layout:
+            value = value.reshape(variable.shape)
         if value.shape != variable.shape:
             raise CheckpointError(
                 f"{hf} has shape {value.shape}; the model expects "
@@ -142,22 +385,28 @@ def from_hf_state_dict(
     return model
 
 
-def to_hf_state_dict(model: EncoderForMaskedLM, model_type: str) -> dict[str, np.ndarray]:
-    """Our model's weights under Hugging Face names (the tied decoder included)."""
-    flat = _flat_state(model)
-    cfg = model.encoder.cfg
-    out = {
-        hf: (np.asarray(flat[ours][...]).T if transpose else np.asarray(flat[ours][...]))
-        for ours, hf, transpose in _name_map(cfg, model_type)
-    }
-    prefix, head, _ = FAMILIES[model_type]
-    decoder = "cls.predictions.decoder" if model_type == "bert" else "lm_head.decoder"
-    out[f"{decoder}.weight"] = out[f"{prefix}.embeddings.word_embeddings.weight"]
-    out[f"{decoder}.bias"] = out[head["bias"]]
+def to_hf_state_dict(model: nnx.Module, architecture: str) -> dict[str, np.ndarray]:
+    """Our model's weights under the Hugging Face names of `architecture` (tied decoders
+    included)."""
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {architecture!r}; known: {sorted(ARCHITECTURES)}")
+    spec = ARCHITECTURES[architecture]
+    flat = _flat_params(model)
+    cfg = model.cfg if isinstance(model, XLNet) else model.encoder.cfg
+    out = {}
+    for ours, hf, layout in _names(model, spec, cfg):
+        value = np.asarray(flat[ours][...])
+        if layout is True:
+            value = value.T
+        elif isinstance(layout, tuple):
+            value = value.reshape(layout)
+        out[hf] = value
+    for name, source in spec.tied.items():
+        out[name] = out[source]
     return out
 
 
-def load_hf_checkpoint(folder: str | Path) -> EncoderForMaskedLM:
+def load_hf_checkpoint(folder: str | Path, architecture: str | None = None) -> nnx.Module:
     """Our model from a local Hugging Face folder (config.json + model.safetensors, or
     pytorch_model.bin when torch is installed). Nothing is downloaded."""
     folder = Path(folder)
@@ -181,4 +430,4 @@ def load_hf_checkpoint(folder: str | Path) -> EncoderForMaskedLM:
         }
     else:
         raise CheckpointError(f"{folder} has no model.safetensors or pytorch_model.bin")
-    return from_hf_state_dict(state, hf_config)
+    return from_hf_state_dict(state, hf_config, architecture)

@@ -1,4 +1,6 @@
-"""Bidirectional Transformer encoder (BERT, RoBERTa) and its masked-LM pretraining model."""
+"""Bidirectional Transformer encoder (BERT, RoBERTa, SpanBERT, ELECTRA, MPNet) and the models that
+put heads on it. The same encoder serves causal, prefix and UniLM masks: only the compact
+`AttentionMask` differs."""
 
 from __future__ import annotations
 
@@ -7,18 +9,62 @@ from flax import nnx
 
 from lm_jax.attention import AttentionMask
 from lm_jax.models.config import TransformerConfig
-from lm_jax.models.heads import MaskedLMHead, gather_positions
-from lm_jax.models.layers import Embeddings, EncoderLayer
-from lm_jax.objectives.batch import Batch
+from lm_jax.models.heads import (
+    MaskedLMHead,
+    QuestionAnsweringHead,
+    SequenceClassificationHead,
+    SpanBoundaryHead,
+    gather_positions,
+)
+from lm_jax.models.layers import Embeddings, EncoderLayer, RelativePositionBias, dense
+from lm_jax.objectives.batch import Batch, SpanBatch, TwoStreamBatch
 
 
 class Encoder(nnx.Module):
-    """Embeddings followed by `num_layers` post-LN Transformer layers (Devlin et al. 2019)."""
+    """Embeddings followed by `num_layers` post-LN Transformer layers (Devlin et al. 2019).
+
+    Embeddings narrower than hidden_size are projected up (ELECTRA); with
+    `relative_attention_buckets` one relative-position bias is computed from the position ids and
+    added in every layer (MPNet).
+    """
 
     def __init__(self, cfg: TransformerConfig, *, rngs: nnx.Rngs):
         self.cfg = cfg
         self.embeddings = Embeddings(cfg, rngs=rngs)
+        self.embeddings_project = (
+            dense(cfg, cfg.embedding_width, cfg.hidden_size, ("embed", "embed"), rngs)
+            if cfg.embedding_width != cfg.hidden_size
+            else None
+        )
+        self.relative_bias = (
+            RelativePositionBias(
+                cfg,
+                num_buckets=cfg.relative_attention_buckets,
+                max_distance=cfg.relative_attention_max_distance,
+                bidirectional=True,
+                rngs=rngs,
+            )
+            if cfg.relative_attention_buckets
+            else None
+        )
         self.layers = nnx.List([EncoderLayer(cfg, rngs=rngs) for _ in range(cfg.num_layers)])
+
+    def embed(
+        self,
+        input_ids: jnp.ndarray,
+        positions: jnp.ndarray,
+        token_type_ids: jnp.ndarray | None = None,
+        *,
+        deterministic: bool = True,
+        rngs: nnx.Rngs | None = None,
+    ) -> jnp.ndarray:
+        """Input embeddings at hidden width [batch, L, hidden]."""
+        if token_type_ids is None:
+            token_type_ids = jnp.zeros_like(input_ids)
+        x = self.embeddings(
+            input_ids, positions, token_type_ids, deterministic=deterministic, rngs=rngs
+        )
+        return x if self.embeddings_project is None else self.embeddings_project(x)
 
     def __call__(
         self,
@@ -31,48 +77,159 @@ class Encoder(nnx.Module):
         rngs: nnx.Rngs | None = None,
     ) -> jnp.ndarray:
         """Hidden states [batch, L, hidden] for ids, positions and a compact attention mask."""
-        if token_type_ids is None:
-            token_type_ids = jnp.zeros_like(input_ids)
-        x = self.embeddings(
-            input_ids, positions, token_type_ids, deterministic=deterministic, rngs=rngs
-        )
-        for layer in self.layers:
-            x = self._apply_layer(layer, x, mask, deterministic, rngs)
-        return x
+        x = self.embed(input_ids, positions, token_type_ids, deterministic=deterministic, rngs=rngs)
+        return self.run_layers(x, mask, positions, positions, deterministic, rngs)
 
-    def _apply_layer(self, layer, x, mask, deterministic, rngs):
-        def run(layer, x, mask, rngs):
-            return layer(x, mask, deterministic=deterministic, rngs=rngs)
+    def two_stream(
+        self, batch: TwoStreamBatch, *, deterministic: bool = True, rngs: nnx.Rngs | None = None
+    ) -> jnp.ndarray:
+        """MPNet's two-stream pass (Song et al. 2020): the content rows and the query-stream
+        rows run through the same layers, the query rows attending to the content rows only, in
+        one attention call per layer. Returns the query stream's hidden states [batch, P, H]."""
+        embed = lambda ids, pos, types: self.embed(
+            ids, pos, types, deterministic=deterministic, rngs=rngs
+        )
+        content = embed(batch.inputs, batch.positions, batch.token_type_ids)
+        query = embed(batch.query_inputs, batch.query_positions, None)
+        hidden = self.run_layers(
+            jnp.concatenate([content, query], axis=-2),
+            AttentionMask.concat_queries(batch.attention, batch.query_attention),
+            jnp.concatenate([batch.positions, batch.query_positions], axis=-1),
+            batch.positions,
+            deterministic,
+            rngs,
+        )
+        return hidden[..., content.shape[-2] :, :]
+
+    def run_layers(
+        self,
+        x: jnp.ndarray,
+        mask: AttentionMask,
+        q_positions: jnp.ndarray,
+        kv_positions: jnp.ndarray,
+        deterministic: bool,
+        rngs: nnx.Rngs | None,
+    ) -> jnp.ndarray:
+        """The layer stack on rows x [batch, Q, hidden]. Keys and values come from the first
+        `mask.kv_len` rows, so extra query rows (MPNet's query stream) attend to the content rows
+        only, in the same kernel call."""
+        bias = None if self.relative_bias is None else self.relative_bias(q_positions, kv_positions)
+
+        def run(layer, x, mask, bias, rngs):
+            return layer(x, mask, bias, deterministic=deterministic, rngs=rngs)
 
         if self.cfg.remat:
             run = nnx.remat(run)
-        return run(layer, x, mask, rngs)
+        for layer in self.layers:
+            x = run(layer, x, mask, bias, rngs)
+        return x
+
+
+def _encode(encoder: Encoder, batch: Batch, deterministic: bool, rngs) -> jnp.ndarray:
+    return encoder(
+        batch.inputs,
+        batch.positions,
+        batch.attention,
+        batch.token_type_ids,
+        deterministic=deterministic,
+        rngs=rngs,
+    )
 
 
 class EncoderForMaskedLM(nnx.Module):
     """Encoder + tied LM head. With a sparse layout (masked LM) the head scores only
-    `batch.masked_positions`; without one (causal / prefix LM) it scores every position."""
+    `batch.masked_positions`; without one (causal / prefix LM) it scores every position.
+
+    Also ELECTRA's generator and MPNet, whose heads use GeLU whatever the encoder's activation
+    (`head_activation="gelu"`).
+    """
+
+    def __init__(
+        self, cfg: TransformerConfig, *, head_activation: str | None = None, rngs: nnx.Rngs
+    ):
+        self.encoder = Encoder(cfg, rngs=rngs)
+        self.mlm_head = MaskedLMHead(cfg, activation=head_activation, rngs=rngs)
+
+    def __call__(
+        self, batch: Batch, *, deterministic: bool = True, rngs: nnx.Rngs | None = None
+    ) -> jnp.ndarray:
+        """fp32 logits [batch, max_predictions or L, vocab]; for a two-stream batch (MPNet),
+        the query stream's [batch, P, vocab]."""
+        if isinstance(batch, TwoStreamBatch):
+            hidden = self.encoder.two_stream(batch, deterministic=deterministic, rngs=rngs)
+        else:
+            hidden = _encode(self.encoder, batch, deterministic, rngs)
+            if batch.masked_positions is not None:
+                hidden = gather_positions(hidden, batch.masked_positions)
+        return self.mlm_head(hidden, self.encoder.embeddings)
+
+
+class EncoderForPreTraining(nnx.Module):
+    """BERT's pretraining model: masked LM plus a sentence-level head on [CLS] (NSP and SOP:
+    2 labels; StructBERT's sentence structure: 3)."""
+
+    def __init__(self, cfg: TransformerConfig, num_sentence_labels: int = 2, *, rngs: nnx.Rngs):
+        self.encoder = Encoder(cfg, rngs=rngs)
+        self.mlm_head = MaskedLMHead(cfg, rngs=rngs)
+        self.sentence_head = SequenceClassificationHead(cfg, num_sentence_labels, rngs=rngs)
+
+    def __call__(
+        self, batch: Batch, *, deterministic: bool = True, rngs: nnx.Rngs | None = None
+    ) -> tuple[jnp.ndarray, jnp.ndarray]:
+        """(MLM logits [batch, P, vocab], sentence logits [batch, labels])."""
+        hidden = _encode(self.encoder, batch, deterministic, rngs)
+        sentence = self.sentence_head(hidden, deterministic=deterministic, rngs=rngs)
+        if batch.masked_positions is not None:
+            hidden = gather_positions(hidden, batch.masked_positions)
+        return self.mlm_head(hidden, self.encoder.embeddings), sentence
+
+
+class EncoderForSpanBoundary(nnx.Module):
+    """SpanBERT (Joshi et al. 2020): masked LM plus the span-boundary objective on the same
+    masked tokens; both decoders are tied to the word embeddings."""
+
+    def __init__(self, cfg: TransformerConfig, *, max_offsets: int = 15, rngs: nnx.Rngs):
+        self.encoder = Encoder(cfg, rngs=rngs)
+        self.mlm_head = MaskedLMHead(cfg, rngs=rngs)
+        self.sbo_head = SpanBoundaryHead(cfg, max_offsets=max_offsets, rngs=rngs)
+
+    def __call__(
+        self, batch: SpanBatch, *, deterministic: bool = True, rngs: nnx.Rngs | None = None
+    ) -> tuple[jnp.ndarray, jnp.ndarray]:
+        """(MLM logits, SBO logits), each [batch, P, vocab] on the sparse layout."""
+        hidden = _encode(self.encoder, batch, deterministic, rngs)
+        embeddings = self.encoder.embeddings
+        mlm = self.mlm_head(gather_positions(hidden, batch.masked_positions), embeddings)
+        sbo = self.sbo_head(hidden, batch.sbo_left, batch.sbo_right, batch.sbo_offsets, embeddings)
+        return mlm, sbo
+
+
+class EncoderForSequenceClassification(nnx.Module):
+    """Fine-tuning for classification (SST-2, Chinese sentiment) or regression (`num_labels=1`)
+    on the pooled [CLS] state (Devlin et al. 2019, sec. 4.1)."""
+
+    def __init__(self, cfg: TransformerConfig, num_labels: int, *, rngs: nnx.Rngs):
+        self.encoder = Encoder(cfg, rngs=rngs)
+        self.head = SequenceClassificationHead(cfg, num_labels, rngs=rngs)
+
+    def __call__(
+        self, batch: Batch, *, deterministic: bool = True, rngs: nnx.Rngs | None = None
+    ) -> jnp.ndarray:
+        """fp32 logits [batch, num_labels]."""
+        hidden = _encode(self.encoder, batch, deterministic, rngs)
+        return self.head(hidden, deterministic=deterministic, rngs=rngs)
+
+
+class EncoderForQuestionAnswering(nnx.Module):
+    """Extractive QA (SQuAD 1.1/2.0, Devlin et al. 2019 sec. 4.2-4.3): start/end logits per token;
+    no answer is the span at [CLS]."""
 
     def __init__(self, cfg: TransformerConfig, *, rngs: nnx.Rngs):
         self.encoder = Encoder(cfg, rngs=rngs)
-        self.mlm_head = MaskedLMHead(cfg, rngs=rngs)
+        self.head = QuestionAnsweringHead(cfg, rngs=rngs)
 
     def __call__(
-        self,
-        batch: Batch,
-        *,
-        deterministic: bool = True,
-        rngs: nnx.Rngs | None = None,
-    ) -> jnp.ndarray:
-        """fp32 logits [batch, max_predictions or L, vocab]."""
-        hidden = self.encoder(
-            batch.inputs,
-            batch.positions,
-            batch.attention,
-            batch.token_type_ids,
-            deterministic=deterministic,
-            rngs=rngs,
-        )
-        if batch.masked_positions is not None:
-            hidden = gather_positions(hidden, batch.masked_positions)
-        return self.mlm_head(hidden, self.encoder.embeddings)
+        self, batch: Batch, *, deterministic: bool = True, rngs: nnx.Rngs | None = None
+    ) -> tuple[jnp.ndarray, jnp.ndarray]:
+        """fp32 (start logits, end logits), each [batch, L]."""
+        return self.head(_encode(self.encoder, batch, deterministic, rngs))

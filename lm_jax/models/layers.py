@@ -6,6 +6,8 @@ metadata; one rules table maps them to mesh axes.
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -13,20 +15,31 @@ from flax import nnx
 from lm_jax.attention import AttentionMask, dot_product_attention
 from lm_jax.models.config import TransformerConfig
 
-_ACTIVATIONS = {
+ACTIVATIONS = {
     "gelu": lambda x: jax.nn.gelu(x, approximate=False),
     "gelu_tanh": lambda x: jax.nn.gelu(x, approximate=True),
     "relu": jax.nn.relu,
 }
 
 
-def _dense(
-    cfg: TransformerConfig, n_in: int, n_out: int, axes: tuple[str, str], rngs: nnx.Rngs
+def dense(
+    cfg: TransformerConfig,
+    n_in: int,
+    n_out: int,
+    axes: tuple[str | None, str | None],
+    rngs: nnx.Rngs,
+    *,
+    use_bias: bool = True,
+    stddev: float | None = None,
 ) -> nnx.Linear:
-    init = nnx.initializers.truncated_normal(stddev=cfg.initializer_range)
+    """A Linear layer with the config's dtype policy, truncated-normal init and logical axes."""
+    init = nnx.initializers.truncated_normal(
+        stddev=cfg.initializer_range if stddev is None else stddev
+    )
     return nnx.Linear(
         n_in,
         n_out,
+        use_bias=use_bias,
         dtype=cfg.compute_dtype,
         param_dtype=jnp.float32,
         kernel_init=nnx.with_metadata(init, logical_axes=axes),
@@ -35,9 +48,10 @@ def _dense(
     )
 
 
-def _layer_norm(cfg: TransformerConfig, rngs: nnx.Rngs) -> nnx.LayerNorm:
+def layer_norm(cfg: TransformerConfig, rngs: nnx.Rngs, size: int | None = None) -> nnx.LayerNorm:
+    """LayerNorm over `size` features (default hidden_size) with the config's epsilon."""
     return nnx.LayerNorm(
-        cfg.hidden_size,
+        cfg.hidden_size if size is None else size,
         epsilon=cfg.layer_norm_eps,
         dtype=cfg.compute_dtype,
         param_dtype=jnp.float32,
@@ -47,11 +61,18 @@ def _layer_norm(cfg: TransformerConfig, rngs: nnx.Rngs) -> nnx.LayerNorm:
     )
 
 
-def _embed(cfg: TransformerConfig, rows: int, axes: tuple[str, str], rngs: nnx.Rngs) -> nnx.Embed:
+def embed(
+    cfg: TransformerConfig,
+    rows: int,
+    axes: tuple[str | None, str | None],
+    rngs: nnx.Rngs,
+    features: int | None = None,
+) -> nnx.Embed:
+    """An embedding table of `rows` x `features` (default hidden_size)."""
     init = nnx.initializers.truncated_normal(stddev=cfg.initializer_range)
     return nnx.Embed(
         rows,
-        cfg.hidden_size,
+        cfg.hidden_size if features is None else features,
         dtype=cfg.compute_dtype,
         param_dtype=jnp.float32,
         embedding_init=nnx.with_metadata(init, logical_axes=axes),
@@ -60,21 +81,28 @@ def _embed(cfg: TransformerConfig, rows: int, axes: tuple[str, str], rngs: nnx.R
 
 
 class Embeddings(nnx.Module):
-    """Word + absolute position + token-type embeddings, then LayerNorm and dropout (BERT)."""
+    """Word + absolute position + token-type embeddings, then LayerNorm and dropout (BERT), all
+    `cfg.embedding_width` wide (the encoder projects them to hidden_size when it differs)."""
 
     def __init__(self, cfg: TransformerConfig, *, rngs: nnx.Rngs):
-        self.word = _embed(cfg, cfg.vocab_size, ("vocab", "embed"), rngs)
-        self.position = _embed(cfg, cfg.max_position, (None, "embed"), rngs)
-        self.token_type = _embed(cfg, cfg.type_vocab_size, (None, "embed"), rngs)
-        self.layer_norm = _layer_norm(cfg, rngs)
+        width = cfg.embedding_width
+        self.word = embed(cfg, cfg.vocab_size, ("vocab", "embed"), rngs, width)
+        self.position = embed(cfg, cfg.max_position, (None, "embed"), rngs, width)
+        self.token_type = (
+            embed(cfg, cfg.type_vocab_size, (None, "embed"), rngs, width)
+            if cfg.type_vocab_size
+            else None
+        )
+        self.layer_norm = layer_norm(cfg, rngs, width)
         self.dropout = nnx.Dropout(cfg.dropout_rate)
         self.position_offset = cfg.position_offset
 
     def __call__(
         self, input_ids, positions, token_type_ids, *, deterministic: bool, rngs: nnx.Rngs | None
     ) -> jnp.ndarray:
-        positions = positions + self.position_offset
-        x = self.word(input_ids) + self.position(positions) + self.token_type(token_type_ids)
+        x = self.word(input_ids) + self.position(positions + self.position_offset)
+        if self.token_type is not None:
+            x = x + self.token_type(token_type_ids)
         return self.dropout(self.layer_norm(x), deterministic=deterministic, rngs=rngs)
 
     def attend(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -83,23 +111,29 @@ class Embeddings(nnx.Module):
 
 
 class SelfAttention(nnx.Module):
-    """Multi-head attention through the shared kernel, under a compact `AttentionMask`."""
+    """Multi-head attention through the shared kernel, under a compact `AttentionMask`. Keys and
+    values come from the first `mask.kv_len` rows of x: all of them for self-attention, the
+    content rows when query-stream rows follow (two-stream attention as one kernel call)."""
 
     def __init__(self, cfg: TransformerConfig, *, rngs: nnx.Rngs):
         h = cfg.hidden_size
         self.cfg = cfg
-        self.query = _dense(cfg, h, h, ("embed", "heads"), rngs)
-        self.key = _dense(cfg, h, h, ("embed", "heads"), rngs)
-        self.value = _dense(cfg, h, h, ("embed", "heads"), rngs)
-        self.output = _dense(cfg, h, h, ("heads", "embed"), rngs)
+        self.query = dense(cfg, h, h, ("embed", "heads"), rngs)
+        self.key = dense(cfg, h, h, ("embed", "heads"), rngs)
+        self.value = dense(cfg, h, h, ("embed", "heads"), rngs)
+        self.output = dense(cfg, h, h, ("heads", "embed"), rngs)
 
-    def __call__(self, x: jnp.ndarray, mask: AttentionMask) -> jnp.ndarray:
+    def __call__(
+        self, x: jnp.ndarray, mask: AttentionMask, bias: jnp.ndarray | None = None
+    ) -> jnp.ndarray:
         split = lambda t: t.reshape(*t.shape[:-1], self.cfg.num_heads, self.cfg.head_dim)
+        content = x[..., : mask.kv_len, :]  # == x except for two-stream rows
         out = dot_product_attention(
             split(self.query(x)),
-            split(self.key(x)),
-            split(self.value(x)),
+            split(self.key(content)),
+            split(self.value(content)),
             mask,
+            bias=bias,
             implementation=self.cfg.attention_implementation,
         )
         return self.output(out.reshape(*out.shape[:-2], -1))
@@ -109,11 +143,11 @@ class FeedForward(nnx.Module):
     """Position-wise feed-forward block: dense, activation, dense."""
 
     def __init__(self, cfg: TransformerConfig, *, rngs: nnx.Rngs):
-        self.intermediate = _dense(
+        self.intermediate = dense(
             cfg, cfg.hidden_size, cfg.intermediate_size, ("embed", "mlp"), rngs
         )
-        self.output = _dense(cfg, cfg.intermediate_size, cfg.hidden_size, ("mlp", "embed"), rngs)
-        self.activation = _ACTIVATIONS[cfg.activation]
+        self.output = dense(cfg, cfg.intermediate_size, cfg.hidden_size, ("mlp", "embed"), rngs)
+        self.activation = ACTIVATIONS[cfg.activation]
 
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         return self.output(self.activation(self.intermediate(x)))
@@ -124,14 +158,71 @@ class EncoderLayer(nnx.Module):
 
     def __init__(self, cfg: TransformerConfig, *, rngs: nnx.Rngs):
         self.attention = SelfAttention(cfg, rngs=rngs)
-        self.attention_norm = _layer_norm(cfg, rngs)
+        self.attention_norm = layer_norm(cfg, rngs)
         self.feed_forward = FeedForward(cfg, rngs=rngs)
-        self.output_norm = _layer_norm(cfg, rngs)
+        self.output_norm = layer_norm(cfg, rngs)
         self.dropout = nnx.Dropout(cfg.dropout_rate)
 
     def __call__(
-        self, x: jnp.ndarray, mask: AttentionMask, *, deterministic: bool, rngs: nnx.Rngs | None
+        self,
+        x: jnp.ndarray,
+        mask: AttentionMask,
+        bias: jnp.ndarray | None = None,
+        *,
+        deterministic: bool,
+        rngs: nnx.Rngs | None,
     ) -> jnp.ndarray:
         drop = lambda y: self.dropout(y, deterministic=deterministic, rngs=rngs)
-        x = self.attention_norm(x + drop(self.attention(x, mask)))
+        x = self.attention_norm(x + drop(self.attention(x, mask, bias)))
         return self.output_norm(x + drop(self.feed_forward(x)))
+
+
+def relative_position_bucket(
+    relative_position: jnp.ndarray, *, bidirectional: bool, num_buckets: int, max_distance: int
+) -> jnp.ndarray:
+    """T5's log-spaced buckets for key_position - query_position (Raffel et al. 2020, also
+    MPNet): half the buckets exact for short distances, the rest logarithmic up to
+    `max_distance`; bidirectional buckets split by sign."""
+    bucket = jnp.zeros_like(relative_position)
+    if bidirectional:
+        num_buckets //= 2
+        bucket = bucket + (relative_position > 0) * num_buckets
+        distance = jnp.abs(relative_position)
+    else:
+        distance = -jnp.minimum(relative_position, 0)
+    max_exact = num_buckets // 2
+    scaled = (
+        jnp.log(jnp.maximum(distance, 1).astype(jnp.float32) / max_exact)
+        / math.log(max_distance / max_exact)
+        * (num_buckets - max_exact)
+    )
+    large = jnp.minimum(max_exact + scaled.astype(distance.dtype), num_buckets - 1)
+    return bucket + jnp.where(distance < max_exact, distance, large)
+
+
+class RelativePositionBias(nnx.Module):
+    """A learned bias per head and relative-position bucket, added to the attention logits."""
+
+    def __init__(
+        self,
+        cfg: TransformerConfig,
+        *,
+        num_buckets: int,
+        max_distance: int,
+        bidirectional: bool,
+        rngs: nnx.Rngs,
+    ):
+        self.embedding = embed(cfg, num_buckets, (None, "heads"), rngs, cfg.num_heads)
+        self.num_buckets, self.max_distance = num_buckets, max_distance
+        self.bidirectional = bidirectional
+
+    def __call__(self, q_positions: jnp.ndarray, kv_positions: jnp.ndarray) -> jnp.ndarray:
+        """Bias [batch, heads, q_len, kv_len] from position ids [batch, q_len], [batch, kv_len]."""
+        relative = kv_positions[..., None, :] - q_positions[..., :, None]
+        bucket = relative_position_bucket(
+            relative,
+            bidirectional=self.bidirectional,
+            num_buckets=self.num_buckets,
+            max_distance=self.max_distance,
+        )
+        return jnp.moveaxis(self.embedding(bucket), -1, -3).astype(jnp.float32)
