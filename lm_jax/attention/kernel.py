@@ -65,6 +65,7 @@ def dot_product_attention(
     mask: AttentionMask,
     *,
     bias: jnp.ndarray | None = None,
+    scale: float | None = None,
     implementation: str | None = None,
     q_chunk: int = 512,
     kv_chunk: int = 512,
@@ -77,6 +78,8 @@ def dot_product_attention(
       mask: the compact mask description; rows with no visible key return zeros.
       bias: optional additive logits bias broadcastable to [batch, heads, q_len, kv_len]
         (relative-position terms of XLNet, MPNet, T5).
+      scale: logits multiplier; None is 1/sqrt(head_dim) (T5 uses 1: its scale is folded into
+        the initialisation).
       implementation: one of `IMPLEMENTATIONS`, or None for `choose_implementation`.
       q_chunk, kv_chunk: block sizes of the "chunked" implementation.
 
@@ -93,13 +96,21 @@ def dot_product_attention(
     if reason is not None:
         _log_fallback(implementation, reason)
         implementation = "xla"
+    if scale is None:
+        scale = query.shape[-1] ** -0.5
     if implementation == "chunked":
-        return _chunked(query, key, value, mask, bias, q_chunk, kv_chunk)
+        return _chunked(query, key, value, mask, bias, scale, q_chunk, kv_chunk)
     if implementation == "cudnn":
         return jax.nn.dot_product_attention(
-            query, key, value, bias=bias, mask=mask.dense()[:, None], implementation="cudnn"
+            query,
+            key,
+            value,
+            bias=bias,
+            mask=mask.dense()[:, None],
+            scale=scale,
+            implementation="cudnn",
         )
-    return _reference(query, key, value, mask, bias)
+    return _reference(query, key, value, mask, bias, scale)
 
 
 def two_stream_attention(
@@ -139,9 +150,8 @@ def two_stream_attention(
     return out[:, :n], out[:, n:]
 
 
-def _reference(query, key, value, mask, bias):
+def _reference(query, key, value, mask, bias, scale):
     allowed = mask.dense()[:, None, :, :]  # [batch, 1, q, kv], broadcast over heads
-    scale = query.shape[-1] ** -0.5
     logits = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32) * scale
     if bias is not None:
         logits = logits + bias.astype(jnp.float32)
@@ -163,7 +173,7 @@ def _pad_axis(x, size, axis, value=0):
     return jnp.pad(x, widths, constant_values=value)
 
 
-def _chunked(query, key, value, mask, bias, q_chunk, kv_chunk):
+def _chunked(query, key, value, mask, bias, scale, q_chunk, kv_chunk):
     batch, q_len, heads, head_dim = query.shape
     kv_len = key.shape[1]
     qc, kc = min(q_chunk, q_len), min(kv_chunk, kv_len)
@@ -182,7 +192,6 @@ def _chunked(query, key, value, mask, bias, q_chunk, kv_chunk):
     if bias is not None:
         bias = jnp.broadcast_to(bias, (batch, heads, q_len, kv_len))
         bias = _pad_axis(_pad_axis(bias, qp, 2), kp, 3)
-    scale = head_dim**-0.5
 
     def query_block(qi):
         q_blk = jax.lax.dynamic_slice_in_dim(q, qi * qc, qc, axis=1).astype(jnp.float32) * scale

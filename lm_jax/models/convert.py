@@ -26,6 +26,7 @@ from lm_jax.models.encoder import (
     EncoderForQuestionAnswering,
     EncoderForSequenceClassification,
 )
+from lm_jax.models.seq2seq import EncoderDecoder, Seq2SeqConfig
 from lm_jax.models.xlnet import XLNet
 
 # (our flat path, Hugging Face name, layout): layout True transposes (torch Linear weights are
@@ -51,11 +52,11 @@ def config_from_hf(hf: Mapping) -> TransformerConfig:
     """Our `TransformerConfig` from a Hugging Face config dict (BERT, RoBERTa, ELECTRA, MPNet,
     XLNet)."""
     kind = hf.get("model_type")
-    if kind == "xlnet":
-        return _xlnet_config(hf)
+    if kind in _OTHER_CONFIGS:
+        return _OTHER_CONFIGS[kind](hf)
     if kind not in _ENCODERS:
         raise CheckpointError(
-            f"unsupported model_type {kind!r}; supported: {sorted([*_ENCODERS, 'xlnet'])}"
+            f"unsupported model_type {kind!r}; supported: {sorted([*_ENCODERS, *_OTHER_CONFIGS])}"
         )
     embedding_size = hf.get("embedding_size")
     return TransformerConfig(
@@ -107,6 +108,58 @@ def _xlnet_config(hf: Mapping) -> TransformerConfig:
         initializer_range=hf.get("initializer_range", 0.02),
         activation=_activation(hf.get("ff_activation", "gelu")),
     )
+
+
+def _bart_config(hf: Mapping) -> Seq2SeqConfig:
+    if hf.get("scale_embedding"):
+        raise CheckpointError("BART with scale_embedding=True is not supported")
+    if hf["encoder_attention_heads"] != hf["decoder_attention_heads"] or (
+        hf["encoder_ffn_dim"] != hf["decoder_ffn_dim"]
+    ):
+        raise CheckpointError("BART with different encoder and decoder widths is not supported")
+    return Seq2SeqConfig(
+        family="bart",
+        vocab_size=hf["vocab_size"],
+        hidden_size=hf["d_model"],
+        num_layers=hf["encoder_layers"],
+        num_decoder_layers=hf["decoder_layers"],
+        num_heads=hf["encoder_attention_heads"],
+        intermediate_size=hf["encoder_ffn_dim"],
+        max_position=hf["max_position_embeddings"],
+        dropout_rate=hf.get("dropout", 0.1),
+        layer_norm_eps=1e-5,
+        initializer_range=hf.get("init_std", 0.02),
+        activation=_activation(hf.get("activation_function", "gelu")),
+    )
+
+
+def _t5_config(hf: Mapping) -> Seq2SeqConfig:
+    if hf["d_kv"] * hf["num_heads"] != hf["d_model"]:
+        raise CheckpointError("T5 with d_kv * num_heads != d_model is not supported")
+    projection = hf.get("feed_forward_proj", "relu")
+    gated = projection.startswith("gated-")
+    activation = projection.removeprefix("gated-")
+    return Seq2SeqConfig(
+        family="t5",
+        vocab_size=hf["vocab_size"],
+        hidden_size=hf["d_model"],
+        num_layers=hf["num_layers"],
+        num_decoder_layers=hf.get("num_decoder_layers") or hf["num_layers"],
+        num_heads=hf["num_heads"],
+        intermediate_size=hf["d_ff"],
+        relative_attention_buckets=hf.get("relative_attention_num_buckets", 32),
+        relative_attention_max_distance=hf.get("relative_attention_max_distance", 128),
+        dropout_rate=hf.get("dropout_rate", 0.1),
+        layer_norm_eps=hf.get("layer_norm_epsilon", 1e-6),
+        activation="gelu_tanh" if gated and activation == "gelu" else _activation(activation),
+        gated_feed_forward=gated,
+        scale_decoder_outputs=hf.get(
+            "scale_decoder_outputs", hf.get("tie_word_embeddings", True) is not False
+        ),
+    )
+
+
+_OTHER_CONFIGS = {"xlnet": _xlnet_config, "bart": _bart_config, "t5": _t5_config}
 
 
 def _linear(ours: str, hf: str) -> NameMap:
@@ -187,6 +240,78 @@ def _xlnet_names(cfg: TransformerConfig) -> NameMap:
         pairs += _linear(f"{ours}/ff/intermediate", f"{hf}.ff.layer_1")
         pairs += _linear(f"{ours}/ff/output", f"{hf}.ff.layer_2")
         pairs += _norm(f"{ours}/ff_norm", f"{hf}.ff.layer_norm")
+    return pairs
+
+
+def _attention(ours: str, hf: str, names: tuple[str, str, str, str], bias: bool) -> NameMap:
+    pairs = []
+    for a, b in zip(("query", "key", "value", "output"), names, strict=True):
+        pairs += (
+            _linear(f"{ours}/{a}", f"{hf}.{b}") if bias else _kernel(f"{ours}/{a}", f"{hf}.{b}")
+        )
+    return pairs
+
+
+def _kernel(ours: str, hf: str) -> NameMap:
+    return [(f"{ours}/kernel", f"{hf}.weight", True)]
+
+
+def _bart_names(cfg: Seq2SeqConfig) -> NameMap:
+    pairs = [
+        ("word/embedding", "model.shared.weight", False),
+        ("bias", "final_logits_bias", (1, cfg.vocab_size)),
+    ]
+    projections = ("q_proj", "k_proj", "v_proj", "out_proj")
+    for side, layers in (("encoder", cfg.num_layers), ("decoder", cfg.decoder_layers)):
+        hf_side = f"model.{side}"
+        pairs.append((f"{side}_positions/embedding", f"{hf_side}.embed_positions.weight", False))
+        pairs += _norm(f"{side}_embedding_norm", f"{hf_side}.layernorm_embedding")
+        for i in range(layers):
+            ours, hf = f"{side}_layers/{i}", f"{hf_side}.layers.{i}"
+            pairs += _attention(f"{ours}/self_attention", f"{hf}.self_attn", projections, True)
+            pairs += _norm(f"{ours}/self_norm", f"{hf}.self_attn_layer_norm")
+            if side == "decoder":
+                pairs += _attention(
+                    f"{ours}/cross_attention", f"{hf}.encoder_attn", projections, True
+                )
+                pairs += _norm(f"{ours}/cross_norm", f"{hf}.encoder_attn_layer_norm")
+            pairs += _linear(f"{ours}/feed_forward/intermediate", f"{hf}.fc1")
+            pairs += _linear(f"{ours}/feed_forward/output", f"{hf}.fc2")
+            pairs += _norm(f"{ours}/feed_forward_norm", f"{hf}.final_layer_norm")
+    return pairs
+
+
+def _t5_names(cfg: Seq2SeqConfig) -> NameMap:
+    pairs = [("word/embedding", "shared.weight", False)]
+    scale = lambda ours, hf: [(f"{ours}/scale", f"{hf}.weight", False)]
+    for side, layers in (("encoder", cfg.num_layers), ("decoder", cfg.decoder_layers)):
+        bias = f"{side}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"
+        pairs.append((f"{side}_relative_bias/embedding/embedding", bias, False))
+        pairs += scale(f"{side}_final_norm", f"{side}.final_layer_norm")
+        for i in range(layers):
+            ours, hf = f"{side}_layers/{i}", f"{side}.block.{i}.layer"
+            pairs += _attention(
+                f"{ours}/self_attention", f"{hf}.0.SelfAttention", ("q", "k", "v", "o"), False
+            )
+            pairs += scale(f"{ours}/self_norm", f"{hf}.0.layer_norm")
+            ff = 1
+            if side == "decoder":
+                pairs += _attention(
+                    f"{ours}/cross_attention",
+                    f"{hf}.1.EncDecAttention",
+                    ("q", "k", "v", "o"),
+                    False,
+                )
+                pairs += scale(f"{ours}/cross_norm", f"{hf}.1.layer_norm")
+                ff = 2
+            dense = f"{hf}.{ff}.DenseReluDense"
+            if cfg.gated_feed_forward:
+                pairs += _kernel(f"{ours}/feed_forward/gate", f"{dense}.wi_0")
+                pairs += _kernel(f"{ours}/feed_forward/intermediate", f"{dense}.wi_1")
+            else:
+                pairs += _kernel(f"{ours}/feed_forward/intermediate", f"{dense}.wi")
+            pairs += _kernel(f"{ours}/feed_forward/output", f"{dense}.wo")
+            pairs += scale(f"{ours}/feed_forward_norm", f"{hf}.{ff}.layer_norm")
     return pairs
 
 
@@ -306,6 +431,26 @@ ARCHITECTURES: dict[str, Architecture] = {
         _xlnet_names,
         {"lm_loss.weight": "transformer.word_embedding.weight"},
     ),
+    "BartForConditionalGeneration": Architecture(
+        "bart",
+        lambda cfg, hf: EncoderDecoder(cfg, rngs=nnx.Rngs(0)),
+        _bart_names,
+        {
+            "lm_head.weight": "model.shared.weight",
+            "model.encoder.embed_tokens.weight": "model.shared.weight",
+            "model.decoder.embed_tokens.weight": "model.shared.weight",
+        },
+    ),
+    "T5ForConditionalGeneration": Architecture(
+        "t5",
+        lambda cfg, hf: EncoderDecoder(cfg, rngs=nnx.Rngs(0)),
+        _t5_names,
+        {
+            "lm_head.weight": "shared.weight",
+            "encoder.embed_tokens.weight": "shared.weight",
+            "decoder.embed_tokens.weight": "shared.weight",
+        },
+    ),
 }
 
 _DEFAULT_ARCHITECTURE = {
@@ -314,6 +459,8 @@ _DEFAULT_ARCHITECTURE = {
     "electra": "ElectraForPreTraining",
     "mpnet": "MPNetForMaskedLM",
     "xlnet": "XLNetLMHeadModel",
+    "bart": "BartForConditionalGeneration",
+    "t5": "T5ForConditionalGeneration",
 }
 
 
@@ -392,7 +539,7 @@ def to_hf_state_dict(model: nnx.Module, architecture: str) -> dict[str, np.ndarr
         raise ValueError(f"unknown architecture {architecture!r}; known: {sorted(ARCHITECTURES)}")
     spec = ARCHITECTURES[architecture]
     flat = _flat_params(model)
-    cfg = model.cfg if isinstance(model, XLNet) else model.encoder.cfg
+    cfg = model.cfg if isinstance(model, XLNet | EncoderDecoder) else model.encoder.cfg
     out = {}
     for ours, hf, layout in _names(model, spec, cfg):
         value = np.asarray(flat[ours][...])

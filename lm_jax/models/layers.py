@@ -48,6 +48,18 @@ def dense(
     )
 
 
+def rms_norm(cfg: TransformerConfig, rngs: nnx.Rngs) -> nnx.RMSNorm:
+    """RMSNorm (scale only, no mean subtraction), T5's "layer norm"."""
+    return nnx.RMSNorm(
+        cfg.hidden_size,
+        epsilon=cfg.layer_norm_eps,
+        dtype=cfg.compute_dtype,
+        param_dtype=jnp.float32,
+        scale_init=nnx.with_metadata(nnx.initializers.ones_init(), logical_axes=("embed",)),
+        rngs=rngs,
+    )
+
+
 def layer_norm(cfg: TransformerConfig, rngs: nnx.Rngs, size: int | None = None) -> nnx.LayerNorm:
     """LayerNorm over `size` features (default hidden_size) with the config's epsilon."""
     return nnx.LayerNorm(
@@ -110,30 +122,46 @@ class Embeddings(nnx.Module):
         return self.word.attend(x)
 
 
-class SelfAttention(nnx.Module):
-    """Multi-head attention through the shared kernel, under a compact `AttentionMask`. Keys and
-    values come from the first `mask.kv_len` rows of x: all of them for self-attention, the
-    content rows when query-stream rows follow (two-stream attention as one kernel call)."""
+class MultiHeadAttention(nnx.Module):
+    """Multi-head attention through the shared kernel, under a compact `AttentionMask`.
 
-    def __init__(self, cfg: TransformerConfig, *, rngs: nnx.Rngs):
+    Self-attention takes keys and values from the first `mask.kv_len` rows of x: all of them,
+    or the content rows when query-stream rows follow (two-stream attention as one kernel
+    call). Cross-attention (encoder-decoder) takes them from `context`.
+    """
+
+    def __init__(
+        self,
+        cfg: TransformerConfig,
+        *,
+        use_bias: bool = True,
+        scale: float | None = None,
+        rngs: nnx.Rngs,
+    ):
         h = cfg.hidden_size
         self.cfg = cfg
-        self.query = dense(cfg, h, h, ("embed", "heads"), rngs)
-        self.key = dense(cfg, h, h, ("embed", "heads"), rngs)
-        self.value = dense(cfg, h, h, ("embed", "heads"), rngs)
-        self.output = dense(cfg, h, h, ("heads", "embed"), rngs)
+        self.scale = scale
+        self.query = dense(cfg, h, h, ("embed", "heads"), rngs, use_bias=use_bias)
+        self.key = dense(cfg, h, h, ("embed", "heads"), rngs, use_bias=use_bias)
+        self.value = dense(cfg, h, h, ("embed", "heads"), rngs, use_bias=use_bias)
+        self.output = dense(cfg, h, h, ("heads", "embed"), rngs, use_bias=use_bias)
 
     def __call__(
-        self, x: jnp.ndarray, mask: AttentionMask, bias: jnp.ndarray | None = None
+        self,
+        x: jnp.ndarray,
+        mask: AttentionMask,
+        bias: jnp.ndarray | None = None,
+        context: jnp.ndarray | None = None,
     ) -> jnp.ndarray:
         split = lambda t: t.reshape(*t.shape[:-1], self.cfg.num_heads, self.cfg.head_dim)
-        content = x[..., : mask.kv_len, :]  # == x except for two-stream rows
+        source = x[..., : mask.kv_len, :] if context is None else context
         out = dot_product_attention(
             split(self.query(x)),
-            split(self.key(content)),
-            split(self.value(content)),
+            split(self.key(source)),
+            split(self.value(source)),
             mask,
             bias=bias,
+            scale=self.scale,
             implementation=self.cfg.attention_implementation,
         )
         return self.output(out.reshape(*out.shape[:-2], -1))
@@ -142,22 +170,36 @@ class SelfAttention(nnx.Module):
 class FeedForward(nnx.Module):
     """Position-wise feed-forward block: dense, activation, dense."""
 
-    def __init__(self, cfg: TransformerConfig, *, rngs: nnx.Rngs):
-        self.intermediate = dense(
-            cfg, cfg.hidden_size, cfg.intermediate_size, ("embed", "mlp"), rngs
-        )
-        self.output = dense(cfg, cfg.intermediate_size, cfg.hidden_size, ("mlp", "embed"), rngs)
+    def __init__(self, cfg: TransformerConfig, *, use_bias: bool = True, rngs: nnx.Rngs):
+        h, i = cfg.hidden_size, cfg.intermediate_size
+        self.intermediate = dense(cfg, h, i, ("embed", "mlp"), rngs, use_bias=use_bias)
+        self.output = dense(cfg, i, h, ("mlp", "embed"), rngs, use_bias=use_bias)
         self.activation = ACTIVATIONS[cfg.activation]
 
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         return self.output(self.activation(self.intermediate(x)))
 
 
+class GatedFeedForward(nnx.Module):
+    """Gated feed-forward block (Shazeer 2020, T5 v1.1's gated GeLU): act(x W0) * (x W1), then
+    the output projection; no biases."""
+
+    def __init__(self, cfg: TransformerConfig, *, rngs: nnx.Rngs):
+        h, i = cfg.hidden_size, cfg.intermediate_size
+        self.gate = dense(cfg, h, i, ("embed", "mlp"), rngs, use_bias=False)
+        self.intermediate = dense(cfg, h, i, ("embed", "mlp"), rngs, use_bias=False)
+        self.output = dense(cfg, i, h, ("mlp", "embed"), rngs, use_bias=False)
+        self.activation = ACTIVATIONS[cfg.activation]
+
+    def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+        return self.output(self.activation(self.gate(x)) * self.intermediate(x))
+
+
 class EncoderLayer(nnx.Module):
     """Post-LayerNorm Transformer layer as in BERT: x = LN(x + Drop(Attn(x))), then the FFN."""
 
     def __init__(self, cfg: TransformerConfig, *, rngs: nnx.Rngs):
-        self.attention = SelfAttention(cfg, rngs=rngs)
+        self.attention = MultiHeadAttention(cfg, rngs=rngs)
         self.attention_norm = layer_norm(cfg, rngs)
         self.feed_forward = FeedForward(cfg, rngs=rngs)
         self.output_norm = layer_norm(cfg, rngs)

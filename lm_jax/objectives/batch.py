@@ -84,3 +84,65 @@ class ReplacedTokenBatch:
     positions: jnp.ndarray
     segment_ids: jnp.ndarray
     attention: AttentionMask
+
+
+@struct.dataclass(kw_only=True)
+class Seq2SeqBatch:
+    """Encoder-decoder denoising (BART, T5, MASS): a corrupted encoder input and a decoder
+    trained with teacher forcing. Encoder fields are [..., L_enc], decoder fields [..., L_dec];
+    packed rows keep one segment id per example on both sides (seqio's convention), so
+    `cross_attention` lets decoder tokens see only their own example's encoder tokens.
+
+    Attributes:
+      inputs, positions, segment_ids, attention: the encoder side (bidirectional attention).
+      decoder_inputs: the targets shifted right (decoder start token first, per example).
+      decoder_targets, decoder_loss_weights: what the decoder predicts and where it is scored.
+      decoder_positions, decoder_segment_ids: restart per packed example; MASS gives the
+        fragment's original positions.
+      decoder_attention: causal within each example.
+      cross_attention: decoder queries against encoder keys, same example only.
+    """
+
+    inputs: jnp.ndarray
+    positions: jnp.ndarray
+    segment_ids: jnp.ndarray
+    attention: AttentionMask
+    decoder_inputs: jnp.ndarray
+    decoder_targets: jnp.ndarray
+    decoder_loss_weights: jnp.ndarray
+    decoder_positions: jnp.ndarray
+    decoder_segment_ids: jnp.ndarray
+    decoder_attention: AttentionMask
+    cross_attention: AttentionMask
+
+    @classmethod
+    def from_packed(
+        cls,
+        inputs: jnp.ndarray,
+        segment_ids: jnp.ndarray,
+        positions: jnp.ndarray,
+        decoder_inputs: jnp.ndarray,
+        decoder_targets: jnp.ndarray,
+        decoder_segment_ids: jnp.ndarray,
+        decoder_positions: jnp.ndarray,
+    ) -> "Seq2SeqBatch":
+        """The batch with its masks built from segment ids and positions: bidirectional encoder,
+        causal decoder (rank = decoder position), cross-attention within each example."""
+        return cls(
+            inputs=inputs,
+            positions=positions,
+            segment_ids=segment_ids,
+            attention=AttentionMask.bidirectional(segment_ids),
+            decoder_inputs=decoder_inputs,
+            decoder_targets=decoder_targets,
+            decoder_loss_weights=(decoder_segment_ids != 0).astype(jnp.float32),
+            decoder_positions=decoder_positions,
+            decoder_segment_ids=decoder_segment_ids,
+            decoder_attention=AttentionMask.ordered(
+                decoder_segment_ids,
+                jnp.arange(decoder_segment_ids.shape[-1]) + jnp.zeros_like(decoder_segment_ids),
+            ),
+            cross_attention=AttentionMask(
+                q_segment_ids=decoder_segment_ids, kv_segment_ids=segment_ids
+            ),
+        )

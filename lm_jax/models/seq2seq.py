@@ -1,0 +1,230 @@
+"""Encoder-decoder Transformers for denoising objectives: BART (Lewis et al. 2020; also MASS,
+Song et al. 2019, which uses the same post-LN architecture) and T5 (Raffel et al. 2020).
+
+The two families differ in a handful of choices, fixed by `Seq2SeqConfig.family`:
+
+| | "bart" | "t5" |
+|---|---|---|
+| positions | learned, table offset 2 | relative buckets, first-layer bias shared |
+| norm | post-LN LayerNorm, embedding LayerNorm | pre-LN RMSNorm, final norms |
+| biases | yes | none |
+| logits scale | 1/sqrt(head_dim) | 1 (folded into the init) |
+| output | tied decoder + final_logits_bias | tied decoder on d_model^-0.5-scaled states |
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+from flax import nnx
+
+from lm_jax.models.config import TransformerConfig
+from lm_jax.models.layers import (
+    FeedForward,
+    GatedFeedForward,
+    MultiHeadAttention,
+    RelativePositionBias,
+    dense,
+    embed,
+    layer_norm,
+    rms_norm,
+)
+from lm_jax.objectives.batch import Seq2SeqBatch
+
+FAMILIES = ("bart", "t5")
+BART_POSITION_OFFSET = 2  # BART's learned position table starts at padding_idx + 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Seq2SeqConfig(TransformerConfig):
+    """An encoder-decoder's shape: `TransformerConfig` (num_layers = encoder layers) plus
+
+    Attributes:
+      family: "bart" or "t5" (see the module docstring for what it fixes).
+      num_decoder_layers: decoder depth (None: same as the encoder).
+      gated_feed_forward: T5 v1.1's gated feed-forward (with activation "gelu_tanh").
+      tie_word_embeddings: the output projection is the word embedding matrix (BART, T5
+        v1.0); False gives a separate `lm_head` (T5 v1.1).
+      scale_decoder_outputs: T5 scales the decoder's output by hidden_size^-0.5 before a tied
+        projection.
+    """
+
+    family: str = "bart"
+    num_decoder_layers: int | None = None
+    gated_feed_forward: bool = False
+    tie_word_embeddings: bool = True
+    scale_decoder_outputs: bool = True
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.family not in FAMILIES:
+            raise ValueError(f"family must be one of {FAMILIES}, got {self.family!r}")
+        if self.family == "t5" and not self.relative_attention_buckets:
+            raise ValueError("T5 needs relative_attention_buckets > 0 (32 in the paper)")
+        if self.family == "bart" and not self.tie_word_embeddings:
+            raise ValueError("BART ties its output projection to the word embeddings")
+        if self.num_decoder_layers is not None and self.num_decoder_layers < 1:
+            raise ValueError(f"num_decoder_layers must be >= 1, got {self.num_decoder_layers}")
+
+    @property
+    def decoder_layers(self) -> int:
+        return self.num_layers if self.num_decoder_layers is None else self.num_decoder_layers
+
+
+class Seq2SeqLayer(nnx.Module):
+    """Self-attention, cross-attention (decoder only) and feed-forward sublayers, each with a
+    residual; post-LN for BART, pre-LN for T5."""
+
+    def __init__(self, cfg: Seq2SeqConfig, *, decoder: bool, rngs: nnx.Rngs):
+        t5 = cfg.family == "t5"
+        norm = (lambda: rms_norm(cfg, rngs)) if t5 else (lambda: layer_norm(cfg, rngs))
+        attention = lambda: MultiHeadAttention(
+            cfg, use_bias=not t5, scale=1.0 if t5 else None, rngs=rngs
+        )
+        self.pre_norm = t5
+        self.self_attention, self.self_norm = attention(), norm()
+        self.cross_attention = attention() if decoder else None
+        self.cross_norm = norm() if decoder else None
+        if cfg.gated_feed_forward:
+            self.feed_forward = GatedFeedForward(cfg, rngs=rngs)
+        else:
+            self.feed_forward = FeedForward(cfg, use_bias=not t5, rngs=rngs)
+        self.feed_forward_norm = norm()
+        self.dropout = nnx.Dropout(cfg.dropout_rate)
+
+    def _residual(self, x, norm, sublayer, deterministic, rngs):
+        drop = lambda y: self.dropout(y, deterministic=deterministic, rngs=rngs)
+        if self.pre_norm:
+            return x + drop(sublayer(norm(x)))
+        return norm(x + drop(sublayer(x)))
+
+    def __call__(
+        self,
+        x,
+        mask,
+        bias=None,
+        context=None,
+        cross_mask=None,
+        *,
+        deterministic: bool,
+        rngs: nnx.Rngs | None,
+    ) -> jnp.ndarray:
+        x = self._residual(
+            x, self.self_norm, lambda y: self.self_attention(y, mask, bias), deterministic, rngs
+        )
+        if self.cross_attention is not None:
+            x = self._residual(
+                x,
+                self.cross_norm,
+                lambda y: self.cross_attention(y, cross_mask, context=context),
+                deterministic,
+                rngs,
+            )
+        return self._residual(x, self.feed_forward_norm, self.feed_forward, deterministic, rngs)
+
+
+class EncoderDecoder(nnx.Module):
+    """BART / T5 / MASS: shared token embeddings, encoder, decoder and the tied LM head.
+
+    `model(batch)` returns fp32 decoder logits [batch, L_dec, vocab] for a `Seq2SeqBatch`;
+    `encode` and `decode` expose the halves (for generation and scoring).
+    """
+
+    def __init__(self, cfg: Seq2SeqConfig, *, rngs: nnx.Rngs):
+        self.cfg = cfg
+        self.word = embed(cfg, cfg.vocab_size, ("vocab", "embed"), rngs)
+        t5 = cfg.family == "t5"
+        if t5:
+            relative = lambda bidirectional: RelativePositionBias(
+                cfg,
+                num_buckets=cfg.relative_attention_buckets,
+                max_distance=cfg.relative_attention_max_distance,
+                bidirectional=bidirectional,
+                rngs=rngs,
+            )
+            self.encoder_relative_bias = relative(True)
+            self.decoder_relative_bias = relative(False)
+            self.encoder_final_norm = rms_norm(cfg, rngs)
+            self.decoder_final_norm = rms_norm(cfg, rngs)
+            if not cfg.tie_word_embeddings:
+                self.lm_head = dense(
+                    cfg, cfg.hidden_size, cfg.vocab_size, ("embed", "vocab"), rngs, use_bias=False
+                )
+        else:
+            rows = cfg.max_position + BART_POSITION_OFFSET
+            self.encoder_positions = embed(cfg, rows, (None, "embed"), rngs)
+            self.decoder_positions = embed(cfg, rows, (None, "embed"), rngs)
+            self.encoder_embedding_norm = layer_norm(cfg, rngs)
+            self.decoder_embedding_norm = layer_norm(cfg, rngs)
+            self.bias = nnx.Param(
+                jnp.zeros((cfg.vocab_size,), jnp.float32), logical_axes=("vocab",)
+            )
+        self.encoder_layers = nnx.List(
+            [Seq2SeqLayer(cfg, decoder=False, rngs=rngs) for _ in range(cfg.num_layers)]
+        )
+        self.decoder_layers = nnx.List(
+            [Seq2SeqLayer(cfg, decoder=True, rngs=rngs) for _ in range(cfg.decoder_layers)]
+        )
+        self.dropout = nnx.Dropout(cfg.dropout_rate)
+
+    def _embed(self, ids, positions, side: str, deterministic, rngs) -> jnp.ndarray:
+        x = self.word(ids)
+        if self.cfg.family == "bart":
+            table = getattr(self, f"{side}_positions")
+            norm = getattr(self, f"{side}_embedding_norm")
+            x = norm(x + table(positions + BART_POSITION_OFFSET))
+        return self.dropout(x, deterministic=deterministic, rngs=rngs)
+
+    def encode(
+        self, batch: Seq2SeqBatch, *, deterministic: bool = True, rngs: nnx.Rngs | None = None
+    ) -> jnp.ndarray:
+        """Encoder states [batch, L_enc, hidden]."""
+        x = self._embed(batch.inputs, batch.positions, "encoder", deterministic, rngs)
+        bias = None
+        if self.cfg.family == "t5":
+            bias = self.encoder_relative_bias(batch.positions, batch.positions)
+        for layer in self.encoder_layers:
+            x = layer(x, batch.attention, bias, deterministic=deterministic, rngs=rngs)
+        if self.cfg.family == "t5":
+            x = self.dropout(self.encoder_final_norm(x), deterministic=deterministic, rngs=rngs)
+        return x
+
+    def decode(
+        self,
+        batch: Seq2SeqBatch,
+        encoded: jnp.ndarray,
+        *,
+        deterministic: bool = True,
+        rngs: nnx.Rngs | None = None,
+    ) -> jnp.ndarray:
+        """fp32 logits [batch, L_dec, vocab] given the encoder states."""
+        positions = batch.decoder_positions
+        x = self._embed(batch.decoder_inputs, positions, "decoder", deterministic, rngs)
+        bias = None
+        if self.cfg.family == "t5":
+            bias = self.decoder_relative_bias(positions, positions)
+        for layer in self.decoder_layers:
+            x = layer(
+                x,
+                batch.decoder_attention,
+                bias,
+                encoded,
+                batch.cross_attention,
+                deterministic=deterministic,
+                rngs=rngs,
+            )
+        if self.cfg.family == "t5":
+            x = self.dropout(self.decoder_final_norm(x), deterministic=deterministic, rngs=rngs)
+            if not self.cfg.tie_word_embeddings:
+                return self.lm_head(x).astype(jnp.float32)
+            if self.cfg.scale_decoder_outputs:
+                x = x * self.cfg.hidden_size**-0.5
+            return self.word.attend(x).astype(jnp.float32)
+        return self.word.attend(x).astype(jnp.float32) + self.bias[...]
+
+    def __call__(
+        self, batch: Seq2SeqBatch, *, deterministic: bool = True, rngs: nnx.Rngs | None = None
+    ) -> jnp.ndarray:
+        encoded = self.encode(batch, deterministic=deterministic, rngs=rngs)
+        return self.decode(batch, encoded, deterministic=deterministic, rngs=rngs)
