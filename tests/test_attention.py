@@ -184,3 +184,28 @@ def test_cudnn_matches_reference_on_every_objective(masks):
             atol=2e-2,
             err_msg=name,
         )
+
+
+def test_tokamax_matches_reference_on_every_objective(masks):
+    """tokamax picks its kernel per backend (XLA on CPU, Pallas on GPU/TPU); same results,
+    forward and backward, with the scale and bias options (T5 uses scale 1)."""
+    pytest.importorskip("tokamax")
+    chosen = ("mlm", "clm", "unilm", "plm-one-call", "mpnet-one-call")
+    for name, mask in [(n, m) for n, m in masks if n in chosen]:
+        q, k, v = random_qkv((2, mask.q_len, 2, 8), mask.kv_len, seed=len(name))
+        rng = np.random.default_rng(2)
+        bias = jnp.asarray(rng.normal(size=(1, 2, mask.q_len, mask.kv_len)), jnp.float32)
+        weights = jnp.asarray(rng.normal(size=q.shape), jnp.float32)
+
+        def loss(q, implementation):
+            out = dot_product_attention(
+                q, k, v, mask, bias=bias, scale=1.0, implementation=implementation
+            )
+            return (out * weights).sum(), out
+
+        (_, ref), ref_grad = jax.value_and_grad(loss, has_aux=True)(q, "xla")
+        (_, out), out_grad = jax.jit(
+            jax.value_and_grad(lambda q: loss(q, "tokamax"), has_aux=True)
+        )(q)
+        np.testing.assert_allclose(out, ref, atol=2e-5, err_msg=name)
+        np.testing.assert_allclose(out_grad, ref_grad, atol=1e-4, err_msg=name)

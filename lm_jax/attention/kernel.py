@@ -11,6 +11,9 @@ Implementations (`implementation=`):
 - "cudnn": `jax.nn.dot_product_attention(implementation="cudnn")` on NVIDIA GPUs (fp16/bf16,
   head_dim a multiple of 8 up to 128); the compact mask is densified for it (cuDNN takes no
   segment ids or ranks).
+- "tokamax": `tokamax.dot_product_attention` (optional dependency), which picks its own best
+  kernel per backend: Pallas Mosaic on TPU and GPU, Triton on GPU, XLA on CPU. The compact mask
+  is densified for it.
 - None (default): chosen per backend and shape by `choose_implementation`.
 An implementation that cannot run the given call falls back to "xla" with a logged reason.
 """
@@ -18,6 +21,7 @@ An implementation that cannot run the given call falls back to "xla" with a logg
 from __future__ import annotations
 
 import functools
+import importlib.util
 import logging
 
 import jax
@@ -26,13 +30,15 @@ import jax.numpy as jnp
 from lm_jax.attention.mask import AttentionMask
 
 log = logging.getLogger(__name__)
-IMPLEMENTATIONS = ("xla", "chunked", "cudnn")
+IMPLEMENTATIONS = ("xla", "chunked", "cudnn", "tokamax")
 # Above this many (query, key) pairs per head, the automatic choice avoids the dense path.
 CHUNKED_THRESHOLD = 1024 * 1024  # measured: chunked wins from about 1k tokens on CPU
 
 
 def unsupported_reason(implementation: str, query: jnp.ndarray) -> str | None:
     """Why `implementation` cannot run this call here, or None if it can."""
+    if implementation == "tokamax" and importlib.util.find_spec("tokamax") is None:
+        return "tokamax is not installed (pip install tokamax)"
     if implementation == "cudnn":
         if jax.default_backend() != "gpu":
             return f"cudnn needs a GPU (backend is {jax.default_backend()})"
@@ -110,7 +116,25 @@ def dot_product_attention(
             scale=scale,
             implementation="cudnn",
         )
+    if implementation == "tokamax":
+        return _tokamax(query, key, value, mask, bias, scale)
     return _reference(query, key, value, mask, bias, scale)
+
+
+def _tokamax(query, key, value, mask, bias, scale):
+    import tokamax
+    from absl import flags
+
+    # tokamax reads its options from absl flags and would parse sys.argv itself (failing on the
+    # host program's own arguments, e.g. pytest's); its defaults are what we want.
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+
+    allowed = mask.dense()[:, None]  # [batch, 1, q, kv]
+    out = tokamax.dot_product_attention(query, key, value, bias=bias, mask=allowed, scale=scale)
+    # Our contract: a query that sees no key returns zeros (kernels differ on such rows).
+    visible = allowed.any(-1)[:, 0, :, None, None]
+    return jnp.where(visible, out, 0).astype(query.dtype)
 
 
 def two_stream_attention(
