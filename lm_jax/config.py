@@ -88,7 +88,7 @@ def pretraining_config(objective: str = "mlm") -> ml_collections.ConfigDict:
     c.model.type_vocab_size = 4  # token types: 2 for sentence A/B, 4 for UniLM's LM identifiers
     c.model.dropout_rate = 0.1
     c.model.activation = "gelu"
-    c.model.dtype = "float32"  # compute dtype; parameters are always fp32
+    c.model.dtype = "auto"  # compute dtype: bf16 on GPU/TPU, fp32 on CPU; parameters stay fp32
     c.model.remat = False  # recompute layer activations in the backward pass (saves memory)
 
     c.objective_options = objective_options(objective)  # keyword options of the objective
@@ -139,7 +139,10 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "model.type_vocab_size": (_positive, "must be > 0"),
     "model.dropout_rate": (lambda x: 0.0 <= x < 1.0, "must be in [0, 1)"),
     "model.activation": (lambda x: x in ACTIVATIONS, f"must be one of {ACTIVATIONS}"),
-    "model.dtype": (lambda x: x in ("float32", "bfloat16"), "must be float32 or bfloat16"),
+    "model.dtype": (
+        lambda x: x in ("auto", "float32", "bfloat16"),
+        "must be auto, float32 or bfloat16",
+    ),
     "train.steps": (_positive, "must be > 0"),
     "train.batch_size": (_positive, "must be > 0"),
     "train.learning_rate": (_positive, "must be > 0"),

@@ -88,6 +88,9 @@ def test_padding_does_not_change_real_outputs(cfg, vocab):
 
 
 def test_config_errors():
+    with pytest.raises(ValueError, match="dtype"):
+        TransformerConfig(vocab_size=10, dtype="float16")
+    assert TransformerConfig(vocab_size=10).compute_dtype == jnp.float32  # "auto" on CPU
     with pytest.raises(ValueError, match="divisible"):
         TransformerConfig(vocab_size=10, hidden_size=30, num_heads=4)
     with pytest.raises(ValueError, match="activation"):

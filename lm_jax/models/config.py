@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax
 import jax.numpy as jnp
 
 ACTIVATIONS = ("gelu", "gelu_tanh", "relu")
+DTYPES = ("auto", "float32", "bfloat16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,7 +35,8 @@ class TransformerConfig:
       layer_norm_eps: LayerNorm epsilon (1e-12 in BERT).
       initializer_range: std of the truncated-normal initialiser.
       activation: feed-forward activation ("gelu" is BERT's exact erf GeLU).
-      dtype: compute dtype ("float32" on CPU, "bfloat16" on accelerators); parameters stay fp32.
+      dtype: compute dtype: "float32", "bfloat16", or "auto" (bf16 on GPU/TPU, fp32 on CPU);
+        parameters stay fp32 and logits are fp32 either way.
       attention_implementation: passed to `lm_jax.attention.dot_product_attention` (None: the
         automatic choice per backend and sequence length).
       remat: recompute each layer's activations in the backward pass instead of storing them
@@ -55,7 +58,7 @@ class TransformerConfig:
     layer_norm_eps: float = 1e-12
     initializer_range: float = 0.02
     activation: str = "gelu"
-    dtype: str = "float32"
+    dtype: str = "auto"
     attention_implementation: str | None = None
     remat: bool = False
 
@@ -82,6 +85,8 @@ class TransformerConfig:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.embedding_size is not None and self.embedding_size < 1:
             raise ValueError(f"embedding_size must be >= 1 or None, got {self.embedding_size}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {DTYPES}, got {self.dtype!r}")
         if not 0.0 <= self.dropout_rate < 1.0:
             raise ValueError(f"dropout_rate must be in [0, 1), got {self.dropout_rate}")
 
@@ -95,6 +100,8 @@ class TransformerConfig:
 
     @property
     def compute_dtype(self) -> jnp.dtype:
+        if self.dtype == "auto":
+            return jnp.dtype(jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16)
         return jnp.dtype(self.dtype)
 
     def non_embedding_params(self) -> int:
