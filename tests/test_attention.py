@@ -49,6 +49,9 @@ def objective_masks(vocab):
             extra = {"word_starts": jnp.ones_like(tokens, bool)}
         batch = obj.get(name)(jax.random.key(1), tokens, vocab=vocab, segment_ids=segs, **extra)
         out.append((name, batch.attention))
+        if isinstance(batch, obj.Seq2SeqBatch):
+            out.append((f"{name}-decoder", batch.decoder_attention))
+            out.append((f"{name}-cross", batch.cross_attention))
         if isinstance(batch, obj.TwoStreamBatch):
             out.append((f"{name}-query", batch.query_attention))
             out.append(

@@ -14,7 +14,10 @@ import lm_jax.objectives as obj
 from lm_jax.objectives.masking import greedy_ngram_cover
 from lm_jax.objectives.span import expected_span_length, span_length_probs
 
-ALL = obj.names()
+# Objectives I (encoder batches); the seq2seq and sentence-level objectives have their own
+# contract tests in test_denoising.py and test_sentence.py.
+SEQ2SEQ = {"bart", "t5", "mass"}
+ALL = [n for n in obj.names() if n not in SEQ2SEQ]
 WORD_LEVEL = {"wwm", "ngram", "span", "plm", "mpnet"}
 
 
@@ -52,8 +55,9 @@ def masks_of(batch):
 
 
 def test_registry_lists_every_objective():
-    assert ALL == sorted(
+    assert obj.names() == sorted(
         [
+            *SEQ2SEQ,
             "mlm",
             "wwm",
             "ngram",
@@ -67,7 +71,7 @@ def test_registry_lists_every_objective():
             "unilm",
         ]
     )
-    for name in ALL:
+    for name in obj.names():
         assert obj.get(name) is getattr(obj, name)
 
 

@@ -14,7 +14,14 @@ Every objective is called as `fn(key, tokens, *, vocab, **options)` and returns 
 import jax.numpy as jnp
 
 from lm_jax.objectives.autoregressive import UNILM_MODES, clm, prefix_lm, unilm
-from lm_jax.objectives.batch import Batch, ReplacedTokenBatch, SpanBatch, TwoStreamBatch
+from lm_jax.objectives.batch import (
+    Batch,
+    ReplacedTokenBatch,
+    Seq2SeqBatch,
+    SpanBatch,
+    TwoStreamBatch,
+)
+from lm_jax.objectives.denoising import bart, mass, t5, t5_lengths, t5_raw_length
 from lm_jax.objectives.masked_lm import electra, electra_replace, entity, mlm, ngram, wwm
 from lm_jax.objectives.permutation import mpnet, plm
 from lm_jax.objectives.registry import get, names
@@ -35,15 +42,18 @@ def dense_attention_mask(batch) -> jnp.ndarray | tuple[jnp.ndarray, jnp.ndarray]
 __all__ = [
     "Batch",
     "ReplacedTokenBatch",
+    "Seq2SeqBatch",
     "SpanBatch",
     "TwoStreamBatch",
     "UNILM_MODES",
+    "bart",
     "clm",
     "dense_attention_mask",
     "electra",
     "electra_replace",
     "entity",
     "get",
+    "mass",
     "mlm",
     "mpnet",
     "names",
@@ -52,6 +62,9 @@ __all__ = [
     "prefix_lm",
     "span",
     "span_length_probs",
+    "t5",
+    "t5_lengths",
+    "t5_raw_length",
     "unilm",
     "wwm",
 ]
