@@ -17,6 +17,7 @@ from lm_jax.objectives.autoregressive import UNILM_MODES, clm, prefix_lm, unilm
 from lm_jax.objectives.batch import (
     Batch,
     ReplacedTokenBatch,
+    SentencePairBatch,
     Seq2SeqBatch,
     SpanBatch,
     TwoStreamBatch,
@@ -25,6 +26,7 @@ from lm_jax.objectives.denoising import bart, mass, t5, t5_lengths, t5_raw_lengt
 from lm_jax.objectives.masked_lm import electra, electra_replace, entity, mlm, ngram, wwm
 from lm_jax.objectives.permutation import mpnet, plm
 from lm_jax.objectives.registry import get, names
+from lm_jax.objectives.sentence import nsp, sop, structbert, tlm
 from lm_jax.objectives.span import span, span_length_probs
 
 
@@ -42,6 +44,7 @@ def dense_attention_mask(batch) -> jnp.ndarray | tuple[jnp.ndarray, jnp.ndarray]
 __all__ = [
     "Batch",
     "ReplacedTokenBatch",
+    "SentencePairBatch",
     "Seq2SeqBatch",
     "SpanBatch",
     "TwoStreamBatch",
@@ -58,13 +61,17 @@ __all__ = [
     "mpnet",
     "names",
     "ngram",
+    "nsp",
     "plm",
     "prefix_lm",
+    "sop",
     "span",
     "span_length_probs",
+    "structbert",
     "t5",
     "t5_lengths",
     "t5_raw_length",
+    "tlm",
     "unilm",
     "wwm",
 ]

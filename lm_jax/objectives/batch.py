@@ -146,3 +146,14 @@ class Seq2SeqBatch:
                 q_segment_ids=decoder_segment_ids, kv_segment_ids=segment_ids
             ),
         )
+
+
+@struct.dataclass(kw_only=True)
+class SentencePairBatch(Batch):
+    """Masked LM on `[CLS] A [SEP] B [SEP]` rows plus a sentence-level label per row (NSP, SOP,
+    StructBERT). `token_type_ids` are 0 for [CLS] A [SEP] and 1 for B [SEP];
+    `sentence_labels` [...] are the objective's classes; `sentence_weights` [...] are 0 for rows
+    that could not form a pair (fewer than two text tokens)."""
+
+    sentence_labels: jnp.ndarray
+    sentence_weights: jnp.ndarray
