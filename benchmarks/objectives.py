@@ -7,9 +7,12 @@ Hugging Face transformers data collators in the same run.
 Peers (optional dependencies: `pip install -e .[bench]`): `DataCollatorForLanguageModeling`
 (return_tensors="np") for mlm, and whole-word masking for wwm; and
 `DataCollatorForPermutationLanguageModeling` (PyTorch tensors, its only fully supported
-path) for plm. Peers get the same token rows as lists of examples, as a data loader would hand
-them. Timings are medians of `--repeats` calls after a warm-up (compilation excluded; reported
-separately). Prints tokens/s and our speed-up over each peer.
+path) for plm; for t5, a faithful NumPy per-example port of the reference span corruption
+(`reference_ports.py`), one example at a time as the Hugging Face Flax T5 example does it, padded
+into a batch. T5 rows are `t5_raw_length(length)` raw tokens (568 for 512-token inputs). Peers
+get the same token rows as lists of examples, as a data loader would hand them. Timings are
+medians of `--repeats` calls after a warm-up (compilation excluded; reported separately).
+Prints tokens/s and our speed-up over each peer.
 """
 
 from __future__ import annotations
@@ -53,11 +56,20 @@ def time_calls(fn, make_args, repeats: int) -> tuple[float, float]:
     return statistics.median(times), first
 
 
+WORD_LEVEL = ("wwm", "ngram", "span", "plm", "mpnet", "bart")
+SENTENCE_LEVEL = ("nsp", "sop", "structbert")
+
+
 def ours(name: str, vocab: VocabInfo, tokens, segments, word_starts, repeats: int):
     fn = objectives.get(name)
     kwargs = {"vocab": vocab}
-    if name in ("wwm", "ngram", "span", "plm", "mpnet"):
+    if name in WORD_LEVEL:
         kwargs["word_starts"] = jnp.asarray(word_starts)
+    if name in SENTENCE_LEVEL:  # a sentence every 16 tokens on average
+        starts = np.random.default_rng(1).random(tokens.shape) < 1 / 16
+        kwargs["sentence_starts"] = jnp.asarray(starts)
+    if name == "tlm":  # a sentence and its translation: halves of the row
+        segments = np.where(np.arange(tokens.shape[1]) < tokens.shape[1] // 2, 1, 2) * segments
     if name == "entity":
         entity_ids = np.zeros_like(tokens)
         entity_ids[:, 10:14], entity_ids[:, 40:43] = 1, 2
@@ -82,6 +94,25 @@ def offsets_from_word_starts(word_starts: np.ndarray) -> np.ndarray:
     from offset gaps)."""
     starts = np.cumsum(1 + word_starts.astype(np.int64), axis=1)
     return np.stack([starts, starts + 1], axis=-1)
+
+
+def t5_peer(tokens, vocab: VocabInfo, repeats: int) -> tuple[float, float]:
+    """The reference span corruption, one example at a time, padded into a batch."""
+    from reference_ports import t5_span_corruption
+
+    inputs_len, targets_len = objectives.t5_lengths(tokens.shape[1])
+    rng = np.random.default_rng(0)
+
+    def collate(rows):
+        inputs = np.zeros((len(rows), inputs_len), np.int32)
+        targets = np.zeros((len(rows), targets_len), np.int32)
+        for b, row in enumerate(rows):
+            i, t = t5_span_corruption(row, rng, vocab.size, vocab.eos_id)
+            inputs[b, : len(i)], targets[b, : len(t)] = i, t
+        return inputs, targets
+
+    rows = list(tokens)
+    return time_calls(collate, lambda i: (rows,), repeats)
 
 
 def peers(tokens, word_starts, repeats: int) -> dict[str, tuple[float, float]]:
@@ -124,9 +155,17 @@ def main() -> None:
     parser.add_argument("--no-peers", action="store_true", help="skip the Hugging Face peers")
     args = parser.parse_args()
 
-    vocab = VocabInfo(size=VOCAB_SIZE, pad_id=0, unk_id=1, cls_id=2, sep_id=3, mask_id=4)
+    vocab = VocabInfo(
+        size=VOCAB_SIZE,
+        pad_id=0,
+        unk_id=1,
+        cls_id=2,
+        sep_id=3,
+        mask_id=4,
+        sentinel_ids=tuple(range(VOCAB_SIZE - 1, VOCAB_SIZE - 101, -1)),  # T5's 100 extra ids
+    )
     tokens, segments, word_starts = make_rows(args.batch, args.length, vocab)
-    n_tokens = args.batch * args.length
+    t5_rows = make_rows(args.batch, objectives.t5_raw_length(args.length), vocab)
     print(
         f"batch {args.batch} x length {args.length}, vocab {VOCAB_SIZE}, "
         f"device {jax.devices()[0].device_kind}, jax {jax.__version__}"
@@ -140,8 +179,12 @@ def main() -> None:
     print(
         f"{'objective':<10} {'ours tok/s':>12} {'compile s':>10} {'peer tok/s':>12} {'speed-up':>9}"
     )
+    if "t5" in args.objectives and not args.no_peers:
+        peer_times["t5"] = t5_peer(t5_rows[0], vocab, args.repeats)
     for name in args.objectives:
-        seconds, first = ours(name, vocab, tokens, segments, word_starts, args.repeats)
+        rows = t5_rows if name == "t5" else (tokens, segments, word_starts)
+        seconds, first = ours(name, vocab, *rows, args.repeats)
+        n_tokens = rows[0].size
         line = f"{name:<10} {n_tokens / seconds:>12,.0f} {first:>10.1f}"
         if name in peer_times:
             peer = peer_times[name][0]
