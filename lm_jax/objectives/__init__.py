@@ -5,8 +5,8 @@ Every objective is called as `fn(key, tokens, *, vocab, **options)` and returns 
 
     >>> import jax, lm_jax.objectives as objectives
     >>> objectives.names()
-    ['clm', 'electra', 'entity', 'mlm', 'mpnet', 'ngram', 'plm', 'prefix_lm', 'span', 'unilm',
-     'wwm']
+    ['bart', 'clm', 'electra', 'entity', 'mass', 'mlm', 'mpnet', 'ngram', 'nsp', 'plm',
+     'prefix_lm', 'sop', 'span', 'structbert', 't5', 'tlm', 'unilm', 'wwm']
     >>> batch = objectives.get("mlm")(jax.random.key(0), tokens, vocab=tokenizer.vocab)
     >>> objectives.dense_attention_mask(batch)  # bool [batch, L, L]
 """
