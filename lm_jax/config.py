@@ -18,11 +18,6 @@ from lm_jax.data.tokenizer import MIN_TRAINED_VOCAB, MODEL_TYPES
 from lm_jax.errors import ConfigError
 from lm_jax.models.config import ACTIVATIONS
 
-# Objectives the pretraining loop trains with the encoder + LM head: masked LM on the sparse
-# layout (mlm, wwm, ngram, unilm) and next-token LM on dense targets (clm, prefix_lm).
-TRAINABLE_OBJECTIVES = ("mlm", "wwm", "ngram", "unilm", "clm", "prefix_lm")
-
-
 # Objective arguments that come from the data, not from the configuration.
 DATA_ARGUMENTS = (
     "key",
@@ -198,13 +193,34 @@ def validate(config: ml_collections.ConfigDict) -> None:
             f"config.objective: unknown objective {config.objective!r}; "
             f"choose from {objectives.names()}"
         )
-    if config.objective not in TRAINABLE_OBJECTIVES:
+    from lm_jax.train.tasks import TASKS, UNTRAINABLE
+
+    if config.objective not in TASKS:
         raise ConfigError(
             f"config.objective: {config.objective!r} is available in lm_jax.objectives but the "
-            f"pretraining loop cannot train it yet: it needs a model head that is not built yet "
-            f"(span-boundary, ELECTRA discriminator, two-stream or entity-annotated data). "
-            f"Trainable now: {list(TRAINABLE_OBJECTIVES)}"
+            f"pretraining loop cannot train it yet: it needs "
+            f"{UNTRAINABLE.get(config.objective, 'a model')}. Trainable: {sorted(TASKS)}"
         )
+    if config.objective == "t5" and not config.tokenizer.path:
+        from lm_jax.objectives import t5_lengths
+
+        raw = config.data.seq_len
+        spans = (
+            sum(
+                t5_lengths(
+                    raw,
+                    config.objective_options.noise_density,
+                    config.objective_options.mean_noise_span_length,
+                )
+            )
+            - raw
+            - 2
+        )
+        if config.tokenizer.extra_ids < spans:
+            raise ConfigError(
+                f"config.tokenizer.extra_ids must be >= {spans} for t5 on rows of {raw} tokens "
+                f"(one sentinel per noise span), got {config.tokenizer.extra_ids}"
+            )
     if config.objective == "unilm" and config.model.type_vocab_size < 4:
         raise ConfigError("config.model.type_vocab_size must be >= 4 for unilm (LM identifiers)")
     accepted = set(inspect.signature(objective).parameters) - set(DATA_ARGUMENTS)

@@ -35,19 +35,22 @@ def masks(vocab):
     return objective_masks(vocab)
 
 
+# One objective per distinct mask structure (the others are plain bidirectional like mlm):
+# packed bidirectional, causal, prefix, UniLM's mixture, XLNet's and MPNet's two streams
+# (separately and as one call), and the encoder-decoder's decoder and cross-attention.
+MASK_KINDS = ("mlm", "clm", "prefix_lm", "unilm", "plm", "mpnet", "t5")
+
+
 def objective_masks(vocab):
-    """(name, AttentionMask) for every objective's masks on packed, padded rows."""
+    """(name, AttentionMask) for the masks of every kind of objective, on packed, padded rows."""
     rng = np.random.default_rng(0)
     tokens = np.asarray(vocab.regular_ids()[rng.integers(0, 900, (2, 70))])
     segs = np.repeat([[1] * 30 + [2] * 33 + [0] * 7], 2, axis=0)
     tokens[:, [0, 30]], tokens[:, [29, 62]], tokens[segs == 0] = 2, 3, 0
     tokens, segs = jnp.asarray(tokens), jnp.asarray(segs)
     out = []
-    for name in obj.names():
-        extra = {"entity_ids": jnp.zeros_like(tokens)} if name == "entity" else {}
-        if name in ("wwm", "ngram"):
-            extra = {"word_starts": jnp.ones_like(tokens, bool)}
-        batch = obj.get(name)(jax.random.key(1), tokens, vocab=vocab, segment_ids=segs, **extra)
+    for name in MASK_KINDS:
+        batch = obj.get(name)(jax.random.key(1), tokens, vocab=vocab, segment_ids=segs)
         out.append((name, batch.attention))
         if isinstance(batch, obj.Seq2SeqBatch):
             out.append((f"{name}-decoder", batch.decoder_attention))

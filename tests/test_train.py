@@ -242,8 +242,25 @@ def test_default_main_job_learns(tmp_path):
     assert run.last_eval_loss < run.first_eval_loss - 2.0, (run.first_eval_loss, run.last_eval_loss)
 
 
-@pytest.mark.parametrize("objective", ["wwm", "ngram", "unilm", "clm", "prefix_lm"])
+@pytest.mark.parametrize(
+    "objective",
+    [
+        "wwm",
+        "ngram",
+        "unilm",
+        "clm",
+        "prefix_lm",
+        "span",
+        "electra",
+        "plm",
+        "mpnet",
+        "t5",
+        "bart",
+        "mass",
+    ],
+)
 def test_every_trainable_objective_learns(objective, tmp_path):
+    """Each objective with its own model (lm_jax.train.tasks) learns on real text."""
     from lm_jax.config import pretraining_config
 
     base = tiny_config(
@@ -253,6 +270,7 @@ def test_every_trainable_objective_learns(objective, tmp_path):
             "train.checkpoint_every": 60,
             "train.learning_rate": 3e-3,
             "train.warmup_steps": 5,
+            "tokenizer.extra_ids": 10,  # T5's sentinels
         }
     )
     base.objective = objective
@@ -264,9 +282,13 @@ def test_every_trainable_objective_learns(objective, tmp_path):
 def test_untrainable_objectives_and_foreign_options_are_refused():
     from lm_jax.config import pretraining_config, validate
 
-    for name in ("plm", "mpnet", "span", "electra", "entity"):
-        with pytest.raises(ConfigError, match="cannot train it yet"):
+    for name in ("entity", "nsp", "sop", "structbert", "tlm"):
+        with pytest.raises(ConfigError, match="cannot train it yet: it needs"):
             validate(pretraining_config(name))
+    config = pretraining_config("t5")
+    config.tokenizer.extra_ids = 2
+    with pytest.raises(ConfigError, match="tokenizer.extra_ids"):
+        validate(config)
     config = pretraining_config("mlm")
     config.objective = "clm"
     with pytest.raises(

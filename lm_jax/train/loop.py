@@ -18,12 +18,13 @@ from tqdm.auto import tqdm
 from lm_jax import objectives
 from lm_jax.config import validate
 from lm_jax.data.pipeline import TOKENIZER_FILE, build_pretraining_data, eval_batches, train_batches
-from lm_jax.models import EncoderForMaskedLM, TransformerConfig
+from lm_jax.models import TransformerConfig
 from lm_jax.train.checkpoint import Checkpointer, check_run_config, checkpoint_steps
 from lm_jax.train.losses import summarize, unigram_cross_entropy
 from lm_jax.train.metrics import MetricsWriter, plot_loss_curve, read_metrics
 from lm_jax.train.optimizer import make_optimizer
 from lm_jax.train.step import INIT_STREAM, TrainState, make_eval_step, make_train_step, stream_key
+from lm_jax.train.tasks import TASKS
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +49,11 @@ def default_workdir(config: ml_collections.ConfigDict) -> Path:
     return Path(config.output_dir or f"runs/{config.objective}")
 
 
-def build_model(config: ml_collections.ConfigDict, vocab_size: int) -> EncoderForMaskedLM:
+def build_model(config: ml_collections.ConfigDict, vocab_size: int) -> nnx.Module:
+    """The objective's model (`lm_jax.train.tasks.TASKS`), initialised from the run's seed."""
     model_cfg = TransformerConfig(vocab_size=vocab_size, **config.model.to_dict())
     init_key = stream_key(config.seed, INIT_STREAM)
-    return EncoderForMaskedLM(model_cfg, rngs=nnx.Rngs(params=init_key))
+    return TASKS[config.objective].build(model_cfg, nnx.Rngs(params=init_key))
 
 
 def evaluate(eval_step, params, batches) -> dict[str, float]:
@@ -93,8 +95,9 @@ def pretrain(
     objective = functools.partial(
         objectives.get(config.objective), vocab=vocab, **config.objective_options.to_dict()
     )
-    train_step = make_train_step(graphdef, optimizer, objective, config.seed)
-    eval_step = make_eval_step(graphdef, objective, config.seed)
+    task = TASKS[config.objective]
+    train_step = make_train_step(graphdef, optimizer, objective, config.seed, task)
+    eval_step = make_eval_step(graphdef, objective, config.seed, task)
     batches = train_batches(data.train, t.batch_size, config.seed)
     held_out = eval_batches(data.eval, t.batch_size, t.eval_batches)
     metrics = MetricsWriter(workdir / "metrics.jsonl", drop_after=start if start else -1)

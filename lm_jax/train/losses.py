@@ -25,13 +25,17 @@ def weighted_cross_entropy(
 
 
 def summarize(sums: dict[str, jnp.ndarray]) -> dict[str, float]:
-    """Loss and accuracy from `weighted_cross_entropy` sums."""
-    w = float(sums["weight_sum"])
-    return {
-        "loss": float(sums["nll_sum"]) / (w + 1e-5),
-        "accuracy": float(sums["correct_sum"]) / max(w, 1e-5),
-        "predictions": w,
-    }
+    """Loss and accuracy from `weighted_cross_entropy` sums: the main head's `loss`,
+    `accuracy` and `predictions`, and `<head>_loss` / `<head>_accuracy` for every prefixed
+    head (`sbo_`, `rtd_`)."""
+    out = {}
+    heads = sorted(k[: -len("nll_sum")] for k in sums if k.endswith("nll_sum"))
+    for prefix in heads:
+        w = float(sums[f"{prefix}weight_sum"])
+        out[f"{prefix}loss"] = float(sums[f"{prefix}nll_sum"]) / (w + 1e-5)
+        out[f"{prefix}accuracy"] = float(sums[f"{prefix}correct_sum"]) / max(w, 1e-5)
+    out["predictions"] = float(sums["weight_sum"])
+    return out
 
 
 def unigram_cross_entropy(

@@ -12,7 +12,7 @@ import optax
 from flax import nnx, struct
 
 from lm_jax.objectives.batch import Batch
-from lm_jax.train.losses import weighted_cross_entropy
+from lm_jax.train.tasks import TASKS, Task
 
 # Streams folded into the run's seed so that data masks, dropout and initialisation never share
 # random numbers.
@@ -36,22 +36,19 @@ def stream_key(seed: int, stream: int) -> jax.Array:
     return jax.random.fold_in(jax.random.key(seed), stream)
 
 
-def _lm_sums(
+def _task_sums(
+    task: Task,
     graphdef: nnx.GraphDef,
     params: nnx.State,
-    batch: Batch,
+    batch,
+    key: jax.Array,
     *,
     deterministic: bool,
     dropout_key: jax.Array | None,
 ) -> dict[str, jax.Array]:
-    """Loss sums of the LM head: on the sparse layout when the objective has one (masked LM),
-    else on every position's dense targets (causal and prefix LM)."""
     model = nnx.merge(graphdef, params)
     rngs = None if deterministic else nnx.Rngs(dropout=dropout_key)
-    logits = model(batch, deterministic=deterministic, rngs=rngs)
-    if batch.masked_positions is not None:
-        return weighted_cross_entropy(logits, batch.masked_targets, batch.masked_weights)
-    return weighted_cross_entropy(logits, batch.targets, batch.loss_weights)
+    return task.sums(model, batch, key, deterministic, rngs)
 
 
 def apply_objective(objective: Callable[..., Batch], key: jax.Array, rows: dict) -> Batch:
@@ -68,21 +65,26 @@ def make_train_step(
     optimizer: optax.GradientTransformation,
     objective: Callable[..., Batch],
     seed: int,
+    task: Task = TASKS["mlm"],
 ):
     """`step(state, rows) -> (state, sums)`, jitted with the state donated.
 
     `rows` holds packed `tokens`, `segment_ids` and `word_starts` [batch, L]. The objective runs
-    inside the step with key fold_in(seed, step), so a batch's masks depend only on (seed, step).
+    inside the step with key fold_in(seed, step), so a batch's masks depend only on (seed, step);
+    `task` gives the model's losses (default: the LM head).
     """
     base = stream_key(seed, TRAIN_STREAM)
 
     def step(state: TrainState, rows: dict[str, jax.Array]):
         k_objective, k_dropout = jax.random.split(jax.random.fold_in(base, state.step))
         batch = apply_objective(objective, k_objective, rows)
+        k_sample = jax.random.fold_in(k_objective, 1)  # ELECTRA's generator samples
 
         def loss_fn(params):
-            sums = _lm_sums(graphdef, params, batch, deterministic=False, dropout_key=k_dropout)
-            return sums["nll_sum"] / (sums["weight_sum"] + 1e-5), sums
+            sums = _task_sums(
+                task, graphdef, params, batch, k_sample, deterministic=False, dropout_key=k_dropout
+            )
+            return task.loss(sums), sums
 
         grads, sums = jax.grad(loss_fn, has_aux=True)(state.params)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
@@ -93,13 +95,27 @@ def make_train_step(
     return jax.jit(step, donate_argnums=0)
 
 
-def make_eval_step(graphdef: nnx.GraphDef, objective: Callable[..., Batch], seed: int):
+def make_eval_step(
+    graphdef: nnx.GraphDef,
+    objective: Callable[..., Batch],
+    seed: int,
+    task: Task = TASKS["mlm"],
+):
     """`eval_step(params, rows, index) -> sums` with fixed masks per held-out batch index, so
     evaluations at different steps score the same predictions."""
     base = stream_key(seed, EVAL_STREAM)
 
     def eval_step(params: nnx.State, rows: dict[str, jax.Array], index: jax.Array):
-        batch = apply_objective(objective, jax.random.fold_in(base, index), rows)
-        return _lm_sums(graphdef, params, batch, deterministic=True, dropout_key=None)
+        key = jax.random.fold_in(base, index)
+        batch = apply_objective(objective, key, rows)
+        return _task_sums(
+            task,
+            graphdef,
+            params,
+            batch,
+            jax.random.fold_in(key, 1),
+            deterministic=True,
+            dropout_key=None,
+        )
 
     return jax.jit(eval_step)
