@@ -27,6 +27,8 @@ DATA_ARGUMENTS = (
     "word_starts",
     "word_ids",
     "entity_ids",
+    "sentence_starts",
+    "language_ids",
     "unigram_counts",
     "prefix_lengths",
 )

@@ -150,8 +150,9 @@ def test_electra_shares_one_embedding_module(cfg, vocab):
         rtd = (jax.nn.softplus(disc_logits) * replaced.loss_weights).sum()
         return mlm, rtd
 
-    mlm_grad = jax.grad(lambda p: losses(p)[0])(params)
-    rtd_grad = jax.grad(lambda p: losses(p)[1])(params)
+    mlm_grad, rtd_grad = jax.jit(
+        lambda p: (jax.grad(lambda q: losses(q)[0])(p), jax.grad(lambda q: losses(q)[1])(p))
+    )(params)
     word = lambda g: g["discriminator"]["encoder"]["embeddings"]["word"]["embedding"][...]
     assert jnp.abs(word(mlm_grad)).sum() > 0 and jnp.abs(word(rtd_grad)).sum() > 0
     # No gradient reaches the generator through the sampled replacements.
@@ -186,38 +187,48 @@ def test_mpnet_two_stream_rows(cfg, vocab):
     the other query rows (both streams run in one kernel call per layer)."""
     mpnet_cfg = dataclasses.replace(cfg, relative_attention_buckets=32, type_vocab_size=0)
     model = EncoderForMaskedLM(mpnet_cfg, head_activation="gelu", rngs=nnx.Rngs(0))
+    graphdef, state = nnx.split(model)
     batch = obj.mpnet(jax.random.key(0), make_batch(vocab).targets, vocab=vocab)
-    logits = model(batch)
-    assert logits.shape == (*batch.query_positions.shape, vocab.size)
-    enc = model.encoder
-    content = enc(batch.inputs, batch.positions, batch.attention)
-    x = jnp.concatenate(
-        [
-            enc.embed(batch.inputs, batch.positions),
-            enc.embed(batch.query_inputs, batch.query_positions),
-        ],
-        axis=1,
-    )
-    both = enc.run_layers(
-        x,
-        type(batch.attention).concat_queries(batch.attention, batch.query_attention),
-        jnp.concatenate([batch.positions, batch.query_positions], 1),
-        batch.positions,
-        True,
-        None,
-    )
-    np.testing.assert_allclose(both[:, : content.shape[1]], content, atol=1e-5)
     slot = 3
-    one = jax.tree.map(lambda a: a[:, slot : slot + 1], batch.query_attention)
-    alone = enc.run_layers(
-        jnp.concatenate([x[:, : content.shape[1]], x[:, content.shape[1] + slot][:, None]], 1),
-        type(batch.attention).concat_queries(batch.attention, one),
-        jnp.concatenate([batch.positions, batch.query_positions[:, slot : slot + 1]], 1),
-        batch.positions,
-        True,
-        None,
-    )
-    np.testing.assert_allclose(alone[:, -1], both[:, content.shape[1] + slot], atol=1e-5)
+    concat = type(batch.attention).concat_queries
+
+    @jax.jit
+    def streams(state, batch):
+        model = nnx.merge(graphdef, state)
+        enc = model.encoder
+        content = enc(batch.inputs, batch.positions, batch.attention)
+        x = jnp.concatenate(
+            [
+                enc.embed(batch.inputs, batch.positions),
+                enc.embed(batch.query_inputs, batch.query_positions),
+            ],
+            axis=1,
+        )
+        both = enc.run_layers(
+            x,
+            concat(batch.attention, batch.query_attention),
+            jnp.concatenate([batch.positions, batch.query_positions], 1),
+            batch.positions,
+            True,
+            None,
+        )
+        n = content.shape[1]
+        one = jax.tree.map(lambda a: a[:, slot : slot + 1], batch.query_attention)
+        alone = enc.run_layers(
+            jnp.concatenate([x[:, :n], x[:, n + slot][:, None]], 1),
+            concat(batch.attention, one),
+            jnp.concatenate([batch.positions, batch.query_positions[:, slot : slot + 1]], 1),
+            batch.positions,
+            True,
+            None,
+        )
+        return model(batch), content, both, alone
+
+    logits, content, both, alone = streams(state, batch)
+    assert logits.shape == (*batch.query_positions.shape, vocab.size)
+    n = content.shape[1]
+    np.testing.assert_allclose(both[:, :n], content, atol=1e-5)
+    np.testing.assert_allclose(alone[:, -1], both[:, n + slot], atol=1e-5)
 
 
 def test_sentence_classification_and_qa_heads(cfg, vocab):

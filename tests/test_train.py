@@ -242,21 +242,25 @@ def test_default_main_job_learns(tmp_path):
     assert run.last_eval_loss < run.first_eval_loss - 2.0, (run.first_eval_loss, run.last_eval_loss)
 
 
+# One objective per model and loss path in the default run; the rest (same paths) with -m slow.
+SLOW = pytest.mark.slow
+
+
 @pytest.mark.parametrize(
     "objective",
     [
-        "wwm",
-        "ngram",
         "unilm",
         "clm",
-        "prefix_lm",
         "span",
         "electra",
         "plm",
         "mpnet",
         "t5",
         "bart",
-        "mass",
+        pytest.param("wwm", marks=SLOW),
+        pytest.param("ngram", marks=SLOW),
+        pytest.param("prefix_lm", marks=SLOW),
+        pytest.param("mass", marks=SLOW),
     ],
 )
 def test_every_trainable_objective_learns(objective, tmp_path):

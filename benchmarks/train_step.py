@@ -1,0 +1,191 @@
+"""Train-step throughput in one run: our jitted MLM train step against Hugging Face's PyTorch
+`BertForMaskedLM` step with the same config, against this machine's measured fp32 matmul rate
+(model FLOP/s as a fraction of it: the CPU analogue of MFU), and the step time of other
+objectives relative to `mlm` at the same size.
+
+    python benchmarks/train_step.py            # BERT-small: 4 layers, hidden 256, seq 128,
+                                               # batch 32, vocab 30522
+    python benchmarks/train_step.py --objectives mlm plm mpnet span electra --repeats 5
+
+Both steps do forward, backward, global-norm clipping and an AdamW update with dropout 0.1; ours
+also draws the masks inside the step (the objective is part of our jitted step), Hugging Face's
+gets pre-masked inputs (its collator time is not counted). Requires the `bench` extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import torch
+import transformers
+from flax import nnx
+
+import lm_jax.objectives as objectives
+from lm_jax.data.tokenizer import VocabInfo
+from lm_jax.models import TransformerConfig
+from lm_jax.train.optimizer import make_optimizer
+from lm_jax.train.step import TrainState, make_train_step
+from lm_jax.train.tasks import TASKS
+
+
+def median_time(fn, repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def matmul_rate(n: int = 2048, repeats: int = 10) -> float:
+    """Measured fp32 matmul FLOP/s of this machine's default JAX device."""
+    a = jnp.ones((n, n), jnp.float32)
+    f = jax.jit(lambda x: x @ x)
+    seconds = median_time(lambda: jax.block_until_ready(f(a)), repeats)
+    return 2 * n**3 / seconds
+
+
+def mlm_step_flops(a, predicted: float) -> float:
+    """Model FLOPs of one MLM train step (forward + backward = 3x forward; Kaplan et al. 2020):
+    dense layers, attention scores and values, and the LM head on the predicted tokens."""
+    h, i, layers, seq, tokens = a.hidden, 4 * a.hidden, a.layers, a.seq, a.batch * a.seq
+    dense = 2 * (4 * h * h + 2 * h * i) * layers * tokens
+    attention = 2 * 2 * seq * h * layers * tokens
+    head = 2 * (h * h + h * a.vocab) * predicted
+    return 3 * (dense + attention + head)
+
+
+def our_step(objective: str, a):
+    """A jitted train step of `objective` with its model, and the rows it consumes."""
+    vocab = VocabInfo(
+        size=a.vocab,
+        pad_id=0,
+        unk_id=100,
+        cls_id=101,
+        sep_id=102,
+        mask_id=103,
+        sentinel_ids=tuple(range(a.vocab - 1, a.vocab - 101, -1)),
+    )
+    cfg = TransformerConfig(
+        vocab_size=a.vocab,
+        hidden_size=a.hidden,
+        num_layers=a.layers,
+        num_heads=a.heads,
+        intermediate_size=4 * a.hidden,
+        max_position=max(512, a.seq),
+        dropout_rate=0.1,
+    )
+    task = TASKS[objective]
+    graphdef, params = nnx.split(task.build(cfg, nnx.Rngs(0)))
+    train = ml_collections.ConfigDict(
+        dict(
+            learning_rate=1e-4,
+            warmup_steps=10,
+            steps=1000,
+            decay="linear",
+            b1=0.9,
+            b2=0.999,
+            eps=1e-6,
+            weight_decay=0.01,
+            clip_norm=1.0,
+        )
+    )
+    optimizer, _ = make_optimizer(train)
+    objective_fn = functools.partial(objectives.get(objective), vocab=vocab)
+    step = make_train_step(graphdef, optimizer, objective_fn, 0, task)
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(1000, a.vocab - 200, (a.batch, a.seq)).astype(np.int32)
+    tokens[:, 0], tokens[:, -1] = vocab.cls_id, vocab.sep_id
+    rows = {
+        "tokens": jnp.asarray(tokens),
+        "segment_ids": jnp.ones((a.batch, a.seq), jnp.int32),
+        "word_starts": jnp.asarray(rng.random((a.batch, a.seq)) < 0.75),
+    }
+    state = [TrainState.create(params, optimizer)]
+
+    def run():
+        state[0], sums = step(state[0], rows)
+        jax.block_until_ready(sums)
+        return sums
+
+    return run
+
+
+def peer_step(a):
+    config = transformers.BertConfig(
+        vocab_size=a.vocab,
+        hidden_size=a.hidden,
+        num_hidden_layers=a.layers,
+        num_attention_heads=a.heads,
+        intermediate_size=4 * a.hidden,
+        max_position_embeddings=max(512, a.seq),
+    )
+    torch.manual_seed(0)
+    model = transformers.BertForMaskedLM(config).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
+    rng = np.random.default_rng(0)
+    ids = torch.tensor(rng.integers(1000, a.vocab, (a.batch, a.seq)))
+    labels = torch.full((a.batch, a.seq), -100)
+    chosen = torch.tensor(rng.random((a.batch, a.seq)) < 0.15)
+    labels[chosen] = ids[chosen]
+
+    def run():
+        optimizer.zero_grad(set_to_none=True)
+        model(input_ids=ids, labels=labels).loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--seq", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--vocab", type=int, default=30522)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--objectives", nargs="*", default=["mlm", "plm", "mpnet", "span", "electra"]
+    )
+    a = parser.parse_args()
+    print(
+        f"{a.layers} layers, hidden {a.hidden}, seq {a.seq}, batch {a.batch}, vocab {a.vocab}; "
+        f"{jax.devices()[0].device_kind}, torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads)"
+    )
+    peak = matmul_rate()
+    print(f"measured fp32 matmul rate: {peak / 1e9:.1f} GFLOP/s")
+    times = {name: median_time(our_step(name, a), a.repeats) for name in a.objectives}
+    peer = median_time(peer_step(a), a.repeats)
+    tokens = a.batch * a.seq
+    mlm = times.get("mlm")
+    if mlm is not None:
+        predicted = a.batch * round(0.15 * a.seq)
+        flops = mlm_step_flops(a, predicted)
+        print(
+            f"mlm step: lm_jax {1e3 * mlm:.0f} ms ({tokens / mlm:,.0f} tokens/s), "
+            f"transformers {1e3 * peer:.0f} ms ({tokens / peer:,.0f} tokens/s): "
+            f"{peer / mlm:.2f}x"
+        )
+        print(
+            f"model FLOPs {flops / 1e9:.1f} G per step -> {flops / mlm / 1e9:.1f} GFLOP/s = "
+            f"{100 * flops / mlm / peak:.0f}% of the measured matmul rate"
+        )
+    for name, seconds in times.items():
+        relative = f"  ({seconds / mlm:.2f}x mlm)" if mlm else ""
+        print(f"{name:8} {1e3 * seconds:8.0f} ms{relative}")
+
+
+if __name__ == "__main__":
+    main()
