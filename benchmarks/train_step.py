@@ -96,6 +96,8 @@ def our_step(objective: str, a):
             eps=1e-6,
             weight_decay=0.01,
             clip_norm=1.0,
+            optimizer="adamw",
+            grad_accumulation=1,
         )
     )
     optimizer, _ = make_optimizer(train)

@@ -101,6 +101,8 @@ def pretraining_config(objective: str = "mlm") -> ml_collections.ConfigDict:
     c.train.b2 = 0.98
     c.train.eps = 1e-6
     c.train.clip_norm = 1.0  # global-norm gradient clipping (0 disables)
+    c.train.optimizer = "adamw"  # adamw | lamb (You et al. 2020, large-batch BERT)
+    c.train.grad_accumulation = 1  # micro-batches per update (steps count micro-batches)
     c.train.log_every = 50
     c.train.eval_every = 250
     c.train.eval_batches = 8
@@ -150,6 +152,8 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.b2": (lambda x: 0 <= x < 1, "must be in [0, 1)"),
     "train.eps": (_positive, "must be > 0"),
     "train.clip_norm": (lambda x: x >= 0, "must be >= 0"),
+    "train.optimizer": (lambda x: x in ("adamw", "lamb"), "must be adamw or lamb"),
+    "train.grad_accumulation": (_positive, "must be > 0"),
     "train.log_every": (_positive, "must be > 0"),
     "train.eval_every": (_positive, "must be > 0"),
     "train.eval_batches": (_positive, "must be > 0"),

@@ -299,3 +299,52 @@ def test_untrainable_objectives_and_foreign_options_are_refused():
         ConfigError, match=r"objective_options.budget is not an option of objective 'clm'"
     ):
         validate(config)
+
+
+def test_lamb_with_gradient_accumulation(tmp_path):
+    """LAMB trains; with 2 micro-batches per update the parameters move every second step."""
+    import functools
+
+    import jax.numpy as jnp
+    from flax import nnx
+
+    from lm_jax import objectives
+    from lm_jax.config import pretraining_config
+    from lm_jax.data.tokenizer import VocabInfo
+    from lm_jax.train.loop import build_model
+    from lm_jax.train.optimizer import make_optimizer
+    from lm_jax.train.step import TrainState, make_train_step
+
+    config = tiny_config(
+        **{
+            "train.optimizer": "lamb",
+            "train.grad_accumulation": 2,
+            "train.steps": 60,
+            "train.eval_every": 60,
+            "train.checkpoint_every": 60,
+            "train.learning_rate": 5e-2,
+            "train.warmup_steps": 4,
+        }
+    )
+    run = pretrain(config, tmp_path / "lamb", progress=False)
+    assert run.last_eval_loss < run.first_eval_loss - 0.3, (run.first_eval_loss, run.last_eval_loss)
+    graphdef, params = nnx.split(build_model(config, 1000))
+    optimizer, schedule = make_optimizer(config.train)
+    vocab = VocabInfo(size=1000, pad_id=0, unk_id=1, cls_id=2, sep_id=3, mask_id=4)
+    objective = functools.partial(objectives.get("mlm"), vocab=vocab)
+    step = make_train_step(graphdef, optimizer, objective, 0)
+    rows = {
+        "tokens": jnp.asarray(np.random.default_rng(0).integers(10, 990, (8, 64)), jnp.int32),
+        "segment_ids": jnp.ones((8, 64), jnp.int32),
+    }
+    state = TrainState.create(params, optimizer)
+    first = jax.tree.map(np.asarray, state.params)
+    state, _ = step(state, rows)
+    state, _ = step(state, rows)  # warmup: the first update has learning rate 0
+    state, _ = step(state, rows)
+    jax.tree.map(np.testing.assert_array_equal, first, jax.tree.map(np.asarray, state.params))
+    state, _ = step(state, rows)  # the second update
+    moved = jax.tree.leaves(jax.tree.map(lambda a, b: bool((a != b).any()), first, state.params))
+    assert any(moved)
+    assert schedule(3) == schedule(2) and schedule(4) > schedule(3)
+    assert pretraining_config().train.optimizer == "adamw"

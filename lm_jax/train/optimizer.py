@@ -27,12 +27,20 @@ def decay_mask(params):
 
 
 def make_optimizer(train_cfg) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """AdamW (Loshchilov & Hutter 2019) with warmup + decay and global-norm clipping, and its
-    learning-rate schedule (for logging)."""
+    """The optimiser and its learning-rate schedule (for logging): AdamW (Loshchilov & Hutter
+    2019) or LAMB (You et al. 2020), with warmup + decay, global-norm clipping, no weight decay
+    on biases and LayerNorm parameters, and gradient accumulation over
+    `grad_accumulation` micro-batches (`optax.MultiSteps`: gradients averaged, one update per
+    k steps; the schedule counts updates, steps // k of them)."""
+    k = train_cfg.grad_accumulation
     schedule = learning_rate_schedule(
-        train_cfg.learning_rate, train_cfg.warmup_steps, train_cfg.steps, train_cfg.decay
+        train_cfg.learning_rate,
+        train_cfg.warmup_steps // k,
+        max(1, train_cfg.steps // k),
+        train_cfg.decay,
     )
-    adamw = optax.adamw(
+    make = {"adamw": optax.adamw, "lamb": optax.lamb}[train_cfg.optimizer]
+    tx = make(
         schedule,
         b1=train_cfg.b1,
         b2=train_cfg.b2,
@@ -41,5 +49,8 @@ def make_optimizer(train_cfg) -> tuple[optax.GradientTransformation, optax.Sched
         mask=decay_mask,
     )
     if train_cfg.clip_norm > 0:
-        return optax.chain(optax.clip_by_global_norm(train_cfg.clip_norm), adamw), schedule
-    return adamw, schedule
+        tx = optax.chain(optax.clip_by_global_norm(train_cfg.clip_norm), tx)
+    if k > 1:
+        tx = optax.MultiSteps(tx, every_k_schedule=k)
+        return tx, lambda step: schedule(step // k)
+    return tx, schedule
