@@ -145,7 +145,7 @@ def jitted(name, vocab):
     return jax.jit(lambda key, tokens, segs, starts: call(name, key, tokens, vocab, segs, starts))
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=8, deadline=None)
 @given(data=odd_rows())
 @pytest.mark.parametrize("name", ALL)
 def test_property_valid_batch_on_odd_inputs(name, vocab, data):
