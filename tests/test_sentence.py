@@ -166,8 +166,8 @@ def test_odd_documents_give_valid_batches(lengths, with_starts, name, seed):
     for b, n in enumerate(lengths):
         real = int(batch.segment_ids[b].sum())
         valid = float(batch.sentence_weights[b])
-        if n < 2 and name != "nsp":
-            assert valid == 0  # one token cannot be split into two segments
+        if n < 2 and name == "sop":
+            assert valid == 0  # one token cannot be split into two (SOP has no random B)
         if valid:
             a, bb = split_pair(unmasked(batch, b), batch.token_type_ids[b], batch.segment_ids[b])
             assert a and bb and real == len(a) + len(bb) + 3

@@ -197,6 +197,35 @@ def _pair_batch(masked, types, labels, valid, **changes) -> SentencePairBatch:
     )
 
 
+def _masked_pairs(
+    key,
+    tokens,
+    segment_ids,
+    sentence_starts,
+    vocab,
+    mode,
+    short_seq_prob,
+    rate,
+    mask_prob,
+    random_prob,
+):
+    """The mode's sentence pairs with BERT's masked LM on them: (masked batch, pair tokens,
+    real flags, token types, labels, valid flags)."""
+    k_mask, pair, real, types, labels, valid = _sentence_pairs(
+        key, tokens, segment_ids, sentence_starts, vocab=vocab, mode=mode, short_prob=short_seq_prob
+    )
+    masked = mlm(
+        k_mask,
+        pair,
+        vocab=vocab,
+        segment_ids=real,
+        rate=rate,
+        mask_prob=mask_prob,
+        random_prob=random_prob,
+    )
+    return masked, pair, real, types, labels, valid
+
+
 @register("nsp")
 def nsp(
     key: jax.Array,
@@ -216,23 +245,17 @@ def nsp(
     B the rest (label 0, IsNext) or, half the time, text of another document from a random
     sentence on (label 1, NotNext; always for a one-sentence chunk); the pair is trimmed as
     `truncate_seq_pair` does and masked 15% with 80/10/10 ([CLS]/[SEP] never)."""
-    k_mask, pair, real, types, labels, valid = _sentence_pairs(
+    masked, _, _, types, labels, valid = _masked_pairs(
         key,
         tokens,
         segment_ids,
         sentence_starts,
-        vocab=vocab,
-        mode="nsp",
-        short_prob=short_seq_prob,
-    )
-    masked = mlm(
-        k_mask,
-        pair,
-        vocab=vocab,
-        segment_ids=real,
-        rate=rate,
-        mask_prob=mask_prob,
-        random_prob=random_prob,
+        vocab,
+        "nsp",
+        short_seq_prob,
+        rate,
+        mask_prob,
+        random_prob,
     )
     return _pair_batch(masked, types, labels, valid)
 
@@ -253,23 +276,17 @@ def sop(
     """ALBERT's sentence-order prediction with masked LM (Lan et al. 2020): A and B are two
     consecutive segments of the same document, built as for `nsp`, swapped half of the time
     (label 1 = swapped). A one-sentence chunk is split at a random token."""
-    k_mask, pair, real, types, labels, valid = _sentence_pairs(
+    masked, _, _, types, labels, valid = _masked_pairs(
         key,
         tokens,
         segment_ids,
         sentence_starts,
-        vocab=vocab,
-        mode="sop",
-        short_prob=short_seq_prob,
-    )
-    masked = mlm(
-        k_mask,
-        pair,
-        vocab=vocab,
-        segment_ids=real,
-        rate=rate,
-        mask_prob=mask_prob,
-        random_prob=random_prob,
+        vocab,
+        "sop",
+        short_seq_prob,
+        rate,
+        mask_prob,
+        random_prob,
     )
     return _pair_batch(masked, types, labels, valid)
 
@@ -322,23 +339,17 @@ def structbert(
     if not 0.0 <= trigram_rate <= 1.0:
         raise ValueError(f"trigram_rate must be in [0, 1], got {trigram_rate}")
     k_pairs, k_words = jax.random.split(key)
-    k_mask, pair, real, types, labels, valid = _sentence_pairs(
+    masked, pair, real, types, labels, valid = _masked_pairs(
         k_pairs,
         tokens,
         segment_ids,
         sentence_starts,
-        vocab=vocab,
-        mode="structbert",
-        short_prob=short_seq_prob,
-    )
-    masked = mlm(
-        k_mask,
-        pair,
-        vocab=vocab,
-        segment_ids=real,
-        rate=rate,
-        mask_prob=mask_prob,
-        random_prob=random_prob,
+        vocab,
+        "structbert",
+        short_seq_prob,
+        rate,
+        mask_prob,
+        random_prob,
     )
     length = pair.shape[-1]
     max_trigrams = max(1, math.ceil(trigram_rate * length / 3) + 1)
