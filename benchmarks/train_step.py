@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
@@ -26,6 +24,7 @@ import numpy as np
 import torch
 import transformers
 from flax import nnx
+from models import median_time  # benchmarks/models.py, beside this script
 
 import lm_jax.objectives as objectives
 from lm_jax.data.tokenizer import VocabInfo
@@ -33,16 +32,6 @@ from lm_jax.models import TransformerConfig
 from lm_jax.train.optimizer import make_optimizer
 from lm_jax.train.step import TrainState, make_train_step
 from lm_jax.train.tasks import TASKS
-
-
-def median_time(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def matmul_rate(n: int = 2048, repeats: int = 10) -> float:
