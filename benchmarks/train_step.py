@@ -29,17 +29,10 @@ from models import median_time  # benchmarks/models.py, beside this script
 import lm_jax.objectives as objectives
 from lm_jax.data.tokenizer import VocabInfo
 from lm_jax.models import TransformerConfig
+from lm_jax.train.metrics import matmul_rate
 from lm_jax.train.optimizer import make_optimizer
 from lm_jax.train.step import TrainState, make_train_step
 from lm_jax.train.tasks import TASKS
-
-
-def matmul_rate(n: int = 2048, repeats: int = 10) -> float:
-    """Measured fp32 matmul FLOP/s of this machine's default JAX device."""
-    a = jnp.ones((n, n), jnp.float32)
-    f = jax.jit(lambda x: x @ x)
-    seconds = median_time(lambda: jax.block_until_ready(f(a)), repeats)
-    return 2 * n**3 / seconds
 
 
 def mlm_step_flops(a, predicted: float) -> float:

@@ -103,11 +103,25 @@ def pretraining_config(objective: str = "mlm") -> ml_collections.ConfigDict:
     c.train.clip_norm = 1.0  # global-norm gradient clipping (0 disables)
     c.train.optimizer = "adamw"  # adamw | lamb (You et al. 2020, large-batch BERT)
     c.train.grad_accumulation = 1  # micro-batches per update (steps count micro-batches)
-    c.train.log_every = 50
+    c.train.log_every = 50  # steps between training-metric records (and finiteness checks)
     c.train.eval_every = 250
     c.train.eval_batches = 8
     c.train.checkpoint_every = 250
     c.train.keep_checkpoints = 3
+
+    # Device mesh (lm_jax.sharding): the batch is split over data x fsdp, parameters and
+    # optimiser state over fsdp ("embed" dimensions) and tensor (heads, MLP, vocabulary).
+    c.mesh = ml_collections.ConfigDict()
+    c.mesh.data = -1  # data-parallel ways; -1 = every device not used by fsdp x tensor
+    c.mesh.fsdp = 1  # fully-sharded data-parallel ways
+    c.mesh.tensor = 1  # tensor-parallel ways
+
+    # Multi-host runs (TPU pods, multi-node GPU): jax.distributed.initialize before anything else.
+    c.distributed = ml_collections.ConfigDict()
+    c.distributed.initialize = False  # True on every host of a multi-host run
+    c.distributed.coordinator_address = ""  # "host:port" of process 0; "" = auto-detect
+    c.distributed.num_processes = 0  # 0 = auto-detect (TPU VM, SLURM, ...)
+    c.distributed.process_id = -1  # -1 = auto-detect
     return c
 
 
@@ -159,6 +173,11 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.eval_batches": (_positive, "must be > 0"),
     "train.checkpoint_every": (_positive, "must be > 0"),
     "train.keep_checkpoints": (_positive, "must be > 0"),
+    "mesh.data": (lambda x: x == -1 or x > 0, "must be -1 or > 0"),
+    "mesh.fsdp": (lambda x: x == -1 or x > 0, "must be -1 or > 0"),
+    "mesh.tensor": (lambda x: x == -1 or x > 0, "must be -1 or > 0"),
+    "distributed.num_processes": (lambda x: x >= 0, "must be >= 0 (0 = auto-detect)"),
+    "distributed.process_id": (lambda x: x >= -1, "must be >= -1 (-1 = auto-detect)"),
 }
 
 
@@ -256,5 +275,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
         )
     if config.data.corpus in ("text", "jsonl", "tsv") and not config.data.path:
         raise ConfigError(f"config.data.path is required for corpus {config.data.corpus!r}")
+    if [config.mesh.data, config.mesh.fsdp, config.mesh.tensor].count(-1) > 1:
+        raise ConfigError("config.mesh: at most one of data, fsdp, tensor may be -1")
+    if config.distributed.initialize and not config.tokenizer.path:
+        raise ConfigError(
+            "config.tokenizer.path is required when config.distributed.initialize is set: every "
+            "process must tokenize with the same, already trained tokenizer"
+        )
     if config.data.corpus == "tfds" and not config.data.tfds_name:
         raise ConfigError("config.data.tfds_name is required for corpus 'tfds'")

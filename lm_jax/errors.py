@@ -15,3 +15,7 @@ class DataError(LmJaxError, ValueError):
 
 class CheckpointError(LmJaxError):
     """A corrupt checkpoint, or one that does not match the current configuration."""
+
+
+class TrainingDivergedError(LmJaxError):
+    """A non-finite loss or gradient; the run stopped before saving it."""

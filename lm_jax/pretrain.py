@@ -81,6 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     except LmJaxError as e:
         print(f"lm_jax: error: {e}", file=sys.stderr)
         return 2
+    if summary.interrupted:
+        print(
+            f"\nStopped by SIGTERM at step {summary.final_step} with a checkpoint there; run the "
+            "same command again to resume."
+        )
     print(
         f"\nPretrained {config.objective!r} to step {summary.final_step}; held-out loss "
         f"{summary.first_eval_loss:.3f} -> {summary.last_eval_loss:.3f} (step 0 -> last; "
@@ -90,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  checkpoints   : {summary.checkpoint_dir.absolute()}")
     print(f"  metrics       : {summary.metrics_path.absolute()}")
     print(f"  loss curve    : {summary.plot_path.absolute()}")
+    print(f"  tensorboard   : {(summary.workdir / 'tensorboard').absolute()}")
     if summary.tokenizer_path:
         print(f"  tokenizer     : {summary.tokenizer_path.absolute()}")
     return 0

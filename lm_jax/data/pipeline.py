@@ -1,8 +1,10 @@
 """The pretraining input pipeline: corpus -> held-out split -> tokenizer -> packed rows -> batches.
 
-Batches come from a grain `MapDataset` (shuffle per epoch, repeat, batch): random access by step
-number, so the batch of step s depends only on (seed, s). A resumed run therefore sees exactly
-the batches an uninterrupted run would, with no iterator state beyond the step.
+Batches come from a grain `MapDataset` (shuffle per epoch, repeat, batch), read through a
+prefetching grain iterator whose state is saved in every checkpoint. The global batch of step s
+is rows s*B .. (s+1)*B - 1 of the shuffled stream, whatever the number of processes: process p
+of P reads its contiguous share of B / P rows of it. Batches therefore depend only on
+(seed, step), and a resumed run sees exactly the batches an uninterrupted run would.
 """
 
 from __future__ import annotations
@@ -112,17 +114,47 @@ def _row_features(rows: PackedRows) -> grain.MapDataset:
     return grain.MapDataset.range(len(rows)).map(rows.row)
 
 
-def train_batches(rows: PackedRows, batch_size: int, seed: int) -> grain.MapDataset:
-    """Infinite training batches: reshuffled every epoch, `ds[step]` is step's batch."""
-    return (
-        _row_features(rows).shuffle(seed=seed).repeat(None).batch(batch_size, drop_remainder=True)
-    )
+def _process_share(batch_size: int, process_index: int, process_count: int) -> int:
+    if batch_size % process_count:
+        raise DataError(
+            f"the global batch of {batch_size} rows does not split evenly over "
+            f"{process_count} processes"
+        )
+    return batch_size // process_count
+
+
+def train_batches(
+    rows: PackedRows,
+    batch_size: int,
+    seed: int,
+    process_index: int = 0,
+    process_count: int = 1,
+) -> grain.MapDataset:
+    """Infinite training batches, reshuffled every epoch: `ds[step]` is this process's share of
+    step's global batch of `batch_size` rows (see module docstring)."""
+    share = _process_share(batch_size, process_index, process_count)
+    stream = _row_features(rows).shuffle(seed=seed).repeat(None)
+    return stream.batch(share, drop_remainder=True)[process_index::process_count]
+
+
+def batch_iterator(batches: grain.MapDataset, prefetch: int = 2) -> grain.DatasetIterator:
+    """A checkpointable iterator over `batches` that prepares the next `prefetch` batches in
+    background threads (its `get_state()` is the index of the next batch)."""
+    options = grain.ReadOptions(num_threads=prefetch, prefetch_buffer_size=prefetch)
+    return iter(batches.to_iter_dataset(options))
 
 
 def eval_batches(
-    rows: PackedRows, batch_size: int, num_batches: int
+    rows: PackedRows,
+    batch_size: int,
+    num_batches: int,
+    process_index: int = 0,
+    process_count: int = 1,
 ) -> list[dict[str, np.ndarray]]:
-    """Up to `num_batches` fixed held-out batches, in order; rows repeat only when the held-out
-    set is smaller than one batch."""
+    """Up to `num_batches` fixed held-out batches, in order (this process's share of each);
+    rows repeat only when the held-out set is smaller than one batch."""
+    share = _process_share(batch_size, process_index, process_count)
     ds = _row_features(rows).repeat(None).batch(batch_size, drop_remainder=True)
-    return [ds[i] for i in range(min(num_batches, max(1, len(rows) // batch_size)))]
+    count = min(num_batches, max(1, len(rows) // batch_size))
+    rows_of = slice(process_index * share, (process_index + 1) * share)
+    return [{k: v[rows_of] for k, v in ds[i].items()} for i in range(count)]

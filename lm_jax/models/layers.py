@@ -14,6 +14,9 @@ from flax import nnx
 
 from lm_jax.attention import AttentionMask, dot_product_attention
 from lm_jax.models.config import TransformerConfig
+from lm_jax.sharding import constrain
+
+HIDDEN_AXES = ("batch", "length", "embed")  # logical axes of the residual stream
 
 ACTIVATIONS = {
     "gelu": lambda x: jax.nn.gelu(x, approximate=False),
@@ -153,7 +156,10 @@ class MultiHeadAttention(nnx.Module):
         bias: jnp.ndarray | None = None,
         context: jnp.ndarray | None = None,
     ) -> jnp.ndarray:
-        split = lambda t: t.reshape(*t.shape[:-1], self.cfg.num_heads, self.cfg.head_dim)
+        split = lambda t: constrain(
+            t.reshape(*t.shape[:-1], self.cfg.num_heads, self.cfg.head_dim),
+            ("batch", "length", "heads", None),
+        )
         source = x[..., : mask.kv_len, :] if context is None else context
         out = dot_product_attention(
             split(self.query(x)),
@@ -177,7 +183,8 @@ class FeedForward(nnx.Module):
         self.activation = ACTIVATIONS[cfg.activation]
 
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        return self.output(self.activation(self.intermediate(x)))
+        inner = constrain(self.activation(self.intermediate(x)), ("batch", "length", "mlp"))
+        return self.output(inner)
 
 
 class GatedFeedForward(nnx.Module):
@@ -192,7 +199,8 @@ class GatedFeedForward(nnx.Module):
         self.activation = ACTIVATIONS[cfg.activation]
 
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-        return self.output(self.activation(self.gate(x)) * self.intermediate(x))
+        inner = self.activation(self.gate(x)) * self.intermediate(x)
+        return self.output(constrain(inner, ("batch", "length", "mlp")))
 
 
 class EncoderLayer(nnx.Module):
@@ -216,7 +224,7 @@ class EncoderLayer(nnx.Module):
     ) -> jnp.ndarray:
         drop = lambda y: self.dropout(y, deterministic=deterministic, rngs=rngs)
         x = self.attention_norm(x + drop(self.attention(x, mask, bias)))
-        return self.output_norm(x + drop(self.feed_forward(x)))
+        return constrain(self.output_norm(x + drop(self.feed_forward(x))), HIDDEN_AXES)
 
 
 def relative_position_bucket(

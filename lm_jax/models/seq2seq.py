@@ -21,6 +21,7 @@ from flax import nnx
 
 from lm_jax.models.config import TransformerConfig
 from lm_jax.models.layers import (
+    HIDDEN_AXES,
     FeedForward,
     GatedFeedForward,
     MultiHeadAttention,
@@ -31,6 +32,7 @@ from lm_jax.models.layers import (
     rms_norm,
 )
 from lm_jax.objectives.batch import Seq2SeqBatch
+from lm_jax.sharding import constrain
 
 FAMILIES = ("bart", "t5")
 BART_POSITION_OFFSET = 2  # BART's learned position table starts at padding_idx + 1
@@ -121,7 +123,8 @@ class Seq2SeqLayer(nnx.Module):
                 deterministic,
                 rngs,
             )
-        return self._residual(x, self.feed_forward_norm, self.feed_forward, deterministic, rngs)
+        x = self._residual(x, self.feed_forward_norm, self.feed_forward, deterministic, rngs)
+        return constrain(x, HIDDEN_AXES)
 
 
 class EncoderDecoder(nnx.Module):

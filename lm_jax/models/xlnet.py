@@ -19,8 +19,9 @@ from flax import nnx, struct
 
 from lm_jax.attention import AttentionMask, dot_product_attention
 from lm_jax.models.config import TransformerConfig
-from lm_jax.models.layers import FeedForward, layer_norm
+from lm_jax.models.layers import HIDDEN_AXES, FeedForward, layer_norm
 from lm_jax.objectives.batch import Batch, TwoStreamBatch
+from lm_jax.sharding import constrain
 
 # Memory keys rank below everything, so every query of the row's first document sees them.
 _MEMORY_RANK = -(2**30)
@@ -128,7 +129,7 @@ class XLNetLayer(nnx.Module):
     def __call__(self, x, keys, mask, relative, *, deterministic, rngs):
         x = self.rel_attn(x, keys, mask, relative, deterministic=deterministic, rngs=rngs)
         drop = lambda y: self.dropout(y, deterministic=deterministic, rngs=rngs)
-        return self.ff_norm(x + drop(self.ff(x)))
+        return constrain(self.ff_norm(x + drop(self.ff(x))), HIDDEN_AXES)
 
 
 def _with_memory(mask: AttentionMask, memory_len: int) -> AttentionMask:

@@ -15,6 +15,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from lm_jax.data.tokenizer import VocabInfo
 from lm_jax.objectives.batch import Batch, SentencePairBatch
@@ -292,7 +293,7 @@ def sop(
 
 
 # The 5 orders of a trigram other than the original one.
-_SHUFFLES = jnp.asarray([[0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]], jnp.int32)
+_SHUFFLES = np.asarray([[0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]], np.int32)
 
 
 def _word_structure_row(key, inputs, pair, selected, real, types, *, vocab, rate, max_trigrams):

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import grain
 import jax
 import orbax.checkpoint as ocp
 
@@ -27,6 +28,13 @@ RESUMABLE_CHANGES = (
     "train.eval_batches",
     "train.checkpoint_every",
     "train.keep_checkpoints",
+    "mesh.data",  # a checkpoint restores onto any mesh
+    "mesh.fsdp",
+    "mesh.tensor",
+    "distributed.initialize",
+    "distributed.coordinator_address",
+    "distributed.num_processes",
+    "distributed.process_id",
 )
 
 
@@ -45,10 +53,15 @@ def checkpoint_steps(directory: Path) -> list[int]:
     return sorted(int(p.name) for p in directory.iterdir() if p.is_dir() and p.name.isdigit())
 
 
-def check_run_config(workdir: Path, config_dict: dict[str, Any], resuming: bool) -> None:
-    """Record the configuration of a fresh run; for a resumed run, refuse incompatible changes."""
+def check_run_config(
+    workdir: Path, config_dict: dict[str, Any], resuming: bool, write: bool = True
+) -> None:
+    """Record the configuration of a fresh run (when `write`: process 0 of a multi-host run);
+    for a resumed run, refuse incompatible changes."""
     path = Path(workdir) / RUN_CONFIG_FILE
     if not resuming:
+        if not write:
+            return
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(config_dict, indent=2, sort_keys=True))
@@ -75,10 +88,12 @@ def check_run_config(workdir: Path, config_dict: dict[str, Any], resuming: bool)
 
 
 class Checkpointer:
-    """Keeps the last `keep` checkpoints of a pytree train state under `directory`.
+    """Keeps the last `keep` checkpoints under `directory`, each holding the train state (a
+    pytree, sharded arrays included) and the data iterator's position (`data/`: grain's
+    per-process state files).
 
     Saves are asynchronous (orbax writes in the background while training continues); `close`
-    waits for the last one.
+    waits for the last one. Restores read straight into the shardings of the state passed in.
     """
 
     def __init__(self, directory: Path, keep: int):
@@ -93,14 +108,27 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
 
-    def save(self, step: int, state: Any) -> None:
-        self._manager.save(step, args=ocp.args.StandardSave(state))
+    def save(self, step: int, state: Any, data_iterator: Any) -> None:
+        self._manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state),
+                data=grain.checkpoint.CheckpointSave(data_iterator),
+            ),
+        )
 
-    def restore(self, step: int, like: Any) -> Any:
-        """The state saved at `step`, with the structure, shapes and dtypes of `like`."""
+    def restore(self, step: int, like: Any, data_iterator: Any) -> Any:
+        """The state saved at `step`, with the structure, shapes, dtypes and shardings of
+        `like`; `data_iterator` is moved to the saved position."""
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
         try:
-            restored = self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+            restored = self._manager.restore(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract),
+                    data=grain.checkpoint.CheckpointRestore(data_iterator),
+                ),
+            ).state
         except Exception as e:  # orbax raises many types for missing / truncated / foreign files
             raise CheckpointError(
                 f"checkpoint {self.directory / str(step)} is corrupt or does not match this "

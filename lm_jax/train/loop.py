@@ -1,11 +1,17 @@
-"""The pretraining loop: data, model, jitted steps, evaluation, checkpoints, metrics, plot."""
+"""The pretraining loop: data, mesh, jitted sharded steps, evaluation, checkpoints, metrics.
+
+Reliability: SIGTERM (a preempted VM) saves a checkpoint at the current step and returns; a
+non-finite loss or gradient stops the run before any checkpoint holds it, so the last good
+checkpoint stays the latest; multi-host runs agree on the preemption step through JAX's
+preemption sync point.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
 import logging
-import math
+import signal
 import time
 from pathlib import Path
 
@@ -13,17 +19,33 @@ import jax
 import ml_collections
 import numpy as np
 from flax import nnx
+from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
 from lm_jax import objectives
 from lm_jax.config import validate
-from lm_jax.data.pipeline import TOKENIZER_FILE, build_pretraining_data, eval_batches, train_batches
+from lm_jax.data.pipeline import (
+    TOKENIZER_FILE,
+    batch_iterator,
+    build_pretraining_data,
+    eval_batches,
+    train_batches,
+)
+from lm_jax.errors import ConfigError, TrainingDivergedError
 from lm_jax.models import TransformerConfig
+from lm_jax.sharding import batch_split, global_batch, make_mesh
 from lm_jax.train.checkpoint import Checkpointer, check_run_config, checkpoint_steps
 from lm_jax.train.losses import summarize, unigram_cross_entropy
-from lm_jax.train.metrics import MetricsWriter, plot_loss_curve, read_metrics
+from lm_jax.train.metrics import MetricsWriter, peak_flops, plot_loss_curve, read_metrics
 from lm_jax.train.optimizer import make_optimizer
-from lm_jax.train.step import INIT_STREAM, TrainState, make_eval_step, make_train_step, stream_key
+from lm_jax.train.step import (
+    INIT_STREAM,
+    TrainState,
+    init_train_state,
+    make_eval_step,
+    make_train_step,
+    stream_key,
+)
 from lm_jax.train.tasks import TASKS
 
 log = logging.getLogger(__name__)
@@ -43,6 +65,7 @@ class RunSummary:
     last_eval_loss: float
     unigram_baseline: float
     state: TrainState
+    interrupted: bool  # stopped early by SIGTERM, with a checkpoint at final_step
 
 
 def default_workdir(config: ml_collections.ConfigDict) -> Path:
@@ -64,14 +87,71 @@ def evaluate(eval_step, params, batches) -> dict[str, float]:
     return summarize(sums)
 
 
+def initialize_distributed(d: ml_collections.ConfigDict) -> None:
+    """`jax.distributed.initialize` from config.distributed (auto-detection where unset)."""
+    if jax.distributed.is_initialized():
+        return
+    jax.distributed.initialize(
+        coordinator_address=d.coordinator_address or None,
+        num_processes=d.num_processes or None,
+        process_id=None if d.process_id < 0 else d.process_id,
+    )
+
+
+class _TerminationRequest:
+    """Set by SIGTERM; in multi-process runs, every process stops at the same step."""
+
+    def __init__(self):
+        self._requested = False
+        self._previous = None
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread: leave the process's handler alone
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self._requested = True
+
+    def reached(self, step: int) -> bool:
+        if jax.process_count() > 1:
+            return multihost_utils.reached_preemption_sync_point(step)
+        return self._requested
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def _check_finite(sums, first: int, last: int, checkpointer: Checkpointer) -> None:
+    """Raise `TrainingDivergedError` when a loss or gradient of steps first..last is not finite."""
+    if sums is None:
+        return
+    watched = [v for k, v in sums.items() if k.endswith("nll_sum") or k == "grad_norm"]
+    if all(np.isfinite(float(v)) for v in watched):
+        return
+    good = checkpointer.latest_step()
+    kept = f"the last good checkpoint, step {good}, is intact" if good else "no checkpoint exists"
+    raise TrainingDivergedError(
+        f"non-finite loss or gradient between steps {first} and {last}; the run stopped without "
+        f"saving ({kept} in {checkpointer.directory}). Lower config.train.learning_rate or "
+        "raise config.train.warmup_steps, and resume or start a new config.output_dir."
+    )
+
+
 def pretrain(
     config: ml_collections.ConfigDict, workdir: Path | None = None, progress: bool = True
 ) -> RunSummary:
     """Pretrain (or resume) the configured run; returns where its outputs went."""
     validate(config)
+    if config.distributed.initialize:
+        initialize_distributed(config.distributed)
+    main_process = jax.process_index() == 0
     workdir = Path(workdir or default_workdir(config))
     resuming = bool(checkpoint_steps(workdir / "checkpoints"))
-    check_run_config(workdir, config.to_dict(), resuming)
+    check_run_config(workdir, config.to_dict(), resuming, write=main_process)
     data = build_pretraining_data(config, workdir, reuse_tokenizer=resuming)
     vocab = data.tokenizer.vocab
     t = config.train
@@ -83,78 +163,130 @@ def pretrain(
         config.data.seq_len,
     )
 
-    graphdef, params = nnx.split(build_model(config, vocab.size))
+    mesh = make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
+    if t.batch_size % batch_split(mesh):
+        raise ConfigError(
+            f"config.train.batch_size ({t.batch_size}) must be divisible by the mesh's "
+            f"data x fsdp = {batch_split(mesh)} ways"
+        )
+    log.info("mesh %s over %d device(s)", dict(mesh.shape), mesh.size)
     optimizer, schedule = make_optimizer(t)
-    state = TrainState.create(params, optimizer)
+    graphdef, state, state_sharding = init_train_state(
+        functools.partial(build_model, config, vocab.size), optimizer, mesh
+    )
+    shard = dict(process_index=jax.process_index(), process_count=jax.process_count())
+    batches = batch_iterator(train_batches(data.train, t.batch_size, config.seed, **shard))
     checkpointer = Checkpointer(workdir / "checkpoints", keep=t.keep_checkpoints)
     start = checkpointer.latest_step() or 0
     if start:
-        state = checkpointer.restore(start, state)
+        try:
+            state = checkpointer.restore(start, state, batches)
+        except BaseException:
+            checkpointer.close()
+            raise
         log.info("resumed from %s at step %d", checkpointer.directory / str(start), start)
 
     objective = functools.partial(
         objectives.get(config.objective), vocab=vocab, **config.objective_options.to_dict()
     )
     task = TASKS[config.objective]
-    train_step = make_train_step(graphdef, optimizer, objective, config.seed, task)
-    eval_step = make_eval_step(graphdef, objective, config.seed, task)
-    batches = train_batches(data.train, t.batch_size, config.seed)
-    held_out = eval_batches(data.eval, t.batch_size, t.eval_batches)
-    metrics = MetricsWriter(workdir / "metrics.jsonl", drop_after=start if start else -1)
-
-    def run_eval(step: int) -> None:
-        metrics.write(step, "eval", evaluate(eval_step, state.params, held_out))
-
-    try:
-        if start == 0:
-            run_eval(0)
-        sums, tokens, tick = None, 0, time.perf_counter()
-        bar = tqdm(
-            range(start, t.steps),
-            initial=start,
-            total=t.steps,
-            disable=not progress,
-            desc=f"pretrain {config.objective}",
-            unit="step",
-            dynamic_ncols=True,
+    train_step = make_train_step(
+        graphdef, optimizer, objective, config.seed, task, mesh, state_sharding
+    )
+    eval_step = make_eval_step(graphdef, objective, config.seed, task, mesh, state_sharding.params)
+    held_out = [
+        global_batch(b, mesh)
+        for b in eval_batches(data.eval, t.batch_size, t.eval_batches, **shard)
+    ]
+    metrics = (
+        MetricsWriter(
+            workdir / "metrics.jsonl",
+            drop_after=start if start else -1,
+            tensorboard_dir=workdir / "tensorboard",
         )
-        for step in bar:
-            rows = batches[step]
-            state, out = train_step(state, rows)
-            tokens += int((rows["segment_ids"] > 0).sum())
-            sums = out if sums is None else jax.tree.map(lambda a, b: a + b, sums, out)
-            done = step + 1
-            if done % t.log_every == 0 or done == t.steps:
-                elapsed = time.perf_counter() - tick
-                result = summarize(sums)
-                result.update(
-                    grad_norm=float(sums["grad_norm"] / sums["steps"]),
-                    learning_rate=float(schedule(done)),
-                    tokens_per_second=tokens / elapsed,
-                )
-                if not math.isfinite(result["loss"]):
-                    raise FloatingPointError(f"non-finite training loss at step {done}")
-                metrics.write(done, "train", result)
-                bar.set_postfix(loss=f"{result['loss']:.3f}", acc=f"{result['accuracy']:.3f}")
-                sums, tokens, tick = None, 0, time.perf_counter()
-            if done % t.eval_every == 0 or done == t.steps:
-                run_eval(done)
-            if done % t.checkpoint_every == 0 or done == t.steps:
-                checkpointer.save(done, state)
-        bar.close()
-    finally:
-        checkpointer.close()
-        metrics.close()
+        if main_process
+        else None
+    )
 
-    plot_path = plot_loss_curve(
-        workdir / "metrics.jsonl",
-        workdir / "loss.png",
-        title=f"{config.objective} on {config.data.corpus}",
+    evaluations: list[dict] = []
+
+    def record(step: int, split: str, values: dict) -> None:
+        if split == "eval":
+            evaluations.append({"step": step, "split": split, **values})
+        if metrics is not None:
+            metrics.write(step, split, values)
+
+    with jax.set_mesh(mesh):
+        # Model FLOPs per step: 3x the forward pass (forward + backward, Kaplan et al. 2020),
+        # counted by XLA on the lowered eval step (same batch shape, no dropout or remat).
+        cost = eval_step.lower(state.params, held_out[0], np.int32(0)).cost_analysis() or {}
+    step_flops = 3 * float(cost.get("flops", 0.0))
+    peak, peak_source = peak_flops()
+    log.info(
+        "model FLOPs per step %.3g; MFU against %.3g FLOP/s (%s)", step_flops, peak, peak_source
     )
-    evals = sorted(
-        (r for r in read_metrics(workdir / "metrics.jsonl") if r["split"] == "eval"),
-        key=lambda r: r["step"],
-    )
+
+    interrupted = False
+    with jax.set_mesh(mesh), _TerminationRequest() as termination:
+        try:
+            if start == 0:
+                record(0, "eval", evaluate(eval_step, state.params, held_out))
+            sums, tick, first = None, time.perf_counter(), start + 1
+            bar = tqdm(
+                range(start, t.steps),
+                initial=start,
+                total=t.steps,
+                disable=not progress or not main_process,
+                desc=f"pretrain {config.objective}",
+                unit="step",
+                dynamic_ncols=True,
+            )
+            for step in bar:
+                state, out = train_step(state, global_batch(next(batches), mesh))
+                sums = out if sums is None else jax.tree.map(lambda a, b: a + b, sums, out)
+                done = step + 1
+                if done % t.log_every == 0 or done == t.steps:
+                    _check_finite(sums, first, done, checkpointer)
+                    elapsed = time.perf_counter() - tick
+                    result = summarize(sums)
+                    steps = float(sums["steps"])
+                    result.update(
+                        grad_norm=float(sums["grad_norm"]) / steps,
+                        learning_rate=float(schedule(done)),
+                        tokens_per_second=float(sums["tokens"]) / elapsed,
+                        model_flops_per_second=step_flops * steps / elapsed,
+                        mfu=step_flops * steps / elapsed / peak,
+                    )
+                    record(done, "train", result)
+                    bar.set_postfix(loss=f"{result['loss']:.3f}", acc=f"{result['accuracy']:.3f}")
+                    sums, tick, first = None, time.perf_counter(), done + 1
+                if done % t.eval_every == 0 or done == t.steps:
+                    record(done, "eval", evaluate(eval_step, state.params, held_out))
+                stop = termination.reached(done)
+                if done % t.checkpoint_every == 0 or done == t.steps or stop:
+                    _check_finite(sums, first, done, checkpointer)
+                    checkpointer.save(done, state, batches)
+                if stop and done < t.steps:
+                    log.warning("SIGTERM: saved step %d; rerun the same command to resume", done)
+                    interrupted, start = True, done
+                    break
+            bar.close()
+        finally:
+            checkpointer.close()
+            if metrics is not None:
+                metrics.close()
+
+    final_step = start if interrupted else max(start, t.steps)
+    plot_path = workdir / "loss.png"
+    if main_process:
+        plot_loss_curve(
+            workdir / "metrics.jsonl",
+            plot_path,
+            title=f"{config.objective} on {config.data.corpus}",
+        )
+    # Process 0 holds the whole history (a resumed run's earlier evaluations included).
+    records = read_metrics(workdir / "metrics.jsonl") if main_process else evaluations
+    evals = sorted((r for r in records if r["split"] == "eval"), key=lambda r: r["step"])
     tokenizer_path = None if config.tokenizer.path else workdir / TOKENIZER_FILE
     return RunSummary(
         workdir=workdir,
@@ -162,11 +294,12 @@ def pretrain(
         metrics_path=workdir / "metrics.jsonl",
         plot_path=plot_path,
         tokenizer_path=tokenizer_path,
-        final_step=max(start, t.steps),
+        final_step=final_step,
         first_eval_loss=evals[0]["loss"],
         last_eval_loss=evals[-1]["loss"],
         unigram_baseline=unigram_cross_entropy(
             data.train.tokens, data.eval.tokens, vocab.size, vocab.special_ids
         ),
         state=state,
+        interrupted=interrupted,
     )

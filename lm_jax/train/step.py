@@ -10,8 +10,10 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx, struct
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from lm_jax.objectives.batch import Batch
+from lm_jax.sharding import batch_sharding, state_shardings
 from lm_jax.train.tasks import TASKS, Task
 
 # Streams folded into the run's seed so that data masks, dropout and initialisation never share
@@ -66,12 +68,16 @@ def make_train_step(
     objective: Callable[..., Batch],
     seed: int,
     task: Task = TASKS["mlm"],
+    mesh: Mesh | None = None,
+    state_sharding=None,
 ):
     """`step(state, rows) -> (state, sums)`, jitted with the state donated.
 
     `rows` holds packed `tokens`, `segment_ids` and `word_starts` [batch, L]. The objective runs
     inside the step with key fold_in(seed, step), so a batch's masks depend only on (seed, step);
-    `task` gives the model's losses (default: the LM head).
+    `task` gives the model's losses (default: the LM head). With a `mesh`, the state keeps
+    `state_sharding` (`lm_jax.sharding.state_shardings`), rows are split over data x fsdp, and
+    the caller traces it under `jax.set_mesh(mesh)` so activations follow the rules table.
     """
     base = stream_key(seed, TRAIN_STREAM)
 
@@ -89,10 +95,23 @@ def make_train_step(
         grads, sums = jax.grad(loss_fn, has_aux=True)(state.params)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        sums = {**sums, "grad_norm": optax.tree.norm(grads), "steps": jnp.ones((), jnp.float32)}
+        sums = {
+            **sums,
+            "grad_norm": optax.tree.norm(grads),
+            "steps": jnp.ones((), jnp.float32),
+            "tokens": (rows["segment_ids"] > 0).sum().astype(jnp.float32),
+        }
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state), sums
 
-    return jax.jit(step, donate_argnums=0)
+    if mesh is None:
+        return jax.jit(step, donate_argnums=0)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    return jax.jit(
+        step,
+        in_shardings=(state_sharding, batch_sharding(mesh)),
+        out_shardings=(state_sharding, replicated),
+        donate_argnums=0,
+    )
 
 
 def make_eval_step(
@@ -100,9 +119,11 @@ def make_eval_step(
     objective: Callable[..., Batch],
     seed: int,
     task: Task = TASKS["mlm"],
+    mesh: Mesh | None = None,
+    params_sharding=None,
 ):
     """`eval_step(params, rows, index) -> sums` with fixed masks per held-out batch index, so
-    evaluations at different steps score the same predictions."""
+    evaluations at different steps score the same predictions (`mesh` as in make_train_step)."""
     base = stream_key(seed, EVAL_STREAM)
 
     def eval_step(params: nnx.State, rows: dict[str, jax.Array], index: jax.Array):
@@ -118,4 +139,31 @@ def make_eval_step(
             dropout_key=None,
         )
 
-    return jax.jit(eval_step)
+    if mesh is None:
+        return jax.jit(eval_step)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    return jax.jit(
+        eval_step,
+        in_shardings=(params_sharding, batch_sharding(mesh), replicated),
+        out_shardings=replicated,
+    )
+
+
+def init_train_state(
+    build: Callable[[], nnx.Module], optimizer: optax.GradientTransformation, mesh: Mesh
+) -> tuple[nnx.GraphDef, TrainState, object]:
+    """Build the model and its optimiser state directly in their shardings on `mesh` (one
+    jitted initialisation, so no device ever holds more than its share).
+
+    Returns (graphdef, state, state_sharding).
+    """
+    graphdef, abstract_params = nnx.split(nnx.eval_shape(build))
+    abstract_state = jax.eval_shape(lambda p: TrainState.create(p, optimizer), abstract_params)
+    sharding = state_shardings(abstract_state, mesh)
+
+    def init() -> TrainState:
+        return TrainState.create(nnx.split(build())[1], optimizer)
+
+    with jax.set_mesh(mesh):
+        state = jax.jit(init, out_shardings=sharding)()
+    return graphdef, state, sharding

@@ -1,0 +1,132 @@
+"""Sharding: the logical-axis rules, meshes of 8 fake CPU devices (data, fsdp, tensor) giving the
+losses of one device, and a 2-process `jax.distributed` run on localhost."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT, run_python, tiny_config
+
+from lm_jax.sharding import logical_to_spec
+from lm_jax.train.loop import pretrain
+from lm_jax.train.metrics import read_metrics
+
+P = __import__("jax").sharding.PartitionSpec
+SHORT_RUN = {
+    "train.steps": 10,
+    "train.log_every": 5,
+    "train.eval_every": 10,
+    "train.checkpoint_every": 10,
+}
+
+
+def test_logical_axis_rules():
+    mesh = {"data": 2, "fsdp": 2, "tensor": 2}
+    # Weights: "embed" over fsdp, heads / mlp / vocab over tensor.
+    assert logical_to_spec(("embed", "mlp"), (64, 128), mesh) == P("fsdp", "tensor")
+    assert logical_to_spec(("vocab", "embed"), (1000, 64), mesh) == P("tensor", "fsdp")
+    # A mesh axis is used once per array: the second "embed" stays whole.
+    assert logical_to_spec(("embed", "embed"), (64, 64), mesh) == P("fsdp", None)
+    # Activations: the batch takes data x fsdp, so "embed" is not split again.
+    assert logical_to_spec(("batch", "length", "embed"), (8, 16, 64), mesh) == P(
+        ("data", "fsdp"), None, None
+    )
+    # A dimension the mesh axis does not divide is replicated (3 heads over 2 ways).
+    assert logical_to_spec((None, "heads"), (32, 3), mesh) == P(None, None)
+    assert logical_to_spec(("batch",), (6,), {"data": 4, "fsdp": 1, "tensor": 1}) == P(None)
+    assert logical_to_spec(None, (4,), mesh) == P()
+
+
+@pytest.fixture(scope="module")
+def one_device_run(tmp_path_factory):
+    """The reference: 10 steps on this process's single CPU device."""
+    run = pretrain(tiny_config(**SHORT_RUN), tmp_path_factory.mktemp("one"), progress=False)
+    return run, [r["loss"] for r in read_metrics(run.metrics_path)]
+
+
+def test_meshes_of_8_devices_match_one_device(one_device_run, tmp_path):
+    run, losses = one_device_run
+    out = run_python(
+        f"""
+        import json, sys
+        sys.path.insert(0, "tests")
+        from conftest import tiny_config
+        from lm_jax.train.loop import pretrain
+        from lm_jax.train.metrics import read_metrics
+        result = {{}}
+        for data, fsdp, tensor in [(1, 8, 1), (2, 2, 2)]:
+            config = tiny_config(**{SHORT_RUN!r}, **{{
+                "tokenizer.path": "{run.tokenizer_path}",
+                "mesh.data": data, "mesh.fsdp": fsdp, "mesh.tensor": tensor}})
+            run = pretrain(config, "{tmp_path}/" + f"{{data}}-{{fsdp}}-{{tensor}}", progress=False)
+            kernel = run.state.params["encoder"]["layers"][0]["feed_forward"]["intermediate"]
+            result[f"{{data}}-{{fsdp}}-{{tensor}}"] = {{
+                "losses": [r["loss"] for r in read_metrics(run.metrics_path)],
+                "spec": str(kernel["kernel"].sharding.spec),
+            }}
+        print(json.dumps(result))
+        """,
+        devices=8,
+    )
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["1-8-1"]["spec"] == "P('fsdp', None)"
+    assert result["2-2-2"]["spec"] == "P('fsdp', 'tensor')"
+    for mesh, r in result.items():
+        assert r["losses"] == pytest.approx(losses, rel=1e-5), mesh
+
+
+def test_two_process_distributed_run(one_device_run, tmp_path):
+    """Two processes with 2 CPU devices each, joined by jax.distributed on localhost, train the
+    same 10 steps as one device (each process reads its half of every global batch)."""
+    run, losses = one_device_run
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    env = dict(
+        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu"
+    )
+    overrides = [f"--config.{k}={v}" for k, v in SHORT_RUN.items()] + [
+        "--config.data.corpus=python_docs",
+        "--config.data.seq_len=64",
+        "--config.model.hidden_size=64",
+        "--config.model.num_layers=1",
+        "--config.model.num_heads=2",
+        "--config.model.intermediate_size=128",
+        "--config.model.max_position=64",
+        "--config.train.batch_size=8",
+        "--config.train.warmup_steps=2",
+        "--config.train.eval_batches=2",
+        "--config.tokenizer.extra_ids=0",
+        f"--config.tokenizer.path={run.tokenizer_path}",
+        f"--config.output_dir={tmp_path / 'run'}",
+        "--config.distributed.initialize=True",
+        f"--config.distributed.coordinator_address=localhost:{port}",
+        "--config.distributed.num_processes=2",
+    ]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "lm_jax.pretrain",
+                *overrides,
+                f"--config.distributed.process_id={i}",
+            ],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outputs):
+        assert p.returncode == 0, err[-3000:]
+    assert "Pretrained 'mlm' to step 10" in outputs[0][0]
+    distributed = [r["loss"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl")]
+    assert distributed == pytest.approx(losses, rel=1e-5)
+    assert (tmp_path / "run" / "checkpoints" / "10").is_dir()
