@@ -2,7 +2,9 @@
 bad input fails clearly without touching existing outputs."""
 
 import hashlib
+import os
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -12,8 +14,9 @@ import numpy as np
 import pytest
 from conftest import ROOT, tiny_config
 
-from lm_jax.errors import CheckpointError, ConfigError
-from lm_jax.train.checkpoint import Checkpointer
+from lm_jax.errors import CheckpointError, ConfigError, TrainingDivergedError
+from lm_jax.train import loop
+from lm_jax.train.checkpoint import Checkpointer, checkpoint_steps
 from lm_jax.train.loop import pretrain
 from lm_jax.train.metrics import read_metrics
 
@@ -51,7 +54,9 @@ def test_heldout_loss_falls_and_outputs_exist(finished_run):
     assert run.last_eval_loss < run.first_eval_loss - 1.0, (run.first_eval_loss, run.last_eval_loss)
     records = read_metrics(run.metrics_path)
     assert [r["step"] for r in records if r["split"] == "eval"] == [0, 40, 80, 120]
-    assert all(r["tokens_per_second"] > 0 for r in records if r["split"] == "train")
+    train = [r for r in records if r["split"] == "train"]
+    assert all(r["tokens_per_second"] > 0 and 0 < r["mfu"] < 1 for r in train)
+    assert list((run.workdir / "tensorboard").glob("events.out.tfevents.*"))
     assert run.plot_path.stat().st_size > 10_000
     assert run.tokenizer_path.is_file()
 
@@ -69,17 +74,52 @@ def test_checkpoint_restores_identical_parameters(finished_run):
     assert int(restored.step) == 120
 
 
-def test_resume_continues_exactly(finished_run, tmp_path):
-    """Interrupted after the step-40 checkpoint, then resumed: bitwise the same as never stopped."""
+def interrupt_at(monkeypatch, step: int, action) -> None:
+    """Make the loop's train step call `action()` once the state reaches `step`."""
+    real = loop.make_train_step
+
+    def patched(*args, **kwargs):
+        train_step = real(*args, **kwargs)
+
+        def run(state, rows):
+            state, sums = train_step(state, rows)
+            return state, (action(sums) if int(state.step) >= step else sums)
+
+        return run
+
+    monkeypatch.setattr(loop, "make_train_step", patched)
+
+
+def test_sigterm_saves_then_resume_continues_exactly(finished_run, tmp_path, monkeypatch):
+    """SIGTERM at step 57 (between checkpoints) saves step 57 and returns; resuming from it is
+    bitwise the same as never stopping: parameters, optimiser state, data position, evals."""
     config, run = finished_run
-    shutil.copytree(run.workdir, tmp_path / "run")
-    for step in ("80", "120"):
-        shutil.rmtree(tmp_path / "run" / "checkpoints" / step)
+    sent = []
+
+    def sigterm(sums):
+        if not sent:
+            sent.append(os.kill(os.getpid(), signal.SIGTERM))
+        return sums
+
+    interrupt_at(monkeypatch, 57, sigterm)
+    stopped = pretrain(config, tmp_path / "run", progress=False)
+    assert stopped.interrupted and stopped.final_step == 57
+    assert checkpoint_steps(tmp_path / "run" / "checkpoints") == [40, 57]
+    monkeypatch.undo()
     resumed = pretrain(config, tmp_path / "run", progress=False)
+    assert not resumed.interrupted and resumed.final_step == 120
     assert tree_equal(resumed.state.params, run.state.params)
     assert tree_equal(resumed.state.opt_state, run.state.opt_state)
     evals = [r["loss"] for r in read_metrics(resumed.metrics_path) if r["split"] == "eval"]
     assert evals == [r["loss"] for r in read_metrics(run.metrics_path) if r["split"] == "eval"]
+
+
+def test_non_finite_loss_stops_with_last_good_checkpoint(tmp_path, monkeypatch):
+    """A NaN loss from step 13 on: the step-15 log stops the run before the step-20 save."""
+    interrupt_at(monkeypatch, 13, lambda sums: {**sums, "nll_sum": sums["nll_sum"] * np.nan})
+    with pytest.raises(TrainingDivergedError, match=r"steps 11 and 15.*step 10, is intact"):
+        pretrain(tiny_config(), tmp_path / "run", progress=False)
+    assert checkpoint_steps(tmp_path / "run" / "checkpoints") == [10]
 
 
 def test_same_seed_same_run(finished_run, tmp_path):
