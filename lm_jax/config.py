@@ -95,13 +95,13 @@ def pretraining_config(objective: str = "mlm") -> ml_collections.ConfigDict:
     c.train.batch_size = 32
     c.train.learning_rate = 2e-3  # peak, reached after warmup
     c.train.warmup_steps = 100
-    c.train.decay = "linear"  # linear | cosine decay to 0 at `steps`
+    c.train.decay = "linear"  # linear | cosine (to 0 at `steps`) | rsqrt (peak*sqrt(warmup/step))
     c.train.weight_decay = 0.01  # AdamW; biases and LayerNorm parameters are not decayed
     c.train.b1 = 0.9
     c.train.b2 = 0.98
     c.train.eps = 1e-6
     c.train.clip_norm = 1.0  # global-norm gradient clipping (0 disables)
-    c.train.optimizer = "adamw"  # adamw | lamb (You et al. 2020, large-batch BERT)
+    c.train.optimizer = "adamw"  # adamw | lamb (You et al. 2020) | adafactor (T5)
     c.train.grad_accumulation = 1  # micro-batches per update (steps count micro-batches)
     c.train.log_every = 50  # steps between training-metric records (and finiteness checks)
     c.train.eval_every = 250
@@ -123,6 +123,71 @@ def pretraining_config(objective: str = "mlm") -> ml_collections.ConfigDict:
     c.distributed.num_processes = 0  # 0 = auto-detect (TPU VM, SLURM, ...)
     c.distributed.process_id = -1  # -1 = auto-detect
     return c
+
+
+# Model shapes by size: tiny for CPU runs and tests, base and large as BERT's (Devlin et al. 2019).
+MODEL_SIZES = {
+    "tiny": dict(hidden_size=128, num_layers=2, num_heads=2, intermediate_size=512),
+    "base": dict(hidden_size=768, num_layers=12, num_heads=12, intermediate_size=3072),
+    "large": dict(hidden_size=1024, num_layers=24, num_heads=16, intermediate_size=4096),
+}
+
+
+def override(
+    config: ml_collections.ConfigDict, values: Mapping[str, Any]
+) -> ml_collections.ConfigDict:
+    """Set dotted fields (`{"train.steps": 10}`) in place; an unknown field is a ConfigError."""
+    for key, value in values.items():
+        node = config
+        *parents, leaf = key.split(".")
+        for name in parents:
+            if name not in node:
+                raise ConfigError(f"unknown config field config.{key}")
+            node = node[name]
+        if leaf not in node:
+            raise ConfigError(f"unknown config field config.{key}")
+        node[leaf] = value
+    return config
+
+
+def sized_config(
+    objective: str,
+    size: str,
+    recipe: Mapping[str, Any],
+    sizes: Mapping[str, Mapping[str, Any]],
+) -> ml_collections.ConfigDict:
+    """A paper's configuration at `size` (what `configs/*.py` return).
+
+    - tiny: `pretraining_config(objective)`'s CPU-sized model, steps, batch and learning rate on
+      the offline default corpus, with the paper's optimiser family (`recipe`);
+    - base / large: BERT-base / -large shapes, 512-token rows, a 32k-piece tokenizer trained on
+      English Wikipedia read from TFDS (prepared beforehand under config.data.data_dir; nothing
+      downloads), the paper's `recipe` and its per-size settings `sizes[size]`.
+
+    `recipe` and `sizes` map dotted field names to values.
+    """
+    if size not in MODEL_SIZES:
+        raise ConfigError(f"unknown size {size!r}: choose tiny, base or large")
+    c = pretraining_config(objective)
+    if size != "tiny":
+        override(
+            c,
+            {
+                **{f"model.{k}": v for k, v in MODEL_SIZES[size].items()},
+                "model.max_position": 512,
+                "data.seq_len": 512,
+                "data.corpus": "tfds",
+                "data.tfds_name": "wikipedia/20230601.en",
+                "data.eval_fraction": 0.001,
+                "tokenizer.vocab_size": 32000,
+                "train.log_every": 100,
+                "train.eval_every": 10_000,
+                "train.eval_batches": 20,
+                "train.checkpoint_every": 10_000,
+            },
+        )
+    override(c, recipe)
+    return override(c, sizes.get(size, {}))
 
 
 def _positive(x) -> bool:
@@ -160,13 +225,19 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "train.batch_size": (_positive, "must be > 0"),
     "train.learning_rate": (_positive, "must be > 0"),
     "train.warmup_steps": (lambda x: x >= 0, "must be >= 0"),
-    "train.decay": (lambda x: x in ("linear", "cosine"), "must be linear or cosine"),
+    "train.decay": (
+        lambda x: x in ("linear", "cosine", "rsqrt"),
+        "must be linear, cosine or rsqrt",
+    ),
     "train.weight_decay": (lambda x: x >= 0, "must be >= 0"),
     "train.b1": (lambda x: 0 <= x < 1, "must be in [0, 1)"),
     "train.b2": (lambda x: 0 <= x < 1, "must be in [0, 1)"),
     "train.eps": (_positive, "must be > 0"),
     "train.clip_norm": (lambda x: x >= 0, "must be >= 0"),
-    "train.optimizer": (lambda x: x in ("adamw", "lamb"), "must be adamw or lamb"),
+    "train.optimizer": (
+        lambda x: x in ("adamw", "lamb", "adafactor"),
+        "must be adamw, lamb or adafactor",
+    ),
     "train.grad_accumulation": (_positive, "must be > 0"),
     "train.log_every": (_positive, "must be > 0"),
     "train.eval_every": (_positive, "must be > 0"),

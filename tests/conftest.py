@@ -57,7 +57,7 @@ def wiki_tokenizer(wiki_docs, tmp_path_factory):
 
 def tiny_config(**overrides):
     """The default pretraining config shrunk for CPU tests; overrides as dotted keys."""
-    from lm_jax.config import pretraining_config
+    from lm_jax.config import override, pretraining_config
 
     c = pretraining_config()
     c.data.corpus = "python_docs"
@@ -76,13 +76,7 @@ def tiny_config(**overrides):
     c.train.eval_every = 10
     c.train.checkpoint_every = 10
     c.train.eval_batches = 2
-    for key, value in overrides.items():
-        node = c
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    return c
+    return override(c, overrides)
 
 
 def run_python(code: str, devices: int = 1, timeout: int = 600) -> str:

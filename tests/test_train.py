@@ -245,8 +245,8 @@ def test_default_main_job_learns(tmp_path):
     assert run.last_eval_loss < run.first_eval_loss - 2.0, (run.first_eval_loss, run.last_eval_loss)
 
 
-# One objective per model family in the default run (mlm: test_heldout_loss_falls); the rest
-# with -m slow.
+# One objective per model family in the default run (mlm: test_heldout_loss_falls; the T5 family:
+# tests/test_configs.py trains configs/t5.py with Adafactor); the rest with -m slow.
 SLOW = pytest.mark.slow
 
 
@@ -257,7 +257,7 @@ SLOW = pytest.mark.slow
         "span",
         "electra",
         "plm",
-        "t5",
+        pytest.param("t5", marks=SLOW),
         pytest.param("unilm", marks=SLOW),
         pytest.param("mpnet", marks=SLOW),
         pytest.param("bart", marks=SLOW),

@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import optax
 
 
 def learning_rate_schedule(
     peak: float, warmup_steps: int, total_steps: int, decay: str = "linear"
 ) -> optax.Schedule:
-    """Linear warmup from 0 to `peak`, then linear (BERT) or cosine decay to 0 at `total_steps`."""
+    """Linear warmup from 0 to `peak`, then linear (BERT) or cosine (GPT) decay to 0 at
+    `total_steps`, or inverse-square-root decay peak * sqrt(warmup / step) (Vaswani et al. 2017;
+    T5's 1 / sqrt(max(step, 10^4)) without its constant first 10^4 steps)."""
     decay_steps = max(1, total_steps - warmup_steps)
     if decay == "linear":
         after = optax.linear_schedule(peak, 0.0, decay_steps)
     elif decay == "cosine":
         after = optax.cosine_decay_schedule(peak, decay_steps)
+    elif decay == "rsqrt":
+        start = max(1, warmup_steps)
+        after = lambda step: peak * jnp.sqrt(start / (jnp.maximum(step, 0) + start))
     else:
-        raise ValueError(f"decay must be linear or cosine, got {decay!r}")
+        raise ValueError(f"decay must be linear, cosine or rsqrt, got {decay!r}")
     warmup = optax.linear_schedule(0.0, peak, max(1, warmup_steps))
     return optax.join_schedules([warmup, after], [warmup_steps])
 
@@ -28,8 +34,9 @@ def decay_mask(params):
 
 def make_optimizer(train_cfg) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """The optimiser and its learning-rate schedule (for logging): AdamW (Loshchilov & Hutter
-    2019) or LAMB (You et al. 2020), with warmup + decay, global-norm clipping, no weight decay
-    on biases and LayerNorm parameters, and gradient accumulation over
+    2019), LAMB (You et al. 2020) or Adafactor (Shazeer & Stern 2018, T5's; factored second
+    moments, no momentum, b1/b2/eps unused), with warmup + decay, global-norm clipping, no
+    weight decay on biases and LayerNorm parameters, and gradient accumulation over
     `grad_accumulation` micro-batches (`optax.MultiSteps`: gradients averaged, one update per
     k steps; the schedule counts updates, steps // k of them)."""
     k = train_cfg.grad_accumulation
@@ -39,15 +46,20 @@ def make_optimizer(train_cfg) -> tuple[optax.GradientTransformation, optax.Sched
         max(1, train_cfg.steps // k),
         train_cfg.decay,
     )
-    make = {"adamw": optax.adamw, "lamb": optax.lamb}[train_cfg.optimizer]
-    tx = make(
-        schedule,
-        b1=train_cfg.b1,
-        b2=train_cfg.b2,
-        eps=train_cfg.eps,
-        weight_decay=train_cfg.weight_decay,
-        mask=decay_mask,
-    )
+    if train_cfg.optimizer == "adafactor":
+        tx = optax.adafactor(
+            schedule, weight_decay_rate=train_cfg.weight_decay or None, weight_decay_mask=decay_mask
+        )
+    else:
+        make = {"adamw": optax.adamw, "lamb": optax.lamb}[train_cfg.optimizer]
+        tx = make(
+            schedule,
+            b1=train_cfg.b1,
+            b2=train_cfg.b2,
+            eps=train_cfg.eps,
+            weight_decay=train_cfg.weight_decay,
+            mask=decay_mask,
+        )
     if train_cfg.clip_norm > 0:
         tx = optax.chain(optax.clip_by_global_norm(train_cfg.clip_norm), tx)
     if k > 1:
