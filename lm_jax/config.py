@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import ml_collections
 
@@ -51,11 +51,48 @@ def objective_options(name: str) -> ml_collections.ConfigDict:
     return options
 
 
+MIXTURE = "mixture"  # config.objective of a run that mixes the objectives of config.mixture
+
+
+class Component(NamedTuple):
+    """One objective of a run: its name in the metrics, the registered objective, its keyword
+    options, and its sampling weight."""
+
+    name: str
+    objective: str
+    options: dict[str, Any]
+    weight: float
+
+
+def components(config: ml_collections.ConfigDict) -> list[Component]:
+    """The run's objectives: config.objective alone, or every entry of config.mixture."""
+    if config.objective != MIXTURE:
+        return [
+            Component(config.objective, config.objective, config.objective_options.to_dict(), 1.0)
+        ]
+    return [
+        Component(name, c.objective, c.options.to_dict(), float(c.weight))
+        for name, c in config.mixture.items()
+    ]
+
+
+def mixture_config(weights: Mapping[str, float]) -> ml_collections.ConfigDict:
+    """`pretraining_config` mixing registered objectives by weight (UL2-style, Tay et al. 2022):
+    each step trains one of them, drawn with probability proportional to its weight from
+    (seed, step); each keeps its default options under config.mixture.<name>.options."""
+    c = pretraining_config(MIXTURE)
+    for name, weight in weights.items():
+        c.mixture[name] = {"objective": name, "weight": float(weight)}
+        c.mixture[name].options = objective_options(name)
+    return c
+
+
 def pretraining_config(objective: str = "mlm") -> ml_collections.ConfigDict:
     """Defaults: a small BERT-style encoder pretrained on the offline Wikipedia sample
-    (CPU-friendly), with `objective` and that objective's own option defaults."""
+    (CPU-friendly), with `objective` and that objective's own option defaults ("mixture":
+    no objective options; fill config.mixture, or use `mixture_config`)."""
     c = ml_collections.ConfigDict()
-    c.objective = objective  # a name from lm_jax.objectives.names()
+    c.objective = objective  # a name from lm_jax.objectives.names(), or "mixture"
     c.seed = 0  # one seed for data order, masks, dropout and initialisation
     c.output_dir = ""  # where checkpoints and metrics go; "" -> runs/<objective>
 
@@ -88,7 +125,12 @@ def pretraining_config(objective: str = "mlm") -> ml_collections.ConfigDict:
     c.model.dtype = "auto"  # compute dtype: bf16 on GPU/TPU, fp32 on CPU; parameters stay fp32
     c.model.remat = False  # recompute layer activations in the backward pass (saves memory)
 
-    c.objective_options = objective_options(objective)  # keyword options of the objective
+    # Keyword options of the objective (empty for a mixture).
+    c.objective_options = (
+        ml_collections.ConfigDict() if objective == MIXTURE else objective_options(objective)
+    )
+    # Objectives mixed by a "mixture" run: name -> {objective, weight, options}.
+    c.mixture = ml_collections.ConfigDict()
 
     c.train = ml_collections.ConfigDict()
     c.train.steps = 1000
@@ -265,13 +307,12 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def validate(config: ml_collections.ConfigDict) -> None:
     """Raise `ConfigError` naming the first unknown field, mistyped value or invalid value."""
-    from lm_jax import objectives
 
     schema = _flatten(pretraining_config().to_dict())
     given = _flatten(config.to_dict())
     for name, value in given.items():
-        if name.startswith("objective_options."):
-            continue  # checked against the objective's signature below
+        if name.startswith(("objective_options.", "mixture.")):
+            continue  # checked against the objectives' signatures below
         if name not in schema:
             raise ConfigError(f"unknown config field config.{name}")
         expected = type(schema[name])
@@ -281,53 +322,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
         if name in _RULES and not _RULES[name][0](value):
             raise ConfigError(f"config.{name} {_RULES[name][1]}, got {value!r}")
     for name in schema:
-        if name not in given and not name.startswith("objective_options."):
+        if name not in given and not name.startswith(("objective_options.", "mixture.")):
             raise ConfigError(f"config.{name} is missing")
-    objective = objectives.get(config.objective) if config.objective in objectives.names() else None
-    if objective is None:
-        raise ConfigError(
-            f"config.objective: unknown objective {config.objective!r}; "
-            f"choose from {objectives.names()}"
-        )
-    from lm_jax.train.tasks import TASKS, UNTRAINABLE
-
-    if config.objective not in TASKS:
-        raise ConfigError(
-            f"config.objective: {config.objective!r} is available in lm_jax.objectives but the "
-            f"pretraining loop cannot train it yet: it needs "
-            f"{UNTRAINABLE.get(config.objective, 'a model')}. Trainable: {sorted(TASKS)}"
-        )
-    if config.objective == "t5" and not config.tokenizer.path:
-        from lm_jax.objectives import t5_lengths
-
-        raw = config.data.seq_len
-        spans = (
-            sum(
-                t5_lengths(
-                    raw,
-                    config.objective_options.noise_density,
-                    config.objective_options.mean_noise_span_length,
-                )
-            )
-            - raw
-            - 2
-        )
-        if config.tokenizer.extra_ids < spans:
-            raise ConfigError(
-                f"config.tokenizer.extra_ids must be >= {spans} for t5 on rows of {raw} tokens "
-                f"(one sentinel per noise span), got {config.tokenizer.extra_ids}"
-            )
-    if config.objective == "unilm" and config.model.type_vocab_size < 4:
-        raise ConfigError("config.model.type_vocab_size must be >= 4 for unilm (LM identifiers)")
-    accepted = set(inspect.signature(objective).parameters) - set(DATA_ARGUMENTS)
-    for option in config.objective_options:
-        if option not in accepted:
-            raise ConfigError(
-                f"config.objective_options.{option} is not an option of objective "
-                f"{config.objective!r} (choose the objective with "
-                f"--config=configs/pretrain.py:{config.objective} to get its options); "
-                f"it accepts {sorted(accepted)}"
-            )
+    if config.objective == MIXTURE:
+        _validate_mixture(config)
+    else:
+        if config.mixture:
+            raise ConfigError('config.mixture is only read when config.objective is "mixture"')
+        _validate_objective(config, "config.objective", config.objective, config.objective_options)
     m = config.model
     if m.hidden_size % m.num_heads:
         raise ConfigError(
@@ -355,3 +357,83 @@ def validate(config: ml_collections.ConfigDict) -> None:
         )
     if config.data.corpus == "tfds" and not config.data.tfds_name:
         raise ConfigError("config.data.tfds_name is required for corpus 'tfds'")
+
+
+def _validate_objective(
+    config: ml_collections.ConfigDict,
+    where: str,
+    name: str,
+    options: ml_collections.ConfigDict,
+) -> None:
+    """A registered, trainable objective whose options it accepts (and what it needs of the
+    tokenizer and model)."""
+    from lm_jax import objectives
+    from lm_jax.train.tasks import TASKS, UNTRAINABLE
+
+    if name not in objectives.names():
+        raise ConfigError(f"{where}: unknown objective {name!r}; choose from {objectives.names()}")
+    if name not in TASKS:
+        raise ConfigError(
+            f"{where}: {name!r} is available in lm_jax.objectives but the pretraining loop "
+            f"cannot train it yet: it needs {UNTRAINABLE.get(name, 'a model')}. "
+            f"Trainable: {sorted(TASKS)}"
+        )
+    accepted = set(inspect.signature(objectives.get(name)).parameters) - set(DATA_ARGUMENTS)
+    options_field = (
+        "config.objective_options"
+        if where == "config.objective"
+        else (where.rsplit(".", 1)[0] + ".options")
+    )
+    for option in options:
+        if option not in accepted:
+            raise ConfigError(
+                f"{options_field}.{option} is not an option of objective {name!r} (choose the "
+                f"objective with --config=configs/pretrain.py:{name} to get its options); "
+                f"it accepts {sorted(accepted)}"
+            )
+    if name == "t5" and not config.tokenizer.path:
+        from lm_jax.objectives import t5_lengths
+
+        raw = config.data.seq_len
+        lengths = t5_lengths(raw, options.noise_density, options.mean_noise_span_length)
+        spans = (sum(lengths) - raw - 2) // 2  # inputs + targets hold every span's sentinel twice
+        if config.tokenizer.extra_ids < spans:
+            raise ConfigError(
+                f"config.tokenizer.extra_ids must be >= {spans} for t5 on rows of {raw} tokens "
+                f"(one sentinel per noise span), got {config.tokenizer.extra_ids}"
+            )
+    if name == "unilm" and config.model.type_vocab_size < 4:
+        raise ConfigError("config.model.type_vocab_size must be >= 4 for unilm (LM identifiers)")
+
+
+def _validate_mixture(config: ml_collections.ConfigDict) -> None:
+    """Components with an objective, a positive weight and options, all on one model."""
+    from lm_jax.train.tasks import TASKS
+
+    if not config.mixture:
+        raise ConfigError('config.mixture is empty: a "mixture" run needs at least one objective')
+    if config.objective_options:
+        raise ConfigError(
+            "config.objective_options must be empty for a mixture (set "
+            "config.mixture.<name>.options instead)"
+        )
+    builds = {}
+    for name, component in config.mixture.items():
+        where = f"config.mixture.{name}"
+        if not isinstance(component, ml_collections.ConfigDict) or set(component) != {
+            "objective",
+            "weight",
+            "options",
+        }:
+            raise ConfigError(f"{where} must have exactly the fields objective, weight, options")
+        weight = component.weight
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight <= 0:
+            raise ConfigError(f"{where}.weight must be a number > 0, got {weight!r}")
+        _validate_objective(config, f"{where}.objective", component.objective, component.options)
+        builds[name] = TASKS[component.objective].build
+    if len(set(builds.values())) > 1:
+        raise ConfigError(
+            f"config.mixture: the objectives {sorted(c.objective for c in config.mixture.values())}"
+            " train different models; mix objectives of one model family (encoder: mlm, wwm, "
+            "ngram, clm, prefix_lm, unilm; T5: t5; BART: bart, mass)"
+        )

@@ -45,7 +45,7 @@ def _explain_flag_error(argv: list[str], error: Exception) -> str:
     for arg in argv[1:]:
         if arg.startswith("--config.") and "=" in arg:
             name = arg[len("--config.") :].split("=", 1)[0]
-            if name not in fields and not name.startswith("objective_options."):
+            if name not in fields and not name.startswith(("objective_options.", "mixture.")):
                 close = difflib.get_close_matches(name, fields, n=1)
                 hint = f" (did you mean config.{close[0]}?)" if close else ""
                 return f"unknown config field config.{name}{hint}"

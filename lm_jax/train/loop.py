@@ -13,6 +13,7 @@ import functools
 import logging
 import signal
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import jax
@@ -23,7 +24,7 @@ from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
 from lm_jax import objectives
-from lm_jax.config import validate
+from lm_jax.config import components, validate
 from lm_jax.data.pipeline import (
     TOKENIZER_FILE,
     batch_iterator,
@@ -40,6 +41,7 @@ from lm_jax.train.metrics import MetricsWriter, peak_flops, plot_loss_curve, rea
 from lm_jax.train.optimizer import make_optimizer
 from lm_jax.train.step import (
     INIT_STREAM,
+    MIXTURE_STREAM,
     TrainState,
     init_train_state,
     make_eval_step,
@@ -73,18 +75,46 @@ def default_workdir(config: ml_collections.ConfigDict) -> Path:
 
 
 def build_model(config: ml_collections.ConfigDict, vocab_size: int) -> nnx.Module:
-    """The objective's model (`lm_jax.train.tasks.TASKS`), initialised from the run's seed."""
+    """The objectives' model (`lm_jax.train.tasks.TASKS`; a mixture's objectives share one),
+    initialised from the run's seed."""
     model_cfg = TransformerConfig(vocab_size=vocab_size, **config.model.to_dict())
     init_key = stream_key(config.seed, INIT_STREAM)
-    return TASKS[config.objective].build(model_cfg, nnx.Rngs(params=init_key))
+    objective = components(config)[0].objective
+    return TASKS[objective].build(model_cfg, nnx.Rngs(params=init_key))
 
 
-def evaluate(eval_step, params, batches) -> dict[str, float]:
-    sums = None
-    for i, rows in enumerate(batches):
-        out = eval_step(params, rows, np.int32(i))
-        sums = out if sums is None else jax.tree.map(lambda a, b: a + b, sums, out)
-    return summarize(sums)
+def choose_component(seed: int, step: int, weights: Sequence[float]) -> int:
+    """Index of the mixture component trained at `step`: drawn with probability proportional
+    to `weights`, from (seed, step) only, so a resumed run draws the same sequence."""
+    if len(weights) == 1:
+        return 0
+    p = np.asarray(weights, np.float64) / sum(weights)
+    return int(np.random.default_rng([seed, MIXTURE_STREAM, step]).choice(len(p), p=p))
+
+
+def summarize_components(sums: dict[str, dict]) -> dict[str, float]:
+    """Metrics of one objective, or of a mixture: the loss and accuracy pooled over every
+    component's main-head predictions, then `<component>/<metric>` for each of them."""
+    if len(sums) == 1:
+        return summarize(next(iter(sums.values())))
+    keys = ("nll_sum", "correct_sum", "weight_sum")
+    out = summarize({k: sum(float(s[k]) for s in sums.values()) for k in keys})
+    for name, component_sums in sums.items():
+        out.update({f"{name}/{k}": v for k, v in summarize(component_sums).items()})
+    return out
+
+
+def _add(total: dict | None, sums: dict) -> dict:
+    return sums if total is None else jax.tree.map(lambda a, b: a + b, total, sums)
+
+
+def evaluate(eval_steps: dict, params, batches) -> dict[str, float]:
+    """Every objective of the run on the same held-out batches (fixed masks per batch)."""
+    sums = {}
+    for name, eval_step in eval_steps.items():
+        for i, rows in enumerate(batches):
+            sums[name] = _add(sums.get(name), eval_step(params, rows, np.int32(i)))
+    return summarize_components(sums)
 
 
 def initialize_distributed(d: ml_collections.ConfigDict) -> None:
@@ -125,11 +155,15 @@ class _TerminationRequest:
             signal.signal(signal.SIGTERM, self._previous)
 
 
-def _check_finite(sums, first: int, last: int, checkpointer: Checkpointer) -> None:
-    """Raise `TrainingDivergedError` when a loss or gradient of steps first..last is not finite."""
-    if sums is None:
-        return
-    watched = [v for k, v in sums.items() if k.endswith("nll_sum") or k == "grad_norm"]
+def _check_finite(sums: dict, first: int, last: int, checkpointer: Checkpointer) -> None:
+    """Raise `TrainingDivergedError` when a loss or gradient of steps first..last is not finite
+    (`sums`: per component, accumulated since step `first`)."""
+    watched = [
+        v
+        for component in sums.values()
+        for k, v in component.items()
+        if k.endswith("nll_sum") or k == "grad_norm"
+    ]
     if all(np.isfinite(float(v)) for v in watched):
         return
     good = checkpointer.latest_step()
@@ -186,14 +220,18 @@ def pretrain(
             raise
         log.info("resumed from %s at step %d", checkpointer.directory / str(start), start)
 
-    objective = functools.partial(
-        objectives.get(config.objective), vocab=vocab, **config.objective_options.to_dict()
-    )
-    task = TASKS[config.objective]
-    train_step = make_train_step(
-        graphdef, optimizer, objective, config.seed, task, mesh, state_sharding
-    )
-    eval_step = make_eval_step(graphdef, objective, config.seed, task, mesh, state_sharding.params)
+    mixture = components(config)
+    train_steps, eval_steps = {}, {}
+    for c in mixture:
+        objective = functools.partial(objectives.get(c.objective), vocab=vocab, **c.options)
+        task = TASKS[c.objective]
+        train_steps[c.name] = make_train_step(
+            graphdef, optimizer, objective, config.seed, task, mesh, state_sharding
+        )
+        eval_steps[c.name] = make_eval_step(
+            graphdef, objective, config.seed, task, mesh, state_sharding.params
+        )
+    names, weights = [c.name for c in mixture], [c.weight for c in mixture]
     held_out = [
         global_batch(b, mesh)
         for b in eval_batches(data.eval, t.batch_size, t.eval_batches, **shard)
@@ -216,52 +254,60 @@ def pretrain(
         if metrics is not None:
             metrics.write(step, split, values)
 
+    # Model FLOPs per step of each objective: 3x its forward pass (forward + backward, Kaplan et
+    # al. 2020), counted by XLA on the lowered eval step (same batch, no dropout or remat).
     with jax.set_mesh(mesh):
-        # Model FLOPs per step: 3x the forward pass (forward + backward, Kaplan et al. 2020),
-        # counted by XLA on the lowered eval step (same batch shape, no dropout or remat).
-        cost = eval_step.lower(state.params, held_out[0], np.int32(0)).cost_analysis() or {}
-    step_flops = 3 * float(cost.get("flops", 0.0))
+        step_flops = {
+            name: 3
+            * float(
+                (eval_step.lower(state.params, held_out[0], np.int32(0)).cost_analysis() or {}).get(
+                    "flops", 0.0
+                )
+            )
+            for name, eval_step in eval_steps.items()
+        }
     peak, peak_source = peak_flops()
-    log.info(
-        "model FLOPs per step %.3g; MFU against %.3g FLOP/s (%s)", step_flops, peak, peak_source
-    )
+    log.info("model FLOPs per step %s; MFU against %.3g FLOP/s (%s)", step_flops, peak, peak_source)
 
     interrupted = False
     with jax.set_mesh(mesh), _TerminationRequest() as termination:
         try:
             if start == 0:
-                record(0, "eval", evaluate(eval_step, state.params, held_out))
-            sums, tick, first = None, time.perf_counter(), start + 1
+                record(0, "eval", evaluate(eval_steps, state.params, held_out))
+            sums, tick, first = {}, time.perf_counter(), start + 1
             bar = tqdm(
                 range(start, t.steps),
                 initial=start,
                 total=t.steps,
                 disable=not progress or not main_process,
-                desc=f"pretrain {config.objective}",
+                desc=f"pretrain {'+'.join(names)}",
                 unit="step",
                 dynamic_ncols=True,
             )
             for step in bar:
-                state, out = train_step(state, global_batch(next(batches), mesh))
-                sums = out if sums is None else jax.tree.map(lambda a, b: a + b, sums, out)
+                name = names[choose_component(config.seed, step, weights)]
+                state, out = train_steps[name](state, global_batch(next(batches), mesh))
+                sums[name] = _add(sums.get(name), out)
                 done = step + 1
                 if done % t.log_every == 0 or done == t.steps:
                     _check_finite(sums, first, done, checkpointer)
                     elapsed = time.perf_counter() - tick
-                    result = summarize(sums)
-                    steps = float(sums["steps"])
+                    steps = {n: float(s["steps"]) for n, s in sums.items()}
+                    flops = sum(step_flops[n] * k for n, k in steps.items())
+                    result = summarize_components(sums)
                     result.update(
-                        grad_norm=float(sums["grad_norm"]) / steps,
+                        grad_norm=sum(float(s["grad_norm"]) for s in sums.values())
+                        / sum(steps.values()),
                         learning_rate=float(schedule(done)),
-                        tokens_per_second=float(sums["tokens"]) / elapsed,
-                        model_flops_per_second=step_flops * steps / elapsed,
-                        mfu=step_flops * steps / elapsed / peak,
+                        tokens_per_second=sum(float(s["tokens"]) for s in sums.values()) / elapsed,
+                        model_flops_per_second=flops / elapsed,
+                        mfu=flops / elapsed / peak,
                     )
                     record(done, "train", result)
                     bar.set_postfix(loss=f"{result['loss']:.3f}", acc=f"{result['accuracy']:.3f}")
-                    sums, tick, first = None, time.perf_counter(), done + 1
+                    sums, tick, first = {}, time.perf_counter(), done + 1
                 if done % t.eval_every == 0 or done == t.steps:
-                    record(done, "eval", evaluate(eval_step, state.params, held_out))
+                    record(done, "eval", evaluate(eval_steps, state.params, held_out))
                 stop = termination.reached(done)
                 if done % t.checkpoint_every == 0 or done == t.steps or stop:
                     _check_finite(sums, first, done, checkpointer)
@@ -282,7 +328,7 @@ def pretrain(
         plot_loss_curve(
             workdir / "metrics.jsonl",
             plot_path,
-            title=f"{config.objective} on {config.data.corpus}",
+            title=f"{'+'.join(names)} on {config.data.corpus}",
         )
     # Process 0 holds the whole history (a resumed run's earlier evaluations included).
     records = read_metrics(workdir / "metrics.jsonl") if main_process else evaluations

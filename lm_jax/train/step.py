@@ -16,9 +16,9 @@ from lm_jax.objectives.batch import Batch
 from lm_jax.sharding import batch_sharding, state_shardings
 from lm_jax.train.tasks import TASKS, Task
 
-# Streams folded into the run's seed so that data masks, dropout and initialisation never share
-# random numbers.
-INIT_STREAM, TRAIN_STREAM, EVAL_STREAM = 0, 1, 2
+# Streams folded into the run's seed so that data masks, dropout, initialisation and the choice
+# of a mixture's objective never share random numbers.
+INIT_STREAM, TRAIN_STREAM, EVAL_STREAM, MIXTURE_STREAM = 0, 1, 2, 3
 
 
 @struct.dataclass
