@@ -402,6 +402,11 @@ def _validate_objective(
                 f"config.tokenizer.extra_ids must be >= {spans} for t5 on rows of {raw} tokens "
                 f"(one sentinel per noise span), got {config.tokenizer.extra_ids}"
             )
+    if TASKS[name].rows == "documents" and config.train.batch_size < 2:
+        raise ConfigError(
+            f"config.train.batch_size must be >= 2 for {name}: its random second segments come "
+            "from other documents of the batch"
+        )
     if name == "unilm" and config.model.type_vocab_size < 4:
         raise ConfigError("config.model.type_vocab_size must be >= 4 for unilm (LM identifiers)")
 
@@ -435,5 +440,5 @@ def _validate_mixture(config: ml_collections.ConfigDict) -> None:
         raise ConfigError(
             f"config.mixture: the objectives {sorted(c.objective for c in config.mixture.values())}"
             " train different models; mix objectives of one model family (encoder: mlm, wwm, "
-            "ngram, clm, prefix_lm, unilm; T5: t5; BART: bart, mass)"
+            "ngram, clm, prefix_lm, unilm; sentence pairs: nsp, sop; T5: t5; BART: bart, mass)"
         )

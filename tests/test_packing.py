@@ -52,3 +52,47 @@ def test_positions_numpy_and_jax_agree():
     np.testing.assert_array_equal(
         segments_to_positions(np.array([1, 1, 2, 2, 2, 0])), [0, 1, 0, 1, 2, 0]
     )
+
+
+def test_split_sentences():
+    from lm_jax.data.sentences import split_sentences
+
+    text = (
+        'Hello there. This is (a test.) Next one! 3.5 kg, "Quote." What?\nLine break 你好。再见！'
+    )
+    assert split_sentences(text) == [
+        "Hello there.",
+        "This is (a test.)",
+        "Next one!",
+        '3.5 kg, "Quote."',
+        "What?",
+        "Line break 你好。",
+        "再见！",
+    ]
+    assert split_sentences("  \n\n ") == []
+
+
+def test_document_rows_cut_at_sentence_boundaries(wiki_tokenizer, wiki_docs):
+    from lm_jax.data.sentences import document_rows, split_sentences
+
+    docs = wiki_docs[:3]
+    rows = document_rows(docs, wiki_tokenizer, 64)
+    sentence_ids = [[wiki_tokenizer.encode_ids([s])[0] for s in split_sentences(d)] for d in docs]
+    stream = np.concatenate([x for doc in sentence_ids for x in doc])
+    # Every token kept, in order, one document piece per row, padding after the text.
+    text = rows.segment_ids == 1
+    assert np.array_equal(rows.tokens[text], stream)
+    assert np.all(np.diff(rows.segment_ids, axis=1) <= 0)  # 1...1 0...0
+    assert np.array_equal(rows.positions[text], np.nonzero(text)[1])
+    # Sentence starts: exactly the first token of each sentence (and of each row's text).
+    starts = np.concatenate(
+        [np.r_[True, np.zeros(len(x) - 1, bool)] for d in sentence_ids for x in d]
+    )
+    got = rows.sentence_starts[text]
+    long_cut = ~starts & got  # a sentence longer than a row continues at the next row's start
+    assert np.all(got[starts]) and np.all(rows.sentence_starts[:, 0])
+    assert np.all(long_cut == (~starts & np.isin(np.arange(len(got)), np.cumsum(text.sum(1))[:-1])))
+    # Rows end at sentence boundaries unless the next sentence would not have fitted.
+    lengths = text.sum(1)
+    assert lengths.max() <= 64 and (lengths > 32).mean() > 0.5
+    assert np.array_equal(rows.word_starts[text], wiki_tokenizer.word_starts(stream))

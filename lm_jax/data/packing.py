@@ -26,12 +26,14 @@ class PackedRows:
     segment_ids: np.ndarray  # int32, 1..n per row, 0 = padding
     positions: np.ndarray  # int32, restarting at 0 per segment
     word_starts: np.ndarray  # bool, word-start flags (specials start their own word)
+    sentence_starts: np.ndarray | None = None  # bool; document rows only (lm_jax.data.sentences)
 
     def __len__(self) -> int:
         return self.tokens.shape[0]
 
     def row(self, i: int) -> dict[str, np.ndarray]:
-        return {f.name: getattr(self, f.name)[i] for f in dataclasses.fields(self)}
+        fields = (f.name for f in dataclasses.fields(self))
+        return {name: getattr(self, name)[i] for name in fields if getattr(self, name) is not None}
 
 
 def segments_to_positions(segment_ids: np.ndarray) -> np.ndarray:

@@ -17,6 +17,7 @@ import grain
 import numpy as np
 
 from lm_jax.data.packing import PackedRows, pack_documents
+from lm_jax.data.sentences import document_rows
 from lm_jax.data.sources import load_documents
 from lm_jax.data.tokenizer import Tokenizer, load_tokenizer, train_sentencepiece
 from lm_jax.errors import DataError
@@ -81,8 +82,11 @@ def tokenize_and_pack(docs: list[str], tokenizer: Tokenizer, seq_len: int) -> Pa
     )
 
 
-def build_pretraining_data(config, workdir: Path, reuse_tokenizer: bool = False) -> PretrainingData:
-    """Load, split, tokenize and pack the configured corpus (see module docstring)."""
+def build_pretraining_data(
+    config, workdir: Path, reuse_tokenizer: bool = False, rows: str = "packed"
+) -> PretrainingData:
+    """Load, split, tokenize and lay out the configured corpus as `rows`: "packed" documents
+    (`pack_documents`) or "documents" with sentence starts (`document_rows`)."""
     d = config.data
     docs = load_documents(
         d.corpus,
@@ -94,8 +98,9 @@ def build_pretraining_data(config, workdir: Path, reuse_tokenizer: bool = False)
     )
     train_docs, eval_docs = split_documents(docs, d.eval_fraction, config.seed)
     tokenizer = get_tokenizer(config.tokenizer, train_docs, workdir, reuse_tokenizer)
-    train = tokenize_and_pack(train_docs, tokenizer, d.seq_len)
-    held_out = tokenize_and_pack(eval_docs, tokenizer, d.seq_len)
+    layout = {"packed": tokenize_and_pack, "documents": document_rows}[rows]
+    train = layout(train_docs, tokenizer, d.seq_len)
+    held_out = layout(eval_docs, tokenizer, d.seq_len)
     need = config.train.batch_size
     if len(train) < need:
         raise DataError(

@@ -309,7 +309,7 @@ def _word_structure_row(key, inputs, pair, selected, real, types, *, vocab, rate
     k_pick, k_order = jax.random.split(key)
     count = jnp.round(rate * slot.sum()).astype(jnp.int32)
     chosen = select_positions(k_pick, slot, count, max_trigrams)
-    order = _SHUFFLES[jax.random.randint(k_order, (length,), 0, len(_SHUFFLES))]
+    order = jnp.asarray(_SHUFFLES)[jax.random.randint(k_order, (length,), 0, len(_SHUFFLES))]
     start = jax.lax.cummax(jnp.where(chosen, idx, -1))  # the trigram each position may be in
     offset = idx - start
     inside = (start >= 0) & (offset < 3)

@@ -186,7 +186,8 @@ def pretrain(
     workdir = Path(workdir or default_workdir(config))
     resuming = bool(checkpoint_steps(workdir / "checkpoints"))
     check_run_config(workdir, config.to_dict(), resuming, write=main_process)
-    data = build_pretraining_data(config, workdir, reuse_tokenizer=resuming)
+    rows = TASKS[components(config)[0].objective].rows
+    data = build_pretraining_data(config, workdir, reuse_tokenizer=resuming, rows=rows)
     vocab = data.tokenizer.vocab
     t = config.train
     log.info(

@@ -18,7 +18,11 @@ from flax import nnx
 
 from lm_jax.models.config import TransformerConfig
 from lm_jax.models.electra import Electra
-from lm_jax.models.encoder import EncoderForMaskedLM, EncoderForSpanBoundary
+from lm_jax.models.encoder import (
+    EncoderForMaskedLM,
+    EncoderForPreTraining,
+    EncoderForSpanBoundary,
+)
 from lm_jax.models.seq2seq import EncoderDecoder, Seq2SeqConfig
 from lm_jax.models.xlnet import XLNet
 from lm_jax.train.losses import weighted_cross_entropy
@@ -43,11 +47,14 @@ class Task:
       build: the model from the shared `TransformerConfig` (families adapt it).
       sums: (model, batch, key, deterministic, rngs) -> sums of every head.
       loss: sums -> the scalar training loss.
+      rows: the data layout it reads: "packed" documents (`lm_jax.data.packing`) or
+        "documents", one document per row with sentence starts (`lm_jax.data.sentences`).
     """
 
     build: Callable[[TransformerConfig, nnx.Rngs], nnx.Module]
     sums: Callable[..., dict[str, jax.Array]]
     loss: Callable[[dict], jax.Array] = _mean
+    rows: str = "packed"
 
 
 def _lm_sums(model, batch, key, deterministic, rngs):
@@ -84,6 +91,27 @@ def _electra_sums(model, batch, key, deterministic, rngs):
     }
 
 
+def _sentence_pair_sums(model, batch, key, deterministic, rngs):
+    """BERT's pretraining heads: masked LM and the sentence-level label (NSP, SOP, SSO)."""
+    mlm, sentence = model(batch, deterministic=deterministic, rngs=rngs)
+    return {
+        **weighted_cross_entropy(mlm, batch.masked_targets, batch.masked_weights),
+        **_prefixed(
+            "sentence_",
+            weighted_cross_entropy(sentence, batch.sentence_labels, batch.sentence_weights),
+        ),
+    }
+
+
+def _sentence_pair_task(labels: int) -> Task:
+    return Task(
+        lambda cfg, rngs: EncoderForPreTraining(cfg, labels, rngs=rngs),
+        _sentence_pair_sums,
+        lambda s: _mean(s) + _mean(s, "sentence_"),
+        rows="documents",
+    )
+
+
 def _seq2seq_sums(model, batch, key, deterministic, rngs):
     logits = model(batch, deterministic=deterministic, rngs=rngs)
     return weighted_cross_entropy(logits, batch.decoder_targets, batch.decoder_loss_weights)
@@ -109,6 +137,7 @@ def _mpnet(cfg: TransformerConfig, rngs: nnx.Rngs) -> EncoderForMaskedLM:
 
 
 _LM = Task(_encoder, _lm_sums)
+_TWO_WAY_SENTENCE = _sentence_pair_task(2)
 _SEQ2SEQ_BART = Task(_seq2seq("bart"), _seq2seq_sums)
 
 TASKS: dict[str, Task] = {
@@ -133,13 +162,13 @@ TASKS: dict[str, Task] = {
     "t5": Task(_seq2seq("t5"), _seq2seq_sums),
     "bart": _SEQ2SEQ_BART,
     "mass": _SEQ2SEQ_BART,
+    "nsp": _TWO_WAY_SENTENCE,
+    "sop": _TWO_WAY_SENTENCE,
+    "structbert": _sentence_pair_task(3),
 }
 
 # Registered objectives the loop does not train yet, and what they need from the data.
 UNTRAINABLE = {
     "entity": "entity annotations (entity_ids) from the data pipeline",
-    "nsp": "one document per row with sentence starts",
-    "sop": "one document per row with sentence starts",
-    "structbert": "one document per row with sentence starts",
     "tlm": "a parallel (translation) corpus",
 }
