@@ -1,5 +1,6 @@
 """Seq2seq denoising objectives: T5 span corruption, BART, MASS (shared/OBJECTIVES.md)."""
 
+import functools
 import importlib.util
 import math
 
@@ -181,9 +182,9 @@ def aligned_gaps(original, output):
 
 
 def bart_no_permute(key, tokens, segments, **options):
-    return obj.bart(
-        key, tokens, vocab=VOCAB, segment_ids=segments, permute_sentence_ratio=0.0, **options
-    )
+    """BART without sentence permutation, jitted (one compile beats op-by-op dispatch on CPU)."""
+    make = functools.partial(obj.bart, vocab=VOCAB, permute_sentence_ratio=0.0, **options)
+    return jax.jit(make)(key, tokens, segment_ids=segments)
 
 
 def test_bart_token_masking_exact_count():
@@ -271,7 +272,7 @@ def test_bart_permutation_and_rotation_preserve_tokens():
     assert (rotated.decoder_inputs[:, 0] == VOCAB.eos_id).all()
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=8, deadline=None)
 @given(
     n=st.integers(0, 24),
     replace_length=st.sampled_from([-1, 0, 1]),

@@ -218,7 +218,7 @@ def jitted_mlm(vocab, budget):
     return jax.jit(lambda k, t, s: obj.mlm(k, t, vocab=vocab, segment_ids=s, budget=budget))
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(odd_rows(), st.sampled_from(["round", "probabilistic"]))
 def test_property_valid_batch_on_odd_inputs(vocab, rows, budget):
     tokens, segs = rows

@@ -12,7 +12,7 @@ from conftest import ROOT, run_python
 )
 def test_notebook_code_runs(notebook: Path):
     cells = json.loads(notebook.read_text())["cells"]
-    code = ["NOTEBOOK_STEPS = 30"]
+    code = ["NOTEBOOK_STEPS = 10"]
     code += [
         "".join(c["source"])
         for c in cells

@@ -151,7 +151,7 @@ def test_structbert_word_structure():
     assert shuffled_trigrams > 64  # about half the aligned unmasked trigrams, most orders moved
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=6, deadline=None)
 @given(
     lengths=st.lists(st.integers(0, 24), min_size=4, max_size=4),
     with_starts=st.booleans(),

@@ -14,11 +14,13 @@ import numpy as np
 import pytest
 from conftest import ROOT, tiny_config
 
+from lm_jax.config import override
 from lm_jax.errors import CheckpointError, ConfigError, TrainingDivergedError
 from lm_jax.train import loop
 from lm_jax.train.checkpoint import Checkpointer, checkpoint_steps
 from lm_jax.train.loop import pretrain
 from lm_jax.train.metrics import read_metrics
+from lm_jax.train.tasks import TASKS
 
 
 def tree_equal(a, b):
@@ -67,7 +69,9 @@ def test_checkpoint_restores_identical_parameters(finished_run):
     assert checkpointer.latest_step() == 120
     data_iterator = iter(grain.MapDataset.range(1000).to_iter_dataset())
     restored = checkpointer.restore(120, run.state, data_iterator)
+    saved_config = checkpointer.saved_config(120)
     checkpointer.close()
+    assert saved_config == config.to_dict()  # the configuration travels with the checkpoint
     assert data_iterator.get_state() == {"next_index": 120}  # the data position is restored too
     assert tree_equal(restored.params, run.state.params)
     assert tree_equal(restored.opt_state, run.state.opt_state)
@@ -91,8 +95,10 @@ def interrupt_at(monkeypatch, step: int, action) -> None:
 
 
 def test_sigterm_saves_then_resume_continues_exactly(finished_run, tmp_path, monkeypatch):
-    """SIGTERM at step 57 (between checkpoints) saves step 57 and returns; resuming from it is
-    bitwise the same as never stopping: parameters, optimiser state, data position, evals."""
+    """Same seed, same run, through an interruption: a second run of the finished run's config
+    logs identical losses; SIGTERM at step 57 (between checkpoints) saves step 57 and returns;
+    resuming from it ends bitwise equal to the uninterrupted run: parameters, optimiser state,
+    data position, held-out losses."""
     config, run = finished_run
     sent = []
 
@@ -104,6 +110,9 @@ def test_sigterm_saves_then_resume_continues_exactly(finished_run, tmp_path, mon
     interrupt_at(monkeypatch, 57, sigterm)
     stopped = pretrain(config, tmp_path / "run", progress=False)
     assert stopped.interrupted and stopped.final_step == 57
+    before = lambda path: [r for r in read_metrics(path) if r["step"] <= 55]
+    strip = lambda records: [{k: v for k, v in r.items() if k == "loss"} for r in records]
+    assert strip(before(stopped.metrics_path)) == strip(before(run.metrics_path))
     assert checkpoint_steps(tmp_path / "run" / "checkpoints") == [40, 57]
     monkeypatch.undo()
     resumed = pretrain(config, tmp_path / "run", progress=False)
@@ -120,21 +129,6 @@ def test_non_finite_loss_stops_with_last_good_checkpoint(tmp_path, monkeypatch):
     with pytest.raises(TrainingDivergedError, match=r"steps 11 and 15.*step 10, is intact"):
         pretrain(tiny_config(), tmp_path / "run", progress=False)
     assert checkpoint_steps(tmp_path / "run" / "checkpoints") == [10]
-
-
-def test_same_seed_same_run(finished_run, tmp_path):
-    config, run = finished_run
-    config = tiny_config(
-        **{
-            "train.steps": 120,
-            "train.eval_every": 40,
-            "train.checkpoint_every": 40,
-            "train.learning_rate": 3e-3,
-            "train.warmup_steps": 10,
-        }
-    )
-    again = pretrain(config, tmp_path / "again", progress=False)
-    assert tree_equal(again.state.params, run.state.params)
 
 
 def test_mismatched_or_corrupt_checkpoint_is_refused_untouched(finished_run, tmp_path):
@@ -290,6 +284,24 @@ def test_every_trainable_objective_learns(objective, tmp_path):
     assert run.last_eval_loss < run.first_eval_loss - 0.5, (run.first_eval_loss, run.last_eval_loss)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("objective", sorted(TASKS))
+def test_every_objective_beats_the_unigram_baseline_on_the_default_corpus(objective, tmp_path):
+    """Each trainable objective, its CPU-sized default config, 300 steps on the default corpus
+    (the Wikipedia sample): held-out loss clearly below a context-free unigram model's."""
+    from lm_jax.config import pretraining_config
+
+    config = override(
+        pretraining_config(objective),
+        {"train.steps": 300, "train.eval_every": 300, "train.checkpoint_every": 300},
+    )
+    run = pretrain(config, tmp_path, progress=False)
+    assert run.last_eval_loss < run.unigram_baseline - 0.1, (
+        run.last_eval_loss,
+        run.unigram_baseline,
+    )
+
+
 def test_untrainable_objectives_and_foreign_options_are_refused():
     from lm_jax.config import pretraining_config, validate
 
@@ -308,33 +320,29 @@ def test_untrainable_objectives_and_foreign_options_are_refused():
         validate(config)
 
 
-def test_lamb_with_gradient_accumulation(tmp_path):
-    """LAMB trains; with 2 micro-batches per update the parameters move every second step."""
+LAMB_ACCUMULATING = {
+    "train.optimizer": "lamb",
+    "train.grad_accumulation": 2,
+    "train.learning_rate": 5e-2,
+    "train.warmup_steps": 4,
+}
+
+
+def test_gradient_accumulation_updates_every_second_step():
+    """With LAMB and 2 micro-batches per update, the parameters move every second step and the
+    learning-rate schedule counts updates."""
     import functools
 
     import jax.numpy as jnp
     from flax import nnx
 
     from lm_jax import objectives
-    from lm_jax.config import pretraining_config
     from lm_jax.data.tokenizer import VocabInfo
     from lm_jax.train.loop import build_model
     from lm_jax.train.optimizer import make_optimizer
     from lm_jax.train.step import TrainState, make_train_step
 
-    config = tiny_config(
-        **{
-            "train.optimizer": "lamb",
-            "train.grad_accumulation": 2,
-            "train.steps": 60,
-            "train.eval_every": 60,
-            "train.checkpoint_every": 60,
-            "train.learning_rate": 5e-2,
-            "train.warmup_steps": 4,
-        }
-    )
-    run = pretrain(config, tmp_path / "lamb", progress=False)
-    assert run.last_eval_loss < run.first_eval_loss - 0.3, (run.first_eval_loss, run.last_eval_loss)
+    config = tiny_config(**LAMB_ACCUMULATING)
     graphdef, params = nnx.split(build_model(config, 1000))
     optimizer, schedule = make_optimizer(config.train)
     vocab = VocabInfo(size=1000, pad_id=0, unk_id=1, cls_id=2, sep_id=3, mask_id=4)
@@ -354,7 +362,16 @@ def test_lamb_with_gradient_accumulation(tmp_path):
     moved = jax.tree.leaves(jax.tree.map(lambda a, b: bool((a != b).any()), first, state.params))
     assert any(moved)
     assert schedule(3) == schedule(2) and schedule(4) > schedule(3)
-    assert pretraining_config().train.optimizer == "adamw"
+
+
+@pytest.mark.slow
+def test_lamb_with_gradient_accumulation_learns(tmp_path):
+    config = tiny_config(
+        **LAMB_ACCUMULATING,
+        **{"train.steps": 40, "train.eval_every": 40, "train.checkpoint_every": 40},
+    )
+    run = pretrain(config, tmp_path / "lamb", progress=False)
+    assert run.last_eval_loss < run.first_eval_loss - 0.3, (run.first_eval_loss, run.last_eval_loss)
 
 
 def test_objective_mixture_trains_each_component(tmp_path):

@@ -89,15 +89,16 @@ def check_run_config(
 
 class Checkpointer:
     """Keeps the last `keep` checkpoints under `directory`, each holding the train state (a
-    pytree, sharded arrays included) and the data iterator's position (`data/`: grain's
-    per-process state files).
+    pytree, sharded arrays included), the data iterator's position (`data/`: grain's
+    per-process state files) and the run's configuration (`config/`, JSON).
 
     Saves are asynchronous (orbax writes in the background while training continues); `close`
     waits for the last one. Restores read straight into the shardings of the state passed in.
     """
 
-    def __init__(self, directory: Path, keep: int):
+    def __init__(self, directory: Path, keep: int, config: dict[str, Any] | None = None):
         self.directory = Path(directory)
+        self._config = config or {}
         self._manager = ocp.CheckpointManager(
             self.directory.absolute(),
             options=ocp.CheckpointManagerOptions(
@@ -114,8 +115,15 @@ class Checkpointer:
             args=ocp.args.Composite(
                 state=ocp.args.StandardSave(state),
                 data=grain.checkpoint.CheckpointSave(data_iterator),
+                config=ocp.args.JsonSave(self._config),
             ),
         )
+
+    def saved_config(self, step: int) -> dict[str, Any]:
+        """The configuration saved with checkpoint `step`."""
+        return self._manager.restore(
+            step, args=ocp.args.Composite(config=ocp.args.JsonRestore())
+        ).config
 
     def restore(self, step: int, like: Any, data_iterator: Any) -> Any:
         """The state saved at `step`, with the structure, shapes, dtypes and shardings of

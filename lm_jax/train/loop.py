@@ -211,7 +211,9 @@ def pretrain(
     )
     shard = dict(process_index=jax.process_index(), process_count=jax.process_count())
     batches = batch_iterator(train_batches(data.train, t.batch_size, config.seed, **shard))
-    checkpointer = Checkpointer(workdir / "checkpoints", keep=t.keep_checkpoints)
+    checkpointer = Checkpointer(
+        workdir / "checkpoints", keep=t.keep_checkpoints, config=config.to_dict()
+    )
     start = checkpointer.latest_step() or 0
     if start:
         try:
