@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tempfile
 import textwrap
 from pathlib import Path
 
@@ -15,12 +14,6 @@ from lm_jax.data.sources import shared_data_dir
 from lm_jax.data.tokenizer import VocabInfo
 
 ROOT = Path(__file__).resolve().parents[1]
-
-# One persistent XLA compilation cache per test session (subprocesses inherit it): the many runs
-# of the same tiny configurations compile their steps once.
-os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="lm_jax_xla_cache_"))
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.3")
-os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
 
 @pytest.fixture(scope="session")

@@ -104,6 +104,13 @@ def summarize_components(sums: dict[str, dict]) -> dict[str, float]:
     return out
 
 
+def model_flops(eval_step, params, rows) -> float:
+    """Model FLOPs of one train step: 3x the forward pass (forward + backward, Kaplan et al.
+    2020), as XLA counts it on the lowered eval step (same batch; no dropout, no remat)."""
+    cost = eval_step.lower(params, rows, np.int32(0)).cost_analysis() or {}
+    return 3 * float(cost.get("flops", 0.0))
+
+
 def _add(total: dict | None, sums: dict) -> dict:
     return sums if total is None else jax.tree.map(lambda a, b: a + b, total, sums)
 
@@ -223,9 +230,8 @@ def pretrain(
             raise
         log.info("resumed from %s at step %d", checkpointer.directory / str(start), start)
 
-    mixture = components(config)
     train_steps, eval_steps = {}, {}
-    for c in mixture:
+    for c in components(config):
         objective = functools.partial(objectives.get(c.objective), vocab=vocab, **c.options)
         task = TASKS[c.objective]
         train_steps[c.name] = make_train_step(
@@ -234,7 +240,7 @@ def pretrain(
         eval_steps[c.name] = make_eval_step(
             graphdef, objective, config.seed, task, mesh, state_sharding.params
         )
-    names, weights = [c.name for c in mixture], [c.weight for c in mixture]
+    names, weights = zip(*((c.name, c.weight) for c in components(config)))
     held_out = [
         global_batch(b, mesh)
         for b in eval_batches(data.eval, t.batch_size, t.eval_batches, **shard)
@@ -257,18 +263,8 @@ def pretrain(
         if metrics is not None:
             metrics.write(step, split, values)
 
-    # Model FLOPs per step of each objective: 3x its forward pass (forward + backward, Kaplan et
-    # al. 2020), counted by XLA on the lowered eval step (same batch, no dropout or remat).
     with jax.set_mesh(mesh):
-        step_flops = {
-            name: 3
-            * float(
-                (eval_step.lower(state.params, held_out[0], np.int32(0)).cost_analysis() or {}).get(
-                    "flops", 0.0
-                )
-            )
-            for name, eval_step in eval_steps.items()
-        }
+        step_flops = {n: model_flops(f, state.params, held_out[0]) for n, f in eval_steps.items()}
     peak, peak_source = peak_flops()
     log.info("model FLOPs per step %s; MFU against %.3g FLOP/s (%s)", step_flops, peak, peak_source)
 
