@@ -3,12 +3,12 @@ paper's R-denoisers (span corruption with mean span 3 or 8 at 15% noise) and X-d
 3 or 8 at 50% noise; mean 64 at 15% or 50%), equally weighted, each step training one drawn
 from (seed, step). Not included: the S-denoiser (sequence-to-sequence prefix LM; lm_jax's
 prefix_lm trains the encoder family) and the paradigm tokens ([NLU], [NLG], [S2S]) prepended to
-inputs. Optimiser: T5's (configs/t5.py).
+inputs. Optimiser and sizes: T5's (`T5_RECIPE`, `T5_SIZES` in lm_jax/config.py).
 
     python -m lm_jax.pretrain --config=configs/ul2.py:base --config.mesh.fsdp=8
 """
 
-from lm_jax.config import MIXTURE, objective_options, sized_config
+from lm_jax.config import MIXTURE, T5_RECIPE, T5_SIZES, objective_options, sized_config
 
 DENOISERS = {  # name: (mean span length, noise density)
     "r3": (3.0, 0.15),
@@ -18,31 +18,11 @@ DENOISERS = {  # name: (mean span length, noise density)
     "x64_15": (64.0, 0.15),
     "x64_50": (64.0, 0.5),
 }
-RECIPE = {
-    "train.optimizer": "adafactor",
-    "train.decay": "rsqrt",
-    "train.weight_decay": 0.0,
-    "tokenizer.extra_ids": 100,
-}
-SIZES = {
-    # Adafactor's steps scale with the parameters' RMS (see configs/t5.py).
-    "tiny": {"train.learning_rate": 3e-2},
-    **{
-        size: {
-            "train.learning_rate": 1e-2,
-            "train.batch_size": 128,
-            "train.steps": 2**19,
-            "train.warmup_steps": 10_000,
-            "data.seq_len": 568,
-            "model.max_position": 568,
-        }
-        for size in ("base", "large")
-    },
-}
+RECIPE = {**T5_RECIPE, "tokenizer.extra_ids": 100}
 
 
 def get_config(size: str = "tiny"):
-    c = sized_config(MIXTURE, size, RECIPE, SIZES)
+    c = sized_config(MIXTURE, size, RECIPE, T5_SIZES)
     for name, (mean_span, density) in DENOISERS.items():
         c.mixture[name] = {"objective": "t5", "weight": 1.0}
         c.mixture[name].options = objective_options("t5")

@@ -175,6 +175,45 @@ MODEL_SIZES = {
 }
 
 
+# Recipes several papers share (dotted field -> value), used by configs/*.py.
+# BERT (Devlin et al. 2019, appendix A.2): Adam(0.9, 0.999), L2 weight decay 0.01, lr 1e-4
+# warmed up over 10k steps then linearly decayed, batch 256, 1M steps.
+BERT_RECIPE = {
+    "train.b2": 0.999,
+    "train.eps": 1e-6,
+    "train.weight_decay": 0.01,
+    "train.decay": "linear",
+}
+BERT_SIZES = {
+    size: {
+        "train.learning_rate": 1e-4,
+        "train.batch_size": 256,
+        "train.steps": 1_000_000,
+        "train.warmup_steps": 10_000,
+    }
+    for size in ("base", "large")
+}
+# T5 (Raffel et al. 2020, sec. 3.1.2): Adafactor, inverse-square-root learning rate peaking at
+# 0.01 after 10^4 steps, batch 128, 2^19 steps; rows of 568 raw tokens give 512-token inputs.
+T5_RECIPE = {"train.optimizer": "adafactor", "train.decay": "rsqrt", "train.weight_decay": 0.0}
+T5_SIZES = {
+    # Adafactor scales its steps by the parameters' RMS: the 0.02-std initialisation of a tiny
+    # model needs a larger rate than T5's 0.01.
+    "tiny": {"train.learning_rate": 3e-2},
+    **{
+        size: {
+            "train.learning_rate": 1e-2,
+            "train.batch_size": 128,
+            "train.steps": 2**19,
+            "train.warmup_steps": 10_000,
+            "data.seq_len": 568,
+            "model.max_position": 568,
+        }
+        for size in ("base", "large")
+    },
+}
+
+
 def override(
     config: ml_collections.ConfigDict, values: Mapping[str, Any]
 ) -> ml_collections.ConfigDict:

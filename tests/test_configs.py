@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
-from lm_jax.config import MODEL_SIZES, validate
+from lm_jax.config import MODEL_SIZES, override, validate
 from lm_jax.errors import ConfigError
 from lm_jax.train.loop import pretrain
 
@@ -19,6 +19,25 @@ def load(path: Path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.get_config
+
+
+def cpu_sized(config, **overrides):
+    """A tiny config shrunk further for a 60-step test on CPython's docs."""
+    return override(
+        config,
+        {
+            "data.corpus": "python_docs",
+            "data.seq_len": 64,
+            "model.max_position": 64,
+            "tokenizer.vocab_size": 1000,
+            "train.steps": 60,
+            "train.warmup_steps": 5,
+            "train.batch_size": 8,
+            "train.eval_every": 60,
+            "train.checkpoint_every": 60,
+            **overrides,
+        },
+    )
 
 
 @pytest.mark.parametrize("path", PAPER_CONFIGS, ids=lambda p: p.stem)
@@ -61,17 +80,7 @@ def test_paper_numbers():
 
 def test_tiny_t5_trains_with_adafactor(tmp_path):
     """The tiny T5 config (Adafactor, inverse-square-root schedule) trains: loss falls."""
-    config = load(ROOT / "configs" / "t5.py")("tiny")
-    config.data.corpus = "python_docs"
-    config.data.seq_len = 64
-    config.model.max_position = 64
-    config.tokenizer.vocab_size = 1000
-    config.train.steps = 60
-    config.train.warmup_steps = 5
-    config.train.batch_size = 8
-    config.train.eval_every = 60
-    config.train.checkpoint_every = 60
-    run = pretrain(config, tmp_path, progress=False)
+    run = pretrain(cpu_sized(load(ROOT / "configs" / "t5.py")("tiny")), tmp_path, progress=False)
     assert run.last_eval_loss < run.first_eval_loss - 0.3
 
 
@@ -96,16 +105,6 @@ def test_mixture_errors_name_the_component():
 @pytest.mark.slow
 def test_tiny_ul2_mixture_trains(tmp_path):
     """configs/ul2.py:tiny: six T5 denoisers on one model; the pooled held-out loss falls."""
-    config = load(ROOT / "configs" / "ul2.py")("tiny")
-    config.data.corpus = "python_docs"
-    config.data.seq_len = 64
-    config.model.max_position = 64
-    config.tokenizer.vocab_size = 1000
-    config.tokenizer.extra_ids = 20
-    config.train.steps = 60
-    config.train.warmup_steps = 5
-    config.train.batch_size = 8
-    config.train.eval_every = 60
-    config.train.checkpoint_every = 60
+    config = cpu_sized(load(ROOT / "configs" / "ul2.py")("tiny"), **{"tokenizer.extra_ids": 20})
     run = pretrain(config, tmp_path, progress=False)
     assert run.last_eval_loss < run.first_eval_loss - 0.3
