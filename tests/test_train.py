@@ -287,13 +287,16 @@ def test_every_trainable_objective_learns(objective, tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("objective", sorted(TASKS))
 def test_every_objective_beats_the_unigram_baseline_on_the_default_corpus(objective, tmp_path):
-    """Each trainable objective, its CPU-sized default config, 300 steps on the default corpus
-    (the Wikipedia sample): held-out loss clearly below a context-free unigram model's."""
+    """Each trainable objective, its CPU-sized default config, a few hundred steps on the default
+    corpus (the Wikipedia sample): held-out loss clearly below a context-free unigram model's.
+    Span masking and the sentence-pair rows (text cut for [CLS] A [SEP] B [SEP]) are harder to
+    predict and get 600 steps (at 300 they are 0.08-0.10 nats below the baseline)."""
     from lm_jax.config import pretraining_config
 
+    steps = 600 if objective in ("span", "nsp", "sop", "structbert") else 300
     config = override(
         pretraining_config(objective),
-        {"train.steps": 300, "train.eval_every": 300, "train.checkpoint_every": 300},
+        {"train.steps": steps, "train.eval_every": steps, "train.checkpoint_every": steps},
     )
     run = pretrain(config, tmp_path, progress=False)
     assert run.last_eval_loss < run.unigram_baseline - 0.1, (
