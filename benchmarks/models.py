@@ -211,9 +211,8 @@ def steps(family: str, a) -> tuple[Callable[[], None], Callable[[], None]]:
     return lambda: jax.block_until_ready(grad(params)), peer_step
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--family", choices=[*FAMILIES, "all"], default="all")
+def add_shape_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model and batch shape shared by the model and train-step benchmarks (BERT-small)."""
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--heads", type=int, default=4)
@@ -221,6 +220,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--vocab", type=int, default=30522)
     parser.add_argument("--repeats", type=int, default=5)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--family", choices=[*FAMILIES, "all"], default="all")
+    add_shape_arguments(parser)
     a = parser.parse_args()
     print(
         f"{a.layers} layers, hidden {a.hidden}, seq {a.seq}, batch {a.batch}, vocab {a.vocab}; "

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import transformers
 from flax import nnx
-from models import median_time  # benchmarks/models.py, beside this script
+from models import add_shape_arguments, median_time  # benchmarks/models.py, beside this script
 
 import lm_jax.objectives as objectives
 from lm_jax.data.tokenizer import VocabInfo
@@ -132,13 +132,7 @@ def peer_step(a):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--hidden", type=int, default=256)
-    parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--seq", type=int, default=128)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--vocab", type=int, default=30522)
-    parser.add_argument("--repeats", type=int, default=5)
+    add_shape_arguments(parser)
     parser.add_argument(
         "--objectives", nargs="*", default=["mlm", "plm", "mpnet", "span", "electra"]
     )
