@@ -95,12 +95,15 @@ def constrain(x: jax.Array, logical: Sequence[str | None]) -> jax.Array:
 
 def state_shardings(tree: Any, mesh: Mesh) -> Any:
     """NamedShardings for a pytree of NNX Variables (parameters, optimiser moments: their
-    `logical_axes` decide) and plain arrays (step counters: replicated), as a tree prefix."""
+    `logical_axes` decide) and plain arrays (step counters: replicated), as a tree prefix.
+    Optimiser states shaped unlike their parameter (Adafactor's factored row / column moments
+    keep the parameter's metadata but not its rank) are replicated."""
 
     def leaf(x):
         if isinstance(x, nnx.Variable):
             axes = x.get_metadata().get("logical_axes")
-            return NamedSharding(mesh, logical_to_spec(axes, x.shape, dict(mesh.shape)))
+            if axes is not None and len(axes) == len(x.shape):
+                return NamedSharding(mesh, logical_to_spec(axes, x.shape, dict(mesh.shape)))
         return NamedSharding(mesh, PartitionSpec())
 
     return jax.tree.map(leaf, tree, is_leaf=lambda x: isinstance(x, nnx.Variable))

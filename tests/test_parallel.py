@@ -7,14 +7,16 @@ import socket
 import subprocess
 import sys
 
+import jax
+import numpy as np
 import pytest
 from conftest import ROOT, run_python, tiny_config
+from jax.sharding import PartitionSpec as P
 
-from lm_jax.sharding import logical_to_spec
+from lm_jax.sharding import logical_to_spec, make_mesh, state_shardings
 from lm_jax.train.loop import pretrain
 from lm_jax.train.metrics import read_metrics
 
-P = __import__("jax").sharding.PartitionSpec
 SHORT_RUN = {
     "train.steps": 10,
     "train.log_every": 5,
@@ -38,6 +40,27 @@ def test_logical_axis_rules():
     assert logical_to_spec((None, "heads"), (32, 3), mesh) == P(None, None)
     assert logical_to_spec(("batch",), (6,), {"data": 4, "fsdp": 1, "tensor": 1}) == P(None)
     assert logical_to_spec(None, (4,), mesh) == P()
+
+
+def test_adafactor_factored_moments_are_replicated():
+    """Adafactor's row / column moments carry their parameter's logical axes but not its rank:
+    they are replicated rather than sharded by the wrong dimension's name."""
+    import optax
+    from flax import nnx
+
+    kernel = nnx.Param(np.zeros((256, 512), np.float32), logical_axes=("embed", "mlp"))
+    params = nnx.State({"kernel": kernel})
+    state = optax.adafactor(1e-2).init(params)
+    mesh = make_mesh(data=1, devices=jax.devices()[:1])
+    shardings = [
+        (tuple(v.shape), s.spec)
+        for v, s in zip(
+            jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, nnx.Variable)),
+            jax.tree.leaves(state_shardings(state, mesh)),
+        )
+        if isinstance(v, nnx.Variable)
+    ]
+    assert ((256,), P()) in shardings and ((512,), P()) in shardings
 
 
 @pytest.fixture(scope="module")
