@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 
 import ml_collections
 
+from lm_jax.data.entities import ANNOTATED_CORPORA
 from lm_jax.data.sources import CORPORA
 from lm_jax.data.tokenizer import MIN_TRAINED_VOCAB, MODEL_TYPES
 from lm_jax.errors import ConfigError
@@ -97,7 +98,9 @@ def pretraining_config(objective: str = "mlm") -> ml_collections.ConfigDict:
     c.output_dir = ""  # where checkpoints and metrics go; "" -> runs/<objective>
 
     c.data = ml_collections.ConfigDict()
-    c.data.corpus = "wikipedia_sample"  # wikipedia_sample | python_docs | text | jsonl | tsv | tfds
+    # wikipedia_sample | python_docs | text | jsonl | tsv | tfds | peoples_daily | annotated_jsonl
+    # (the last two carry entity annotations: lm_jax.data.entities; entity masking needs one)
+    c.data.corpus = "peoples_daily" if objective == "entity" else "wikipedia_sample"
     c.data.path = ""  # file or folder for text / jsonl / tsv corpora
     c.data.field = "text"  # JSON key, TSV column or TFDS feature holding the text
     c.data.tfds_name = ""  # TFDS dataset name (prepared under data_dir; never downloaded)
@@ -385,7 +388,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
             f"config.train.warmup_steps ({config.train.warmup_steps}) exceeds "
             f"config.train.steps ({config.train.steps})"
         )
-    if config.data.corpus in ("text", "jsonl", "tsv") and not config.data.path:
+    if config.data.corpus in ("text", "jsonl", "tsv", "annotated_jsonl") and not config.data.path:
         raise ConfigError(f"config.data.path is required for corpus {config.data.corpus!r}")
     if [config.mesh.data, config.mesh.fsdp, config.mesh.tensor].count(-1) > 1:
         raise ConfigError("config.mesh: at most one of data, fsdp, tensor may be -1")
@@ -446,6 +449,11 @@ def _validate_objective(
             f"config.train.batch_size must be >= 2 for {name}: its random second segments come "
             "from other documents of the batch"
         )
+    if TASKS[name].rows == "entities" and config.data.corpus not in ANNOTATED_CORPORA:
+        raise ConfigError(
+            f"{name} needs an entity-annotated corpus: set config.data.corpus to one of "
+            f"{sorted(ANNOTATED_CORPORA)}, not {config.data.corpus!r}"
+        )
     if name == "unilm" and config.model.type_vocab_size < 4:
         raise ConfigError("config.model.type_vocab_size must be >= 4 for unilm (LM identifiers)")
 
@@ -461,7 +469,7 @@ def _validate_mixture(config: ml_collections.ConfigDict) -> None:
             "config.objective_options must be empty for a mixture (set "
             "config.mixture.<name>.options instead)"
         )
-    builds = {}
+    builds, layouts = {}, {}
     for name, component in config.mixture.items():
         where = f"config.mixture.{name}"
         if not isinstance(component, ml_collections.ConfigDict) or set(component) != {
@@ -475,6 +483,12 @@ def _validate_mixture(config: ml_collections.ConfigDict) -> None:
             raise ConfigError(f"{where}.weight must be a number > 0, got {weight!r}")
         _validate_objective(config, f"{where}.objective", component.objective, component.options)
         builds[name] = TASKS[component.objective].build
+        layouts[name] = TASKS[component.objective].rows
+    if len(set(layouts.values())) > 1:
+        raise ConfigError(
+            f"config.mixture: the objectives read different data layouts ({layouts}); mix "
+            "objectives that read the same rows"
+        )
     if len(set(builds.values())) > 1:
         raise ConfigError(
             f"config.mixture: the objectives {sorted(c.objective for c in config.mixture.values())}"

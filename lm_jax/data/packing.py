@@ -27,6 +27,7 @@ class PackedRows:
     positions: np.ndarray  # int32, restarting at 0 per segment
     word_starts: np.ndarray  # bool, word-start flags (specials start their own word)
     sentence_starts: np.ndarray | None = None  # bool; document rows only (lm_jax.data.sentences)
+    entity_ids: np.ndarray | None = None  # int32 span numbers, 0 outside (lm_jax.data.entities)
 
     def __len__(self) -> int:
         return self.tokens.shape[0]
@@ -52,6 +53,7 @@ def pack_documents(
     seq_len: int,
     vocab: VocabInfo,
     word_starts: Sequence[np.ndarray] | None = None,
+    entity_ids: Sequence[np.ndarray] | None = None,
 ) -> PackedRows:
     """Pack token-id documents into rows of `seq_len` (see module docstring).
 
@@ -61,18 +63,29 @@ def pack_documents(
       vocab: the vocabulary (for the [CLS], [SEP] and pad ids).
       word_starts: optional word-start flags aligned with `documents`; default: every token
         starts a word.
+      entity_ids: optional entity / phrase span numbers aligned with `documents` (0 outside
+        spans); [CLS], [SEP] and padding get 0. Rows then carry `entity_ids`.
     """
     if seq_len < 3:
         raise DataError(f"seq_len must be at least 3 to hold [CLS] x [SEP], got {seq_len}")
-    documents = [np.asarray(d, dtype=np.int32) for d in documents if len(d)]
-    if not documents:
+    kept = [i for i, d in enumerate(documents) if len(d)]
+    if not kept:
         raise DataError("no tokens to pack: every document tokenized to nothing")
+
+    def aligned(values: Sequence[np.ndarray], name: str, dtype) -> list[np.ndarray]:
+        if len(values) != len(documents) or any(
+            len(v) != len(d) for v, d in zip(values, documents, strict=False)
+        ):
+            raise DataError(f"{name} must align with documents token for token")
+        return [np.asarray(values[i], dtype=dtype) for i in kept]
+
+    if word_starts is not None:
+        word_starts = aligned(word_starts, "word_starts", bool)
+    if entity_ids is not None:
+        entity_ids = aligned(entity_ids, "entity_ids", np.int32)
+    documents = [np.asarray(documents[i], dtype=np.int32) for i in kept]
     if word_starts is None:
         word_starts = [np.ones(len(d), dtype=bool) for d in documents]
-    else:
-        word_starts = [np.asarray(w, dtype=bool) for w in word_starts if len(w)]
-        if [len(w) for w in word_starts] != [len(d) for d in documents]:
-            raise DataError("word_starts must align with documents token for token")
     cls, sep = np.array([vocab.cls_id], np.int32), np.array([vocab.sep_id], np.int32)
     stream = np.concatenate([x for d in documents for x in (cls, d, sep)])
     starts = np.concatenate(
@@ -95,6 +108,16 @@ def pack_documents(
     segment_ids = np.cumsum(new_segment, axis=1).astype(np.int32)
     segment_ids[doc < 0] = 0
     positions = segments_to_positions(segment_ids)
+    if entity_ids is not None:
+        zero = np.zeros(1, np.int32)
+        entity_stream = np.concatenate([x for e in entity_ids for x in (zero, e, zero)])
+        entity_ids = np.concatenate([entity_stream, np.zeros(pad, np.int32)]).reshape(
+            num_rows, seq_len
+        )
     return PackedRows(
-        tokens=tokens, segment_ids=segment_ids, positions=positions, word_starts=starts
+        tokens=tokens,
+        segment_ids=segment_ids,
+        positions=positions,
+        word_starts=starts,
+        entity_ids=entity_ids,
     )

@@ -12,10 +12,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
+from typing import TypeVar
 
 import grain
 import numpy as np
 
+from lm_jax.data.entities import AnnotatedDocument, entity_rows, load_annotated_documents
 from lm_jax.data.packing import PackedRows, pack_documents
 from lm_jax.data.sentences import document_rows
 from lm_jax.data.sources import load_documents
@@ -23,6 +25,7 @@ from lm_jax.data.tokenizer import Tokenizer, load_tokenizer, train_sentencepiece
 from lm_jax.errors import DataError
 
 log = logging.getLogger(__name__)
+Doc = TypeVar("Doc", str, AnnotatedDocument)
 TOKENIZER_FILE = "tokenizer.model"
 
 
@@ -37,8 +40,8 @@ class PretrainingData:
 
 
 def split_documents(
-    docs: list[str], eval_fraction: float, seed: int
-) -> tuple[list[str], list[str]]:
+    docs: list[Doc], eval_fraction: float, seed: int
+) -> tuple[list[Doc], list[Doc]]:
     """A seeded random split by document: at least one document on each side."""
     if len(docs) < 2:
         raise DataError(
@@ -86,19 +89,26 @@ def build_pretraining_data(
     config, workdir: Path, reuse_tokenizer: bool = False, rows: str = "packed"
 ) -> PretrainingData:
     """Load, split, tokenize and lay out the configured corpus as `rows`: "packed" documents
-    (`pack_documents`) or "documents" with sentence starts (`document_rows`)."""
+    (`pack_documents`), "documents" with sentence starts (`document_rows`) or packed
+    "entities" of an annotated corpus (`entity_rows`)."""
     d = config.data
-    docs = load_documents(
-        d.corpus,
-        path=d.path,
-        field=d.field,
-        tfds_name=d.tfds_name,
-        tfds_split=d.tfds_split,
-        data_dir=d.data_dir,
-    )
+    if rows == "entities":
+        docs: list[str] | list[AnnotatedDocument] = load_annotated_documents(d.corpus, d.path)
+    else:
+        docs = load_documents(
+            d.corpus,
+            path=d.path,
+            field=d.field,
+            tfds_name=d.tfds_name,
+            tfds_split=d.tfds_split,
+            data_dir=d.data_dir,
+        )
     train_docs, eval_docs = split_documents(docs, d.eval_fraction, config.seed)
-    tokenizer = get_tokenizer(config.tokenizer, train_docs, workdir, reuse_tokenizer)
-    layout = {"packed": tokenize_and_pack, "documents": document_rows}[rows]
+    texts = [doc.text if isinstance(doc, AnnotatedDocument) else doc for doc in train_docs]
+    tokenizer = get_tokenizer(config.tokenizer, texts, workdir, reuse_tokenizer)
+    layout = {"packed": tokenize_and_pack, "documents": document_rows, "entities": entity_rows}[
+        rows
+    ]
     train = layout(train_docs, tokenizer, d.seq_len)
     held_out = layout(eval_docs, tokenizer, d.seq_len)
     need = config.train.batch_size

@@ -8,6 +8,8 @@
 - `tsv`: a tab-separated file with a header row, the document in column `field`.
 - `tfds`: a TensorFlow Datasets dataset already prepared under `data_dir` (ArrayRecord format,
   read with `tfds.data_source`, no TensorFlow); `download=False`, so a missing dataset is an error.
+- `peoples_daily`, `annotated_jsonl`: the texts of the entity-annotated corpora of
+  `lm_jax.data.entities` (the `entity` objective reads their annotations too).
 """
 
 from __future__ import annotations
@@ -164,6 +166,15 @@ def tfds_dataset(
     return docs
 
 
+def _annotated_texts(corpus: str) -> Callable[..., list[str]]:
+    def texts(path: str | os.PathLike = "", field: str = "text") -> list[str]:
+        from lm_jax.data.entities import load_annotated_documents
+
+        return [doc.text for doc in load_annotated_documents(corpus, str(path))]
+
+    return texts
+
+
 CORPORA: dict[str, Callable[..., list[str]]] = {
     "wikipedia_sample": wikipedia_sample,
     "python_docs": python_docs,
@@ -171,6 +182,8 @@ CORPORA: dict[str, Callable[..., list[str]]] = {
     "jsonl": jsonl_file,
     "tsv": tsv_file,
     "tfds": tfds_dataset,
+    "peoples_daily": _annotated_texts("peoples_daily"),
+    "annotated_jsonl": _annotated_texts("annotated_jsonl"),
 }
 
 

@@ -47,8 +47,9 @@ class Task:
       build: the model from the shared `TransformerConfig` (families adapt it).
       sums: (model, batch, key, deterministic, rngs) -> sums of every head.
       loss: sums -> the scalar training loss.
-      rows: the data layout it reads: "packed" documents (`lm_jax.data.packing`) or
-        "documents", one document per row with sentence starts (`lm_jax.data.sentences`).
+      rows: the data layout it reads: "packed" documents (`lm_jax.data.packing`),
+        "documents", one document per row with sentence starts (`lm_jax.data.sentences`), or
+        packed "entities" with entity ids from an annotated corpus (`lm_jax.data.entities`).
     """
 
     build: Callable[[TransformerConfig, nnx.Rngs], nnx.Module]
@@ -144,6 +145,7 @@ TASKS: dict[str, Task] = {
     "mlm": _LM,
     "wwm": _LM,
     "ngram": _LM,
+    "entity": Task(_encoder, _lm_sums, rows="entities"),
     "unilm": _LM,
     "clm": _LM,
     "prefix_lm": _LM,
@@ -169,6 +171,5 @@ TASKS: dict[str, Task] = {
 
 # Registered objectives the loop does not train yet, and what they need from the data.
 UNTRAINABLE = {
-    "entity": "entity annotations (entity_ids) from the data pipeline",
     "tlm": "a parallel (translation) corpus",
 }
