@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 import ml_collections
 
 from lm_jax.data.entities import ANNOTATED_CORPORA
+from lm_jax.data.parallel import PARALLEL_CORPORA, parse_languages
 from lm_jax.data.sources import CORPORA
 from lm_jax.data.tokenizer import MIN_TRAINED_VOCAB, MODEL_TYPES
 from lm_jax.errors import ConfigError
@@ -53,6 +54,8 @@ def objective_options(name: str) -> ml_collections.ConfigDict:
 
 
 MIXTURE = "mixture"  # config.objective of a run that mixes the objectives of config.mixture
+# Objectives whose default corpus is not the Wikipedia sample: they need annotations or pairs.
+DEFAULT_CORPORA = {"entity": "peoples_daily", "tlm": "django_translations"}
 
 
 class Component(NamedTuple):
@@ -99,15 +102,17 @@ def pretraining_config(objective: str = "mlm") -> ml_collections.ConfigDict:
 
     c.data = ml_collections.ConfigDict()
     # wikipedia_sample | python_docs | text | jsonl | tsv | tfds | peoples_daily | annotated_jsonl
-    # (the last two carry entity annotations: lm_jax.data.entities; entity masking needs one)
-    c.data.corpus = "peoples_daily" if objective == "entity" else "wikipedia_sample"
+    # (these two carry entity annotations: lm_jax.data.entities; entity masking needs one)
+    # | django_translations | parallel_tsv (translation pairs for tlm: lm_jax.data.parallel)
+    c.data.corpus = DEFAULT_CORPORA.get(objective, "wikipedia_sample")
     c.data.path = ""  # file or folder for text / jsonl / tsv corpora
     c.data.field = "text"  # JSON key, TSV column or TFDS feature holding the text
     c.data.tfds_name = ""  # TFDS dataset name (prepared under data_dir; never downloaded)
     c.data.tfds_split = "train"
     c.data.data_dir = ""  # TFDS data_dir ("" = TFDS default)
     c.data.eval_fraction = 0.05  # share of documents held out for evaluation
-    c.data.seq_len = 128  # packed row length, [CLS] and [SEP] included
+    c.data.seq_len = 64 if objective == "tlm" else 128  # row length, [CLS] and [SEP] included
+    c.data.languages = "fr,de,es,ru,zh_Hans"  # tlm: translation languages (comma-separated)
 
     c.tokenizer = ml_collections.ConfigDict()
     c.tokenizer.path = ""  # existing SentencePiece .model or WordPiece vocab.txt; "" = train one
@@ -122,7 +127,8 @@ def pretraining_config(objective: str = "mlm") -> ml_collections.ConfigDict:
     c.model.num_heads = 2
     c.model.intermediate_size = 512
     c.model.max_position = 512
-    c.model.type_vocab_size = 4  # token types: 2 for sentence A/B, 4 for UniLM's LM identifiers
+    # Token types: 2 for sentence A/B, 4 for UniLM's LM identifiers, languages + 1 for tlm.
+    c.model.type_vocab_size = 6 if objective == "tlm" else 4
     c.model.dropout_rate = 0.1
     c.model.activation = "gelu"
     c.model.dtype = "auto"  # compute dtype: bf16 on GPU/TPU, fp32 on CPU; parameters stay fp32
@@ -284,7 +290,10 @@ def _fraction(x) -> bool:
 
 _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "seed": (lambda x: x >= 0, "must be >= 0"),
-    "data.corpus": (lambda x: x in CORPORA, f"must be one of {sorted(CORPORA)}"),
+    "data.corpus": (
+        lambda x: x in CORPORA or x in PARALLEL_CORPORA,
+        f"must be one of {sorted(CORPORA) + list(PARALLEL_CORPORA)}",
+    ),
     "data.eval_fraction": (_fraction, "must be in (0, 1)"),
     "data.seq_len": (lambda x: x >= 8, "must be >= 8"),
     "tokenizer.model_type": (lambda x: x in MODEL_TYPES, f"must be one of {MODEL_TYPES}"),
@@ -388,7 +397,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
             f"config.train.warmup_steps ({config.train.warmup_steps}) exceeds "
             f"config.train.steps ({config.train.steps})"
         )
-    if config.data.corpus in ("text", "jsonl", "tsv", "annotated_jsonl") and not config.data.path:
+    needs_path = ("text", "jsonl", "tsv", "annotated_jsonl", "parallel_tsv")
+    if config.data.corpus in needs_path and not config.data.path:
         raise ConfigError(f"config.data.path is required for corpus {config.data.corpus!r}")
     if [config.mesh.data, config.mesh.fsdp, config.mesh.tensor].count(-1) > 1:
         raise ConfigError("config.mesh: at most one of data, fsdp, tensor may be -1")
@@ -410,16 +420,10 @@ def _validate_objective(
     """A registered, trainable objective whose options it accepts (and what it needs of the
     tokenizer and model)."""
     from lm_jax import objectives
-    from lm_jax.train.tasks import TASKS, UNTRAINABLE
+    from lm_jax.train.tasks import TASKS
 
     if name not in objectives.names():
         raise ConfigError(f"{where}: unknown objective {name!r}; choose from {objectives.names()}")
-    if name not in TASKS:
-        raise ConfigError(
-            f"{where}: {name!r} is available in lm_jax.objectives but the pretraining loop "
-            f"cannot train it yet: it needs {UNTRAINABLE.get(name, 'a model')}. "
-            f"Trainable: {sorted(TASKS)}"
-        )
     accepted = set(inspect.signature(objectives.get(name)).parameters) - set(DATA_ARGUMENTS)
     options_field = (
         "config.objective_options"
@@ -451,9 +455,28 @@ def _validate_objective(
         )
     if TASKS[name].rows == "entities" and config.data.corpus not in ANNOTATED_CORPORA:
         raise ConfigError(
-            f"{name} needs an entity-annotated corpus: set config.data.corpus to one of "
+            f"{where}: {name} needs an entity-annotated corpus: set config.data.corpus to one of "
             f"{sorted(ANNOTATED_CORPORA)}, not {config.data.corpus!r}"
         )
+    pairs = TASKS[name].rows == "pairs"
+    if pairs != (config.data.corpus in PARALLEL_CORPORA):
+        raise ConfigError(
+            f"{where}: {name} needs a parallel corpus: set config.data.corpus to one of "
+            f"{list(PARALLEL_CORPORA)}, not {config.data.corpus!r}"
+            if pairs
+            else f"{where}: config.data.corpus {config.data.corpus!r} is a parallel corpus: "
+            f"only tlm reads translation pairs, not {name}"
+        )
+    if pairs:
+        languages = parse_languages(config.data.languages)
+        if not languages:
+            raise ConfigError("config.data.languages is empty: name the translation languages")
+        if config.model.type_vocab_size < len(languages) + 1:
+            raise ConfigError(
+                f"config.model.type_vocab_size must be >= {len(languages) + 1} for tlm: one "
+                f"language embedding for the source and one per language of "
+                f"config.data.languages ({config.data.languages!r})"
+            )
     if name == "unilm" and config.model.type_vocab_size < 4:
         raise ConfigError("config.model.type_vocab_size must be >= 4 for unilm (LM identifiers)")
 

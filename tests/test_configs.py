@@ -89,7 +89,7 @@ def test_mixture_errors_name_the_component():
     validate(get_config("mlm=0.5,clm=0.25,prefix_lm=0.25"))
     for spec, message in [
         ("mlm=1,t5=1", "train different models"),
-        ("mlm=1,tlm=1", r"config.mixture.tlm.objective: 'tlm' .* cannot train it yet"),
+        ("mlm=1,tlm=1", r"config.mixture.tlm.objective: tlm needs a parallel corpus"),
         ("mlm=0", "config.mixture.mlm.weight must be a number > 0"),
         ("mlm=x", "write name=weight"),
     ]:

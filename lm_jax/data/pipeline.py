@@ -10,6 +10,7 @@ of P reads its contiguous share of B / P rows of it. Batches therefore depend on
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from pathlib import Path
 from typing import TypeVar
@@ -19,13 +20,19 @@ import numpy as np
 
 from lm_jax.data.entities import AnnotatedDocument, entity_rows, load_annotated_documents
 from lm_jax.data.packing import PackedRows, pack_documents
+from lm_jax.data.parallel import (
+    TranslationPair,
+    load_translation_pairs,
+    pair_rows,
+    parse_languages,
+)
 from lm_jax.data.sentences import document_rows
 from lm_jax.data.sources import load_documents
 from lm_jax.data.tokenizer import Tokenizer, load_tokenizer, train_sentencepiece
 from lm_jax.errors import DataError
 
 log = logging.getLogger(__name__)
-Doc = TypeVar("Doc", str, AnnotatedDocument)
+Doc = TypeVar("Doc", str, AnnotatedDocument, TranslationPair)
 TOKENIZER_FILE = "tokenizer.model"
 
 
@@ -85,30 +92,48 @@ def tokenize_and_pack(docs: list[str], tokenizer: Tokenizer, seq_len: int) -> Pa
     )
 
 
+def _split(config, rows: str) -> tuple[list[Doc], list[Doc], list[str]]:
+    """The configured corpus split into train / held-out items, and the training texts."""
+    d = config.data
+    if rows == "pairs":  # split by source sentence: no source both trained on and held out
+        pairs = load_translation_pairs(d.corpus, d.path, parse_languages(d.languages))
+        sources = list(dict.fromkeys(p.source for p in pairs))
+        _, held_out = split_documents(sources, d.eval_fraction, config.seed)
+        held_out = set(held_out)
+        train = [p for p in pairs if p.source not in held_out]
+        texts = list(dict.fromkeys(t for p in train for t in (p.source, p.target)))
+        return train, [p for p in pairs if p.source in held_out], texts
+    if rows == "entities":
+        annotated = load_annotated_documents(d.corpus, d.path)
+        train, held_out = split_documents(annotated, d.eval_fraction, config.seed)
+        return train, held_out, [doc.text for doc in train]
+    docs = load_documents(
+        d.corpus,
+        path=d.path,
+        field=d.field,
+        tfds_name=d.tfds_name,
+        tfds_split=d.tfds_split,
+        data_dir=d.data_dir,
+    )
+    train, held_out = split_documents(docs, d.eval_fraction, config.seed)
+    return train, held_out, train
+
+
 def build_pretraining_data(
     config, workdir: Path, reuse_tokenizer: bool = False, rows: str = "packed"
 ) -> PretrainingData:
     """Load, split, tokenize and lay out the configured corpus as `rows`: "packed" documents
-    (`pack_documents`), "documents" with sentence starts (`document_rows`) or packed
-    "entities" of an annotated corpus (`entity_rows`)."""
+    (`pack_documents`), "documents" with sentence starts (`document_rows`), packed "entities"
+    of an annotated corpus (`entity_rows`) or translation "pairs" (`pair_rows`)."""
     d = config.data
-    if rows == "entities":
-        docs: list[str] | list[AnnotatedDocument] = load_annotated_documents(d.corpus, d.path)
-    else:
-        docs = load_documents(
-            d.corpus,
-            path=d.path,
-            field=d.field,
-            tfds_name=d.tfds_name,
-            tfds_split=d.tfds_split,
-            data_dir=d.data_dir,
-        )
-    train_docs, eval_docs = split_documents(docs, d.eval_fraction, config.seed)
-    texts = [doc.text if isinstance(doc, AnnotatedDocument) else doc for doc in train_docs]
+    train_docs, eval_docs, texts = _split(config, rows)
     tokenizer = get_tokenizer(config.tokenizer, texts, workdir, reuse_tokenizer)
-    layout = {"packed": tokenize_and_pack, "documents": document_rows, "entities": entity_rows}[
-        rows
-    ]
+    layout = {
+        "packed": tokenize_and_pack,
+        "documents": document_rows,
+        "entities": entity_rows,
+        "pairs": functools.partial(pair_rows, languages=parse_languages(d.languages)),
+    }[rows]
     train = layout(train_docs, tokenizer, d.seq_len)
     held_out = layout(eval_docs, tokenizer, d.seq_len)
     need = config.train.batch_size

@@ -56,12 +56,12 @@ def _task_sums(
 def apply_objective(objective: Callable[..., Batch], key: jax.Array, rows: dict) -> Batch:
     """Call the objective on rows, passing the row features it accepts (`segment_ids` always;
     `word_starts` to word-level objectives, `sentence_starts` to sentence-pair objectives,
-    `entity_ids` to entity masking)."""
+    `entity_ids` to entity masking, `language_ids` to the translation LM)."""
     fn = objective.func if isinstance(objective, functools.partial) else objective
     accepted = inspect.signature(fn).parameters
     extra = {
         k: rows[k]
-        for k in ("word_starts", "sentence_starts", "entity_ids")
+        for k in ("word_starts", "sentence_starts", "entity_ids", "language_ids")
         if k in accepted and k in rows
     }
     return objective(key, rows["tokens"], segment_ids=rows["segment_ids"], **extra)

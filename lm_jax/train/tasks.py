@@ -48,8 +48,9 @@ class Task:
       sums: (model, batch, key, deterministic, rngs) -> sums of every head.
       loss: sums -> the scalar training loss.
       rows: the data layout it reads: "packed" documents (`lm_jax.data.packing`),
-        "documents", one document per row with sentence starts (`lm_jax.data.sentences`), or
-        packed "entities" with entity ids from an annotated corpus (`lm_jax.data.entities`).
+        "documents", one document per row with sentence starts (`lm_jax.data.sentences`),
+        packed "entities" with entity ids from an annotated corpus (`lm_jax.data.entities`),
+        or translation "pairs" with language ids, one per row (`lm_jax.data.parallel`).
     """
 
     build: Callable[[TransformerConfig, nnx.Rngs], nnx.Module]
@@ -146,6 +147,7 @@ TASKS: dict[str, Task] = {
     "wwm": _LM,
     "ngram": _LM,
     "entity": Task(_encoder, _lm_sums, rows="entities"),
+    "tlm": Task(_encoder, _lm_sums, rows="pairs"),
     "unilm": _LM,
     "clm": _LM,
     "prefix_lm": _LM,
@@ -167,9 +169,4 @@ TASKS: dict[str, Task] = {
     "nsp": _TWO_WAY_SENTENCE,
     "sop": _TWO_WAY_SENTENCE,
     "structbert": _sentence_pair_task(3),
-}
-
-# Registered objectives the loop does not train yet, and what they need from the data.
-UNTRAINABLE = {
-    "tlm": "a parallel (translation) corpus",
 }
