@@ -248,3 +248,29 @@ def test_sentence_classification_and_qa_heads(cfg, vocab):
     assert start.shape == end.shape == batch.inputs.shape
     with pytest.raises(ValueError, match="num_labels"):
         EncoderForSequenceClassification(cfg, 0, rngs=nnx.Rngs(0))
+
+
+def test_output_bias_and_loss_shortcuts_match_the_plain_formulas():
+    """`add_output_bias` (bias gradient as a product with ones) and the accuracy of
+    `weighted_cross_entropy` (target logit == max) equal the plain formulas."""
+    from lm_jax.models.layers import add_output_bias
+    from lm_jax.train.losses import weighted_cross_entropy
+
+    k = jax.random.split(jax.random.key(0), 3)
+    logits = jax.random.normal(k[0], (3, 5, 50))
+    bias = jax.random.normal(k[1], (50,))
+    cotangent = jax.random.normal(k[2], (3, 5, 50))
+
+    def pullback(f):
+        return jax.vjp(f, logits, bias)[1](cotangent)
+
+    ours, plain = pullback(add_output_bias), pullback(lambda x, b: x + b)
+    np.testing.assert_allclose(ours[0], plain[0])
+    np.testing.assert_allclose(ours[1], plain[1], rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(add_output_bias(logits, bias), logits + bias)
+
+    targets = jax.random.randint(k[2], (3, 5), 0, 50).at[0].set(logits[0].argmax(-1))
+    weights = jnp.ones((3, 5)).at[2, 4].set(0.0)
+    sums = weighted_cross_entropy(logits, targets, weights)
+    correct = (logits.argmax(-1) == targets) * weights
+    assert float(sums["correct_sum"]) == float(correct.sum()) >= 5

@@ -6,7 +6,14 @@ import jax.numpy as jnp
 from flax import nnx
 
 from lm_jax.models.config import TransformerConfig
-from lm_jax.models.layers import ACTIVATIONS, Embeddings, dense, embed, layer_norm
+from lm_jax.models.layers import (
+    ACTIVATIONS,
+    Embeddings,
+    add_output_bias,
+    dense,
+    embed,
+    layer_norm,
+)
 
 
 def gather_positions(hidden: jnp.ndarray, positions: jnp.ndarray) -> jnp.ndarray:
@@ -32,7 +39,7 @@ class MaskedLMHead(nnx.Module):
 
     def __call__(self, hidden: jnp.ndarray, embeddings: Embeddings) -> jnp.ndarray:
         h = self.layer_norm(self.activation(self.transform(hidden)))
-        return embeddings.attend(h).astype(jnp.float32) + self.bias[...]
+        return add_output_bias(embeddings.attend(h).astype(jnp.float32), self.bias[...])
 
 
 class SpanBoundaryHead(nnx.Module):
@@ -80,7 +87,7 @@ class SpanBoundaryHead(nnx.Module):
         )
         x = self.norm1(self.activation(self.layer1(x)))
         x = self.norm2(self.activation(self.layer2(x)))
-        return embeddings.attend(x).astype(jnp.float32) + self.bias[...]
+        return add_output_bias(embeddings.attend(x).astype(jnp.float32), self.bias[...])
 
 
 class ReplacedTokenHead(nnx.Module):

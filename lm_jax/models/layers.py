@@ -125,6 +125,28 @@ class Embeddings(nnx.Module):
         return self.word.attend(x)
 
 
+@jax.custom_vjp
+def add_output_bias(logits: jnp.ndarray, bias: jnp.ndarray) -> jnp.ndarray:
+    """`logits + bias` (a bias per vocabulary entry, on the last axis), with the same values
+    and gradients, but the bias gradient taken as a product with a vector of ones instead of a
+    reduction over the tokens: XLA's CPU backend runs that column reduction of a [tokens, vocab]
+    gradient 25x slower (about 100 ms against 4 ms in the BERT-small MLM step of
+    benchmarks/train_step.py); on accelerators the two cost the same."""
+    return logits + bias
+
+
+def _add_output_bias_fwd(logits, bias):
+    return logits + bias, None
+
+
+def _add_output_bias_bwd(_, grad):
+    rows = grad.reshape(-1, grad.shape[-1])
+    return grad, jnp.ones(rows.shape[0], grad.dtype) @ rows
+
+
+add_output_bias.defvjp(_add_output_bias_fwd, _add_output_bias_bwd)
+
+
 class MultiHeadAttention(nnx.Module):
     """Multi-head attention through the shared kernel, under a compact `AttentionMask`.
 

@@ -26,6 +26,7 @@ from lm_jax.models.layers import (
     GatedFeedForward,
     MultiHeadAttention,
     RelativePositionBias,
+    add_output_bias,
     dense,
     embed,
     layer_norm,
@@ -224,7 +225,7 @@ class EncoderDecoder(nnx.Module):
             if self.cfg.scale_decoder_outputs:
                 x = x * self.cfg.hidden_size**-0.5
             return self.word.attend(x).astype(jnp.float32)
-        return self.word.attend(x).astype(jnp.float32) + self.bias[...]
+        return add_output_bias(self.word.attend(x).astype(jnp.float32), self.bias[...])
 
     def __call__(
         self, batch: Seq2SeqBatch, *, deterministic: bool = True, rngs: nnx.Rngs | None = None
