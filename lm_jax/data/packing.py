@@ -30,6 +30,14 @@ class PackedRows:
     entity_ids: np.ndarray | None = None  # int32 span numbers, 0 outside (lm_jax.data.entities)
     language_ids: np.ndarray | None = None  # int32; translation pairs only (lm_jax.data.parallel)
 
+    @classmethod
+    def from_segments(
+        cls, tokens: np.ndarray, segment_ids: np.ndarray, word_starts: np.ndarray, **fields
+    ) -> PackedRows:
+        """Rows whose positions restart at 0 with each segment (`segments_to_positions`)."""
+        positions = segments_to_positions(segment_ids)
+        return cls(tokens, segment_ids, positions, word_starts, **fields)
+
     def __len__(self) -> int:
         return self.tokens.shape[0]
 
@@ -108,17 +116,10 @@ def pack_documents(
     new_segment[:, 1:] = doc[:, 1:] != doc[:, :-1]
     segment_ids = np.cumsum(new_segment, axis=1).astype(np.int32)
     segment_ids[doc < 0] = 0
-    positions = segments_to_positions(segment_ids)
     if entity_ids is not None:
         zero = np.zeros(1, np.int32)
         entity_stream = np.concatenate([x for e in entity_ids for x in (zero, e, zero)])
         entity_ids = np.concatenate([entity_stream, np.zeros(pad, np.int32)]).reshape(
             num_rows, seq_len
         )
-    return PackedRows(
-        tokens=tokens,
-        segment_ids=segment_ids,
-        positions=positions,
-        word_starts=starts,
-        entity_ids=entity_ids,
-    )
+    return PackedRows.from_segments(tokens, segment_ids, starts, entity_ids=entity_ids)

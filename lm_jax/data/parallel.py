@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lm_jax.data.packing import PackedRows, segments_to_positions
+from lm_jax.data.packing import PackedRows
 from lm_jax.data.tokenizer import Tokenizer
 from lm_jax.errors import DataError
 
@@ -204,10 +204,4 @@ def pair_rows(
             language_ids[i, span] = language_id[pair.language] if side else 0
             word_starts[i, span] = np.concatenate([[True], tokenizer.word_starts(text_ids), [True]])
             at += len(wrapped)
-    return PackedRows(
-        tokens=tokens,
-        segment_ids=segment_ids,
-        positions=segments_to_positions(segment_ids),
-        word_starts=word_starts,
-        language_ids=language_ids,
-    )
+    return PackedRows.from_segments(tokens, segment_ids, word_starts, language_ids=language_ids)

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from lm_jax.data.packing import PackedRows, segments_to_positions
+from lm_jax.data.packing import PackedRows
 from lm_jax.data.tokenizer import Tokenizer
 from lm_jax.errors import DataError
 
@@ -68,12 +68,8 @@ def document_rows(docs: Sequence[str], tokenizer: Tokenizer, seq_len: int) -> Pa
     segment_ids = (np.arange(seq_len) < np.array([len(r[0]) for r in rows])[:, None]).astype(
         np.int32
     )
-    return PackedRows(
-        tokens=tokens,
-        segment_ids=segment_ids,
-        positions=segments_to_positions(segment_ids),
-        word_starts=word_starts,
-        sentence_starts=sentence_starts,
+    return PackedRows.from_segments(
+        tokens, segment_ids, word_starts, sentence_starts=sentence_starts
     )
 
 
