@@ -105,7 +105,9 @@ def pretraining_config(objective: str = "mlm") -> ml_collections.ConfigDict:
     # (these two carry entity annotations: lm_jax.data.entities; entity masking needs one)
     # | django_translations | parallel_tsv (translation pairs for tlm: lm_jax.data.parallel)
     c.data.corpus = DEFAULT_CORPORA.get(objective, "wikipedia_sample")
-    c.data.path = ""  # file or folder for text / jsonl / tsv corpora
+    c.data.path = (
+        ""  # file or folder of a text / jsonl / tsv / annotated_jsonl / parallel_tsv corpus
+    )
     c.data.field = "text"  # JSON key, TSV column or TFDS feature holding the text
     c.data.tfds_name = ""  # TFDS dataset name (prepared under data_dir; never downloaded)
     c.data.tfds_split = "train"

@@ -95,6 +95,10 @@ def test_mixture_errors_name_the_component():
     ]:
         with pytest.raises(ConfigError, match=message):
             validate(get_config(spec))
+    config = get_config("mlm=1,entity=1")
+    config.data.corpus = "peoples_daily"  # both accept it, but entity reads entity rows
+    with pytest.raises(ConfigError, match="read different data layouts"):
+        validate(config)
     config = get_config("mlm=1,clm=1")
     config.mixture.mlm.options.rate = 0.2
     config.mixture.clm.options.colour = 1
