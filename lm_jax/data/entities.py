@@ -28,10 +28,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
 from lm_jax.data.packing import PackedRows, pack_documents
-from lm_jax.data.tokenizer import Tokenizer
+from lm_jax.data.tokenizer import Tokenizer, starts_of, token_span_ids
 from lm_jax.errors import DataError
 
 Span = tuple[int, int]
@@ -154,22 +152,6 @@ def load_annotated_documents(corpus: str, path: str = "") -> list[AnnotatedDocum
     return docs
 
 
-def char_span_numbers(length: int, spans: Sequence[Span], first: int = 1) -> np.ndarray:
-    """[length + 1] span number of each character (first, first + 1, ... in span order; 0
-    outside spans; the extra last entry, 0, serves tokens with an empty surface at the end)."""
-    numbers = np.zeros(length + 1, np.int64)
-    for k, (s, e) in enumerate(spans):
-        numbers[s:e] = first + k
-    return numbers
-
-
-def token_span_numbers(offsets: np.ndarray, char_numbers: np.ndarray) -> np.ndarray:
-    """The span number of each token: that of its first character (a token with an empty
-    surface, offset start == end, takes the next character's)."""
-    starts = offsets[:, 0] if len(offsets) else np.zeros(0, np.int64)
-    return char_numbers[np.minimum(starts, len(char_numbers) - 1)]
-
-
 def entity_rows(
     docs: Sequence[AnnotatedDocument], tokenizer: Tokenizer, seq_len: int
 ) -> PackedRows:
@@ -180,21 +162,12 @@ def entity_rows(
     for doc in docs:
         encoded = tokenizer.encode(doc.text)
         ids.append(encoded.ids)
-        entity_ids.append(
-            token_span_numbers(
-                encoded.offsets, char_span_numbers(len(doc.text), doc.entities, next_entity)
-            )
-        )
+        entity_ids.append(token_span_ids(encoded, len(doc.text), doc.entities, next_entity))
         next_entity += len(doc.entities)
         if doc.words:
-            word = token_span_numbers(encoded.offsets, char_span_numbers(len(doc.text), doc.words))
-            starts = np.ones(len(word), bool)
-            starts[1:] = word[1:] != word[:-1]
+            word_starts.append(starts_of(token_span_ids(encoded, len(doc.text), doc.words)))
         else:
-            starts = tokenizer.word_starts(encoded.ids)
-        word_starts.append(starts)
-    if next_entity >= np.iinfo(np.int32).max:
-        raise DataError(f"too many entity spans ({next_entity - 1}) to number in int32")
+            word_starts.append(tokenizer.word_starts(encoded.ids))
     return pack_documents(
         ids, seq_len, tokenizer.vocab, word_starts=word_starts, entity_ids=entity_ids
     )

@@ -384,12 +384,26 @@ def chinese_word_ids(text: str, encoded: Encoded) -> tuple[np.ndarray, np.ndarra
     import jieba
 
     jieba.setLogLevel(60)
-    char_word = np.zeros(len(text) + 1, dtype=np.int32)
-    for w, (_, start, end) in enumerate(jieba.tokenize(text)):
-        char_word[start:end] = w
+    words = [(start, end) for _, start, end in jieba.tokenize(text)]
+    word_ids = token_span_ids(encoded, len(text), words, first=0)
+    return word_ids, starts_of(word_ids)
+
+
+def token_span_ids(
+    encoded: Encoded, text_length: int, spans: Sequence[tuple[int, int]], first: int = 1
+) -> np.ndarray:
+    """int32 [n]: for each token, the number of the character span [start, end) holding its
+    first character (first, first + 1, ... in span order; 0 outside every span). A token with
+    an empty surface (offset start == end, a lone "▁") takes the next character's."""
+    numbers = np.zeros(text_length + 1, np.int32)
+    for k, (start, end) in enumerate(spans):
+        numbers[start:end] = first + k
     starts = encoded.offsets[:, 0] if len(encoded.ids) else np.zeros(0, np.int32)
-    # An empty-surface token (offset start == end) takes the word of the next character.
-    word_ids = char_word[np.minimum(starts, len(text))]
-    word_starts = np.ones(len(word_ids), dtype=bool)
-    word_starts[1:] = word_ids[1:] != word_ids[:-1]
-    return word_ids.astype(np.int32), word_starts
+    return numbers[np.minimum(starts, text_length)]
+
+
+def starts_of(unit_ids: np.ndarray) -> np.ndarray:
+    """bool [n]: where the unit id changes (the first token always starts a unit)."""
+    starts = np.ones(len(unit_ids), dtype=bool)
+    starts[1:] = unit_ids[1:] != unit_ids[:-1]
+    return starts
