@@ -104,6 +104,14 @@ def test_chunked_matches_reference_on_every_objective(masks, chunks):
         np.testing.assert_allclose(out, ref, atol=2e-5, err_msg=name)
 
 
+def test_query_rows_keeps_the_rows_of_every_objective_mask(masks):
+    for name, mask in masks:
+        for start in (0, 5, mask.q_len - 1):
+            np.testing.assert_array_equal(
+                mask.query_rows(start).dense(), mask.dense()[..., start:, :], err_msg=name
+            )
+
+
 def test_chunked_gradients_match_reference(masks):
     name, mask = next((n, m) for n, m in masks if n == "mpnet-one-call")
     q, k, v = random_qkv((2, mask.q_len, 2, 8), mask.kv_len)

@@ -186,7 +186,8 @@ def test_span_boundary_head(cfg, vocab):
 
 def test_mpnet_two_stream_rows(cfg, vocab):
     """Query-stream rows never change the content rows, and each query row is independent of
-    the other query rows (both streams run in one kernel call per layer)."""
+    the other query rows (both streams run in one kernel call per layer); the pass whose last
+    layer computes the query rows alone gives the same query rows."""
     mpnet_cfg = dataclasses.replace(cfg, relative_attention_buckets=32, type_vocab_size=0)
     model = EncoderForMaskedLM(mpnet_cfg, head_activation="gelu", rngs=nnx.Rngs(0))
     graphdef, state = nnx.split(model)
@@ -224,13 +225,15 @@ def test_mpnet_two_stream_rows(cfg, vocab):
             True,
             None,
         )
-        return model(batch), content, both, alone
+        queries_only = enc.two_stream(batch)  # its last layer computes the query rows only
+        return model(batch), content, both, alone, queries_only
 
-    logits, content, both, alone = streams(state, batch)
+    logits, content, both, alone, queries_only = streams(state, batch)
     assert logits.shape == (*batch.query_positions.shape, vocab.size)
     n = content.shape[1]
     np.testing.assert_allclose(both[:, :n], content, atol=1e-5)
     np.testing.assert_allclose(alone[:, -1], both[:, n + slot], atol=1e-5)
+    np.testing.assert_allclose(queries_only, both[:, n:], atol=1e-5)
 
 
 def test_sentence_classification_and_qa_heads(cfg, vocab):

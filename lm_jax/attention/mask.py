@@ -77,6 +77,17 @@ class AttentionMask:
         """The query axis of a per-query field (intervals carry two trailing axes)."""
         return x.ndim - 3 if x is self.q_intervals else x.ndim - 1
 
+    def query_rows(self, start: int) -> "AttentionMask":
+        """The mask of query rows `start:` only, against the same keys."""
+        rows = lambda x: (
+            None if x is None else jax.lax.slice_in_dim(x, start, None, axis=self.q_axis(x))
+        )
+        return self.replace(
+            q_segment_ids=rows(self.q_segment_ids),
+            q_ranks=rows(self.q_ranks),
+            q_intervals=rows(self.q_intervals),
+        )
+
     @property
     def q_len(self) -> int:
         return self.q_segment_ids.shape[-1]

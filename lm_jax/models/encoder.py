@@ -98,8 +98,9 @@ class Encoder(nnx.Module):
             batch.positions,
             deterministic,
             rngs,
+            query_start=content.shape[-2],
         )
-        return hidden[..., content.shape[-2] :, :]
+        return hidden
 
     def run_layers(
         self,
@@ -109,19 +110,27 @@ class Encoder(nnx.Module):
         kv_positions: jnp.ndarray,
         deterministic: bool,
         rngs: nnx.Rngs | None,
+        *,
+        query_start: int | None = None,
     ) -> jnp.ndarray:
         """The layer stack on rows x [batch, Q, hidden]. Keys and values come from the first
         `mask.kv_len` rows, so extra query rows (MPNet's query stream) attend to the content rows
-        only, in the same kernel call."""
+        only, in the same kernel call. With `query_start`, only rows `query_start:` are
+        returned, and the last layer computes only those (nothing reads its other rows)."""
         bias = None if self.relative_bias is None else self.relative_bias(q_positions, kv_positions)
 
-        def run(layer, x, mask, bias, rngs):
-            return layer(x, mask, bias, deterministic=deterministic, rngs=rngs)
+        def run(layer, x, mask, bias, context, rngs):
+            return layer(x, mask, bias, context=context, deterministic=deterministic, rngs=rngs)
 
         if self.cfg.remat:
             run = nnx.remat(run)
-        for layer in self.layers:
-            x = run(layer, x, mask, bias, rngs)
+        for i, layer in enumerate(self.layers):
+            context = None
+            if query_start is not None and i == len(self.layers) - 1:
+                context, x = x[..., :query_start, :], x[..., query_start:, :]
+                mask = mask.query_rows(query_start)
+                bias = None if bias is None else bias[..., query_start:, :]
+            x = run(layer, x, mask, bias, context, rngs)
         return x
 
 

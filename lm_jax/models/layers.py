@@ -241,11 +241,14 @@ class EncoderLayer(nnx.Module):
         mask: AttentionMask,
         bias: jnp.ndarray | None = None,
         *,
+        context: jnp.ndarray | None = None,
         deterministic: bool,
         rngs: nnx.Rngs | None,
     ) -> jnp.ndarray:
+        """`context`: the rows keys and values come from, when they are not the first
+        `mask.kv_len` rows of x (see `MultiHeadAttention`)."""
         drop = lambda y: self.dropout(y, deterministic=deterministic, rngs=rngs)
-        x = self.attention_norm(x + drop(self.attention(x, mask, bias)))
+        x = self.attention_norm(x + drop(self.attention(x, mask, bias, context)))
         return constrain(self.output_norm(x + drop(self.feed_forward(x))), HIDDEN_AXES)
 
 

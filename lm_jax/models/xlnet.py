@@ -62,6 +62,12 @@ class RelativeLayout:
             different_type=q_types[..., :, None] != kv_types[..., None, :],
         )
 
+    def query_rows(self, start: int) -> "RelativeLayout":
+        """The layout of query rows `start:` only."""
+        return self.replace(
+            index=self.index[..., start:, :], different_type=self.different_type[..., start:, :]
+        )
+
 
 class RelativeAttention(nnx.Module):
     """Transformer-XL relative multi-head attention with XLNet's segment term; query rows may
@@ -227,7 +233,12 @@ class XLNet(nnx.Module):
                 else keys[..., :0, :]
             )
             new_memory.append(jax.lax.stop_gradient(kept))
+            if two_stream and i == len(self.layers) - 1:
+                # Nothing reads the last layer's content stream: run its query stream alone.
+                x = x[..., length:, :]
+                mask = mask.query_rows(length)
+                relative = relative.query_rows(length)
             x = layer(x, keys, mask, relative, deterministic=deterministic, rngs=rngs)
-        out = drop(x[..., length:, :] if two_stream else x)
+        out = drop(x)
         logits = add_output_bias(self.word.attend(out).astype(jnp.float32), self.bias[...])
         return logits, new_memory
