@@ -31,6 +31,7 @@ from flax import nnx
 import lm_jax.objectives as objectives
 from lm_jax.attention import AttentionMask
 from lm_jax.data.tokenizer import VocabInfo
+from lm_jax.host_memory import reuse_freed_host_memory
 from lm_jax.models.convert import from_hf_state_dict
 from lm_jax.objectives.batch import ReplacedTokenBatch, Seq2SeqBatch
 
@@ -227,6 +228,7 @@ def main() -> None:
     parser.add_argument("--family", choices=[*FAMILIES, "all"], default="all")
     add_shape_arguments(parser)
     a = parser.parse_args()
+    reuse_freed_host_memory()  # before the first JAX computation
     print(
         f"{a.layers} layers, hidden {a.hidden}, seq {a.seq}, batch {a.batch}, vocab {a.vocab}; "
         f"forward+backward on {jax.devices()[0].device_kind}, torch {torch.__version__} "

@@ -29,6 +29,7 @@ import numpy as np
 
 import lm_jax.objectives as objectives
 from lm_jax.data.tokenizer import VocabInfo
+from lm_jax.host_memory import reuse_freed_host_memory
 
 VOCAB_SIZE = 30522  # BERT's
 
@@ -154,6 +155,7 @@ def main() -> None:
     parser.add_argument("--objectives", nargs="*", default=objectives.names())
     parser.add_argument("--no-peers", action="store_true", help="skip the Hugging Face peers")
     args = parser.parse_args()
+    reuse_freed_host_memory()  # before the first JAX computation
 
     vocab = VocabInfo(
         size=VOCAB_SIZE,

@@ -28,6 +28,7 @@ from models import add_shape_arguments, median_time  # benchmarks/models.py, bes
 
 import lm_jax.objectives as objectives
 from lm_jax.data.tokenizer import VocabInfo
+from lm_jax.host_memory import reuse_freed_host_memory
 from lm_jax.models import TransformerConfig
 from lm_jax.train.metrics import matmul_rate
 from lm_jax.train.optimizer import make_optimizer
@@ -136,11 +137,19 @@ def main() -> None:
     parser.add_argument(
         "--objectives", nargs="*", default=["mlm", "plm", "mpnet", "span", "electra"]
     )
+    parser.add_argument(
+        "--default-malloc",
+        action="store_true",
+        help="keep glibc's default malloc settings (to measure what reuse_freed_host_memory, "
+        "applied otherwise, gains)",
+    )
     a = parser.parse_args()
+    reused = not a.default_malloc and reuse_freed_host_memory()
     print(
         f"{a.layers} layers, hidden {a.hidden}, seq {a.seq}, batch {a.batch}, vocab {a.vocab}; "
         f"{jax.devices()[0].device_kind}, torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads)"
+        f"({torch.get_num_threads()} threads); freed host memory "
+        f"{'reused' if reused else 'returned to the OS (glibc defaults)'}"
     )
     peak = matmul_rate()
     print(f"measured fp32 matmul rate: {peak / 1e9:.1f} GFLOP/s")

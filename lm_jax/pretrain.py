@@ -21,6 +21,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from lm_jax.errors import LmJaxError
+from lm_jax.host_memory import reuse_freed_host_memory
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "pretrain.py"
 
@@ -74,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         "matplotlib",
     ):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    reuse_freed_host_memory()  # before the first JAX computation
     from lm_jax.train.loop import pretrain
 
     try:

@@ -12,6 +12,9 @@ import pytest
 
 from lm_jax.data.sources import shared_data_dir
 from lm_jax.data.tokenizer import VocabInfo
+from lm_jax.host_memory import reuse_freed_host_memory
+
+reuse_freed_host_memory()  # each test process, before its first JAX computation
 
 ROOT = Path(__file__).resolve().parents[1]
 
