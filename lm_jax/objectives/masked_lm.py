@@ -352,6 +352,27 @@ def electra(
     )
 
 
+def sample_from_logits(key: jax.Array, logits: jnp.ndarray, block: int = 128) -> jnp.ndarray:
+    """One token per row of `logits` [..., V], drawn from softmax(logits) (-inf: never), in two
+    exact Gumbel-max stages: a block of `block` consecutive ids by its log-sum-exp, then an id
+    within the chosen block. Block b is drawn with probability sum_{i in b} p_i and id i within
+    it with p_i / sum_{j in b} p_j, so id i with p_i, as with one Gumbel draw per id, for
+    V / block + block noise values per row instead of V (30522 -> 367 for BERT's vocabulary:
+    the noise dominated ELECTRA's step time)."""
+    vocab = logits.shape[-1]
+    blocks = -(-vocab // block)
+    pad = [(0, 0)] * (logits.ndim - 1) + [(0, blocks * block - vocab)]
+    grouped = jnp.pad(logits, pad, constant_values=-jnp.inf).reshape(
+        *logits.shape[:-1], blocks, block
+    )
+    block_key, id_key = jax.random.split(key)
+    block_scores = jax.nn.logsumexp(grouped, axis=-1)
+    chosen = jnp.argmax(block_scores + jax.random.gumbel(block_key, block_scores.shape), axis=-1)
+    within = jnp.take_along_axis(grouped, chosen[..., None, None], axis=-2)[..., 0, :]
+    offset = jnp.argmax(within + jax.random.gumbel(id_key, within.shape), axis=-1)
+    return (chosen * block + offset).astype(jnp.int32)
+
+
 def electra_replace(
     key: jax.Array,
     batch: Batch,
@@ -361,7 +382,7 @@ def electra_replace(
     disallow_original: bool = False,
 ) -> ReplacedTokenBatch:
     """ELECTRA's discriminator batch from the generator's logits [..., P, V] at the masked
-    positions: sample a replacement with Gumbel noise (softmax sampling at `temperature`),
+    positions: sample a replacement from the softmax at `temperature` (`sample_from_logits`),
     write it into the original tokens, and label a token "replaced" only where the sampled
     token differs from the original (a correct sample counts as original).
 
@@ -372,7 +393,7 @@ def electra_replace(
     if disallow_original:
         original = jax.nn.one_hot(batch.masked_targets, logits.shape[-1], dtype=bool)
         logits = jnp.where(original, -jnp.inf, logits)
-    sampled = jnp.argmax(logits + jax.random.gumbel(key, logits.shape), axis=-1).astype(jnp.int32)
+    sampled = sample_from_logits(key, logits)
     weights = batch.masked_weights > 0
     positions = jnp.where(weights, batch.masked_positions, batch.targets.shape[-1])
 
