@@ -38,14 +38,18 @@ from lm_jax.objectives.batch import ReplacedTokenBatch, Seq2SeqBatch
 FAMILIES = ("bert", "electra", "mpnet", "xlnet", "bart", "t5")
 
 
-def median_time(fn, repeats: int) -> float:
-    fn()
-    times = []
+def median_times(steps: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median seconds of each step over `repeats` runs after one warm-up run, the steps taking
+    turns (round robin) so a drift in the machine's speed touches them all alike."""
+    for step in steps.values():
+        step()
+    times = {name: [] for name in steps}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def cross_entropy(logits, targets, weights):
@@ -237,7 +241,8 @@ def main() -> None:
     print(f"{'family':8} {'lm_jax ms':>10} {'torch ms':>10} {'speed-up':>9}")
     for family in FAMILIES if a.family == "all" else (a.family,):
         ours, peer = steps(family, a)
-        ours_s, peer_s = median_time(ours, a.repeats), median_time(peer, a.repeats)
+        timed = median_times({"ours": ours, "peer": peer}, a.repeats)
+        ours_s, peer_s = timed["ours"], timed["peer"]
         print(
             f"{family:8} {1e3 * ours_s:10.1f} {1e3 * peer_s:10.1f} {peer_s / ours_s:8.2f}x",
             flush=True,

@@ -9,7 +9,8 @@ objectives relative to `mlm` at the same size.
 
 Both steps do forward, backward, global-norm clipping and an AdamW update with dropout 0.1; ours
 also draws the masks inside the step (the objective is part of our jitted step), Hugging Face's
-gets pre-masked inputs (its collator time is not counted). Each step's FLOPs as XLA counts
+gets pre-masked inputs (its collator time is not counted). The steps take turns, so a drift in
+this VM's speed touches all alike. Each step's FLOPs as XLA counts
 them in the compiled program show how much of a time ratio is the objective's extra work.
 Requires the `bench` extra.
 """
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 import transformers
 from flax import nnx
-from models import add_shape_arguments, median_time  # benchmarks/models.py, beside this script
+from models import add_shape_arguments, median_times  # benchmarks/models.py, beside this script
 
 import lm_jax.objectives as objectives
 from lm_jax.data.tokenizer import VocabInfo
@@ -156,11 +157,11 @@ def main() -> None:
         f"{'reused' if reused else 'returned to the OS (glibc defaults)'}"
     )
     before = matmul_rate()
-    times, counted = {}, {}
+    steps, counted = {}, {}
     for name in a.objectives:
-        run, counted[name] = our_step(name, a)
-        times[name] = median_time(run, a.repeats)
-    peer = median_time(peer_step(a), a.repeats)
+        steps[name], counted[name] = our_step(name, a)
+    times = median_times({**steps, "transformers": peer_step(a)}, a.repeats)
+    peer = times.pop("transformers")
     after = matmul_rate()
     peak = max(before, after)  # this VM's rate drifts; the higher is the stricter yardstick
     print(
