@@ -10,9 +10,8 @@ objectives relative to `mlm` at the same size.
 Both steps do forward, backward, global-norm clipping and an AdamW update with dropout 0.1; ours
 also draws the masks inside the step (the objective is part of our jitted step), Hugging Face's
 gets pre-masked inputs (its collator time is not counted). The steps take turns, so a drift in
-this VM's speed touches all alike. Each step's FLOPs as XLA counts
-them in the compiled program show how much of a time ratio is the objective's extra work.
-Requires the `bench` extra.
+this VM's speed touches all alike. Each step's FLOPs as XLA counts them in the compiled program
+show how much of a time ratio is the objective's extra work. Requires the `bench` extra.
 """
 
 from __future__ import annotations

@@ -4,10 +4,12 @@ XLA's CPU backend allocates each execution's temporaries as one block (0.9 GB fo
 MLM train step of benchmarks/train_step.py). glibc's malloc serves a block that large with a
 fresh `mmap` and unmaps it when freed, so every step writes to ~230,000 never-touched pages and
 the kernel zero-fills each one on a page fault. On this project's 2-core VM that was 250,000
-faults and 0.3-0.5 s of a 1.0-1.2 s step. With one malloc arena, no `mmap` for large blocks and
-no trimming, the freed block is handed back to the next step, already mapped: no faults. The
-cost: the process keeps its peak host memory until it exits, which a training process does
-anyway. Accelerator memory is not affected.
+faults per step, and the step took 1,377 ms instead of 795 ms (benchmarks/train_step.py with and
+without --default-malloc). With one malloc arena, no `mmap` for large blocks and no trimming,
+the freed block is handed back to the next step, already mapped: no faults in most steps (now
+and then a block lands in new memory and faults once more). The cost: the process keeps its
+peak host memory until it exits, which a training process does anyway. Accelerator memory is
+not affected.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -38,10 +39,18 @@ def faults(mode: str) -> tuple[str, int]:
     return applied, int(count)
 
 
+def huge_pages_always() -> bool:
+    """Whether the kernel backs every anonymous mapping with huge pages (fewer, larger faults)."""
+    path = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+    return path.exists() and "[always]" in path.read_text()
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc only")
 def test_freed_blocks_are_reused_without_page_faults():
     pages = 4 * 2**28 // 4096  # 4 rounds of 256 MB in 4 KiB pages
     applied, default_faults = faults("default")
-    assert applied == "False" and default_faults > 0.9 * pages  # each round maps fresh pages
+    assert applied == "False"
+    if not huge_pages_always():  # with 4 KiB pages every round faults on every page
+        assert default_faults > 0.9 * pages
     applied, reuse_faults = faults("reuse")
     assert applied == "True" and reuse_faults < 0.01 * pages
