@@ -253,24 +253,32 @@ def test_sentence_classification_and_qa_heads(cfg, vocab):
         EncoderForSequenceClassification(cfg, 0, rngs=nnx.Rngs(0))
 
 
-def test_output_bias_and_loss_shortcuts_match_the_plain_formulas():
-    """`add_output_bias` (bias gradient as a product with ones) and the accuracy of
+def test_vocabulary_logits_and_loss_shortcuts_match_the_plain_formulas():
+    """`vocabulary_logits` (tied output matrix with hand-written gradients) and the accuracy of
     `weighted_cross_entropy` (target logit == max) equal the plain formulas."""
-    from lm_jax.models.layers import add_output_bias
+    from lm_jax.models.layers import _tied_logits, vocabulary_logits
     from lm_jax.train.losses import weighted_cross_entropy
 
     k = jax.random.split(jax.random.key(0), 3)
-    logits = jax.random.normal(k[0], (3, 5, 50))
+    word = nnx.Embed(50, 8, rngs=nnx.Rngs(0))
+    x = jax.random.normal(k[0], (3, 5, 8))
     bias = jax.random.normal(k[1], (50,))
+    table = word.embedding[...]
+    logits = vocabulary_logits(x, word, bias)
+    np.testing.assert_allclose(logits, x @ table.T + bias, rtol=1e-6)
+    np.testing.assert_allclose(vocabulary_logits(x, word), x @ table.T, rtol=1e-6)
+
     cotangent = jax.random.normal(k[2], (3, 5, 50))
-
-    def pullback(f):
-        return jax.vjp(f, logits, bias)[1](cotangent)
-
-    ours, plain = pullback(add_output_bias), pullback(lambda x, b: x + b)
-    np.testing.assert_allclose(ours[0], plain[0])
-    np.testing.assert_allclose(ours[1], plain[1], rtol=1e-5, atol=1e-5)
-    np.testing.assert_array_equal(add_output_bias(logits, bias), logits + bias)
+    for args, plain in [
+        ((x, table, bias), lambda x, t, b: x @ t.T + b),
+        ((x, table, None), lambda x, t, b: x @ t.T),
+    ]:
+        got = jax.vjp(_tied_logits, *args)[1](cotangent)
+        want = jax.vjp(plain, *args)[1](cotangent)
+        assert (got[2] is None) == (want[2] is None) == (args[2] is None)
+        for g, w in zip(got, want, strict=True):
+            if w is not None:
+                np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
 
     targets = jax.random.randint(k[2], (3, 5), 0, 50).at[0].set(logits[0].argmax(-1))
     weights = jnp.ones((3, 5)).at[2, 4].set(0.0)

@@ -9,7 +9,6 @@ from lm_jax.models.config import TransformerConfig
 from lm_jax.models.layers import (
     ACTIVATIONS,
     Embeddings,
-    add_output_bias,
     dense,
     embed,
     layer_norm,
@@ -39,7 +38,7 @@ class MaskedLMHead(nnx.Module):
 
     def __call__(self, hidden: jnp.ndarray, embeddings: Embeddings) -> jnp.ndarray:
         h = self.layer_norm(self.activation(self.transform(hidden)))
-        return add_output_bias(embeddings.attend(h).astype(jnp.float32), self.bias[...])
+        return embeddings.attend(h, self.bias[...])
 
 
 class SpanBoundaryHead(nnx.Module):
@@ -87,7 +86,7 @@ class SpanBoundaryHead(nnx.Module):
         )
         x = self.norm1(self.activation(self.layer1(x)))
         x = self.norm2(self.activation(self.layer2(x)))
-        return add_output_bias(embeddings.attend(x).astype(jnp.float32), self.bias[...])
+        return embeddings.attend(x, self.bias[...])
 
 
 class ReplacedTokenHead(nnx.Module):

@@ -120,31 +120,51 @@ class Embeddings(nnx.Module):
             x = x + self.token_type(token_type_ids)
         return self.dropout(self.layer_norm(x), deterministic=deterministic, rngs=rngs)
 
-    def attend(self, x: jnp.ndarray) -> jnp.ndarray:
-        """Logits over the vocabulary with the word embeddings as the (tied) output matrix."""
-        return self.word.attend(x)
+    def attend(self, x: jnp.ndarray, bias: jnp.ndarray | None = None) -> jnp.ndarray:
+        """fp32 logits over the vocabulary with the word embeddings as the (tied) output
+        matrix (`vocabulary_logits`)."""
+        return vocabulary_logits(x, self.word, bias)
+
+
+def vocabulary_logits(
+    x: jnp.ndarray, word: nnx.Embed, bias: jnp.ndarray | None = None
+) -> jnp.ndarray:
+    """fp32 logits [..., vocab] of hidden states x [..., width] with the word embedding table
+    as the tied output matrix (Press & Wolf 2017; BERT, XLNet, BART, T5), plus a bias per
+    vocabulary entry when given. x and the table are cast to `word`'s compute dtype; the
+    product accumulates in fp32."""
+    dtype = word.dtype or x.dtype
+    return _tied_logits(x.astype(dtype), word.embedding[...].astype(dtype), bias)
 
 
 @jax.custom_vjp
-def add_output_bias(logits: jnp.ndarray, bias: jnp.ndarray) -> jnp.ndarray:
-    """`logits + bias` (a bias per vocabulary entry, on the last axis), with the same values
-    and gradients, but the bias gradient taken as a product with a vector of ones instead of a
-    reduction over the tokens: XLA's CPU backend runs that column reduction of a [tokens, vocab]
-    gradient 25x slower (about 100 ms against 4 ms in the BERT-small MLM step of
-    benchmarks/train_step.py); on accelerators the two cost the same."""
-    return logits + bias
+def _tied_logits(x: jnp.ndarray, table: jnp.ndarray, bias: jnp.ndarray | None) -> jnp.ndarray:
+    """`x @ table.T (+ bias)` with the values and (up to float rounding) the gradients of
+    autodiff's, but two of the gradients formed as XLA's CPU backend runs them fastest: the
+    table's as the transpose of x^T g (for autodiff's g^T x it first copies the [tokens, vocab]
+    logits gradient, 78 MB in the BERT-small MLM step of benchmarks/train_step.py, into
+    vocab-major order), the bias's as a product with a vector of ones (a column reduction over
+    the tokens runs 25x slower there: about 100 ms against 4 ms). On accelerators both forms
+    cost the same."""
+    logits = jnp.dot(x, table.T, preferred_element_type=jnp.float32)
+    return logits if bias is None else logits + bias
 
 
-def _add_output_bias_fwd(logits, bias):
-    return logits + bias, None
+def _tied_logits_fwd(x, table, bias):
+    return _tied_logits(x, table, bias), (x, table, bias)
 
 
-def _add_output_bias_bwd(_, grad):
-    rows = grad.reshape(-1, grad.shape[-1])
-    return grad, jnp.ones(rows.shape[0], grad.dtype) @ rows
+def _tied_logits_bwd(residuals, grad):
+    x, table, bias = residuals
+    rows, grad_rows = x.reshape(-1, x.shape[-1]), grad.reshape(-1, grad.shape[-1])
+    cast = grad_rows.astype(x.dtype)
+    dx = (cast @ table).reshape(x.shape)
+    dtable = (rows.T @ cast).T
+    dbias = jnp.ones(rows.shape[0], grad.dtype) @ grad_rows if bias is not None else None
+    return dx, dtable, dbias
 
 
-add_output_bias.defvjp(_add_output_bias_fwd, _add_output_bias_bwd)
+_tied_logits.defvjp(_tied_logits_fwd, _tied_logits_bwd)
 
 
 class MultiHeadAttention(nnx.Module):

@@ -26,11 +26,11 @@ from lm_jax.models.layers import (
     GatedFeedForward,
     MultiHeadAttention,
     RelativePositionBias,
-    add_output_bias,
     dense,
     embed,
     layer_norm,
     rms_norm,
+    vocabulary_logits,
 )
 from lm_jax.objectives.batch import Seq2SeqBatch
 from lm_jax.sharding import constrain
@@ -224,8 +224,8 @@ class EncoderDecoder(nnx.Module):
                 return self.lm_head(x).astype(jnp.float32)
             if self.cfg.scale_decoder_outputs:
                 x = x * self.cfg.hidden_size**-0.5
-            return self.word.attend(x).astype(jnp.float32)
-        return add_output_bias(self.word.attend(x).astype(jnp.float32), self.bias[...])
+            return vocabulary_logits(x, self.word)
+        return vocabulary_logits(x, self.word, self.bias[...])
 
     def __call__(
         self, batch: Seq2SeqBatch, *, deterministic: bool = True, rngs: nnx.Rngs | None = None

@@ -19,7 +19,7 @@ from flax import nnx, struct
 
 from lm_jax.attention import AttentionMask, dot_product_attention
 from lm_jax.models.config import TransformerConfig
-from lm_jax.models.layers import HIDDEN_AXES, FeedForward, add_output_bias, layer_norm
+from lm_jax.models.layers import HIDDEN_AXES, FeedForward, layer_norm, vocabulary_logits
 from lm_jax.objectives.batch import Batch, TwoStreamBatch
 from lm_jax.sharding import constrain
 
@@ -240,5 +240,5 @@ class XLNet(nnx.Module):
                 relative = relative.query_rows(length)
             x = layer(x, keys, mask, relative, deterministic=deterministic, rngs=rngs)
         out = drop(x)
-        logits = add_output_bias(self.word.attend(out).astype(jnp.float32), self.bias[...])
+        logits = vocabulary_logits(out, self.word, self.bias[...])
         return logits, new_memory
