@@ -131,10 +131,11 @@ def vocabulary_logits(
 ) -> jnp.ndarray:
     """fp32 logits [..., vocab] of hidden states x [..., width] with the word embedding table
     as the tied output matrix (Press & Wolf 2017; BERT, XLNet, BART, T5), plus a bias per
-    vocabulary entry when given. x and the table are cast to `word`'s compute dtype; the
-    product accumulates in fp32."""
-    dtype = word.dtype or x.dtype
-    return _tied_logits(x.astype(dtype), word.embedding[...].astype(dtype), bias)
+    vocabulary entry when given. x and the table are cast to `word`'s compute dtype (without
+    one, to their common dtype, as `nnx.Embed.attend` does); the product accumulates in fp32."""
+    table = word.embedding[...]
+    dtype = word.dtype or jnp.result_type(x, table)
+    return _tied_logits(x.astype(dtype), table.astype(dtype), bias)
 
 
 @jax.custom_vjp
