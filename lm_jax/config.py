@@ -168,6 +168,9 @@ def pretraining_config(objective: str = "mlm") -> ml_collections.ConfigDict:
     c.mesh.data = -1  # data-parallel ways; -1 = every device not used by fsdp x tensor
     c.mesh.fsdp = 1  # fully-sharded data-parallel ways
     c.mesh.tensor = 1  # tensor-parallel ways
+    # JAX devices the command line splits a CPU-only host into (lm_jax.sharding.use_cpu_cores):
+    # 0 = as many as the mesh needs, one per usable core that divides the batch when data is -1.
+    c.mesh.cpu_devices = 0
 
     # Multi-host runs (TPU pods, multi-node GPU): jax.distributed.initialize before anything else.
     c.distributed = ml_collections.ConfigDict()
@@ -342,6 +345,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "mesh.data": (lambda x: x == -1 or x > 0, "must be -1 or > 0"),
     "mesh.fsdp": (lambda x: x == -1 or x > 0, "must be -1 or > 0"),
     "mesh.tensor": (lambda x: x == -1 or x > 0, "must be -1 or > 0"),
+    "mesh.cpu_devices": (lambda x: x >= 0, "must be >= 0 (0: automatic)"),
     "distributed.num_processes": (lambda x: x >= 0, "must be >= 0 (0 = auto-detect)"),
     "distributed.process_id": (lambda x: x >= -1, "must be >= -1 (-1 = auto-detect)"),
 }

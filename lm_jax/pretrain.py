@@ -22,6 +22,7 @@ from ml_collections import config_flags
 
 from lm_jax.errors import LmJaxError
 from lm_jax.host_memory import reuse_freed_host_memory
+from lm_jax.sharding import use_cpu_cores
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "pretrain.py"
 
@@ -75,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         "matplotlib",
     ):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    reuse_freed_host_memory()  # before the first JAX computation
+    reuse_freed_host_memory()  # both before the first JAX computation
+    use_cpu_cores(config)
     from lm_jax.train.loop import pretrain
 
     try:

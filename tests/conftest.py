@@ -82,6 +82,15 @@ def tiny_config(**overrides):
     return override(c, overrides)
 
 
+def tiny_cli_overrides(**overrides) -> list[str]:
+    """The command-line flags (--config.FIELD=VALUE) that give tiny_config(**overrides)."""
+    from lm_jax.config import _flatten, pretraining_config
+
+    default = _flatten(pretraining_config().to_dict())
+    tiny = _flatten(tiny_config(**overrides).to_dict())
+    return [f"--config.{k}={v}" for k, v in tiny.items() if default.get(k) != v]
+
+
 def run_python(code: str, devices: int = 1, timeout: int = 600) -> str:
     """Run `code` in a fresh interpreter with `devices` fake CPU devices; returns stdout."""
     env = dict(

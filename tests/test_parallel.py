@@ -10,10 +10,10 @@ import sys
 import jax
 import numpy as np
 import pytest
-from conftest import ROOT, run_python, tiny_config
+from conftest import ROOT, run_python, tiny_cli_overrides, tiny_config
 from jax.sharding import PartitionSpec as P
 
-from lm_jax.sharding import logical_to_spec, make_mesh, state_shardings
+from lm_jax.sharding import cpu_device_count, logical_to_spec, make_mesh, state_shardings
 from lm_jax.train.loop import pretrain
 from lm_jax.train.metrics import read_metrics
 
@@ -63,6 +63,25 @@ def test_adafactor_factored_moments_are_replicated():
     assert ((256,), P()) in shardings and ((512,), P()) in shardings
 
 
+def test_cpu_device_count():
+    """How many devices a CPU-only host is split into: the most data ways that fit the cores
+    and divide the batch next to the fixed axes; the mesh's size when it has no -1."""
+
+    def count(cores, batch=8, **fields):
+        return cpu_device_count(tiny_config(**{"train.batch_size": batch, **fields}), cores)
+
+    assert [count(cores) for cores in (1, 2, 3, 4, 16)] == [1, 2, 2, 4, 8]
+    assert count(4, batch=6) == 3 and count(4, batch=5) == 1
+    assert count(4, **{"mesh.fsdp": 2}) == 4  # data -1: 2 ways x fsdp 2
+    assert count(8, batch=4, **{"mesh.fsdp": 2}) == 4  # the batch splits 4 ways at most
+    assert count(4, **{"mesh.data": 2, "mesh.fsdp": -1}) == 4
+    assert count(1, **{"mesh.data": 2, "mesh.fsdp": 2, "mesh.tensor": 2}) == 8  # the mesh's size
+    assert count(4, **{"mesh.cpu_devices": 3}) == 3  # set explicitly
+    assert count(4, **{"mesh.tensor": -1}) == 1
+    assert count(4, **{"distributed.initialize": True}) == 1
+    assert count(4, **{"mesh.data": 0}) == 1  # invalid: left to validate's clear error
+
+
 @pytest.fixture(scope="module")
 def one_device_run(tmp_path_factory):
     """The reference: 10 steps on this process's single CPU device."""
@@ -77,9 +96,11 @@ def test_meshes_of_8_devices_match_one_device(one_device_run, tmp_path):
         import json, sys
         sys.path.insert(0, "tests")
         from conftest import tiny_config
+        from lm_jax.train import metrics
         from lm_jax.train.loop import pretrain
         from lm_jax.train.metrics import read_metrics
-        result = {{}}
+        metrics.matmul_rate = lambda: 1e11  # the 8 CPU devices share this process's cores
+        result = {{"peak": metrics.peak_flops()[0]}}
         for data, fsdp, tensor in [(1, 8, 1), (2, 2, 2)]:
             config = tiny_config(**{SHORT_RUN!r}, **{{
                 "tokenizer.path": "{run.tokenizer_path}",
@@ -95,6 +116,7 @@ def test_meshes_of_8_devices_match_one_device(one_device_run, tmp_path):
         devices=8,
     )
     result = json.loads(out.strip().splitlines()[-1])
+    assert result.pop("peak") == 1e11
     assert result["1-8-1"]["spec"] == "P('fsdp', None)"
     assert result["2-2-2"]["spec"] == "P('fsdp', 'tensor')"
     for mesh, r in result.items():
@@ -111,24 +133,16 @@ def test_two_process_distributed_run(one_device_run, tmp_path):
     env = dict(
         os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu"
     )
-    overrides = [f"--config.{k}={v}" for k, v in SHORT_RUN.items()] + [
-        "--config.data.corpus=python_docs",
-        "--config.data.seq_len=64",
-        "--config.model.hidden_size=64",
-        "--config.model.num_layers=1",
-        "--config.model.num_heads=2",
-        "--config.model.intermediate_size=128",
-        "--config.model.max_position=64",
-        "--config.train.batch_size=8",
-        "--config.train.warmup_steps=2",
-        "--config.train.eval_batches=2",
-        "--config.tokenizer.extra_ids=0",
-        f"--config.tokenizer.path={run.tokenizer_path}",
-        f"--config.output_dir={tmp_path / 'run'}",
-        "--config.distributed.initialize=True",
-        f"--config.distributed.coordinator_address=localhost:{port}",
-        "--config.distributed.num_processes=2",
-    ]
+    overrides = tiny_cli_overrides(
+        **SHORT_RUN,
+        **{
+            "tokenizer.path": str(run.tokenizer_path),
+            "output_dir": str(tmp_path / "run"),
+            "distributed.initialize": True,
+            "distributed.coordinator_address": f"localhost:{port}",
+            "distributed.num_processes": 2,
+        },
+    )
     procs = [
         subprocess.Popen(
             [
@@ -153,3 +167,28 @@ def test_two_process_distributed_run(one_device_run, tmp_path):
     distributed = [r["loss"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl")]
     assert distributed == pytest.approx(losses, rel=1e-5)
     assert (tmp_path / "run" / "checkpoints" / "10").is_dir()
+
+
+def test_cli_splits_a_cpu_host_into_a_data_mesh(one_device_run, tmp_path):
+    """The command line on a CPU-only host (no XLA_FLAGS device count) runs on a data mesh of
+    config.mesh.cpu_devices devices and trains the same 10 steps as one device."""
+    run, losses = one_device_run
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    overrides = {
+        **SHORT_RUN,
+        "tokenizer.path": str(run.tokenizer_path),
+        "output_dir": str(tmp_path / "run"),
+        "mesh.cpu_devices": 2,
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "lm_jax.pretrain", *tiny_cli_overrides(**overrides)],
+        env={**env, "JAX_PLATFORMS": "cpu"},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "mesh {'data': 2, 'fsdp': 1, 'tensor': 1} over 2 device(s)" in proc.stderr
+    split = [r["loss"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl")]
+    assert split == pytest.approx(losses, rel=1e-5)

@@ -169,6 +169,7 @@ def test_config_validation_names_fields():
         ({"objective": "xlnet9"}, "unknown objective 'xlnet9'"),
         ({"data.corpus": "web"}, "config.data.corpus must be one of"),
         ({"data.seq_len": 1024}, "exceeds config.model.max_position"),
+        ({"mesh.cpu_devices": -2}, "config.mesh.cpu_devices must be >= 0"),
     ]:
         with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
             validate(tiny_config(**overrides))

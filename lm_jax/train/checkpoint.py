@@ -31,6 +31,7 @@ RESUMABLE_CHANGES = (
     "mesh.data",  # a checkpoint restores onto any mesh
     "mesh.fsdp",
     "mesh.tensor",
+    "mesh.cpu_devices",
     "distributed.initialize",
     "distributed.coordinator_address",
     "distributed.num_processes",

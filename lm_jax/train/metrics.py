@@ -47,14 +47,15 @@ def matmul_rate(n: int = 2048, repeats: int = 5) -> float:
 def peak_flops() -> tuple[float, str]:
     """Peak FLOP/s of all devices together and where the figure comes from: the vendors' bf16
     peak for known TPUs and GPUs; on CPUs (and unknown accelerators) the measured fp32 matmul
-    rate of this machine, the practical ceiling a train step can reach."""
+    rate of this machine, the practical ceiling a train step can reach. A process's CPU devices
+    (`jax_num_cpu_devices`) share its cores, which one device's matmul already keeps busy, so
+    on CPUs the rate counts once per process."""
     device = jax.devices()[0]
     for name, flops in PEAK_FLOPS:
         if name.lower() in device.device_kind.lower():
             return flops * jax.device_count(), f"{device.device_kind} bf16 peak"
-    return matmul_rate() * jax.local_device_count() * jax.process_count(), (
-        f"measured fp32 matmul rate of {device.device_kind}"
-    )
+    shares = jax.process_count() if device.platform == "cpu" else jax.device_count()
+    return matmul_rate() * shares, f"measured fp32 matmul rate of {device.device_kind}"
 
 
 class MetricsWriter:
