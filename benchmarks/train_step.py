@@ -7,20 +7,24 @@ objectives relative to `mlm` at the same size.
                                                # batch 32, vocab 30522
     python benchmarks/train_step.py --objectives mlm plm mpnet span electra --repeats 5
 
-Both steps do forward, backward, global-norm clipping and an AdamW update with dropout 0.1; ours
-also draws the masks inside the step (the objective is part of our jitted step), Hugging Face's
-gets pre-masked inputs (its collator time is not counted). The steps take turns, so a drift in
-this VM's speed touches all alike. Each step's FLOPs as XLA counts them in the compiled program
-show how much of a time ratio is the objective's extra work. Requires the `bench` extra.
+Our steps run on a data mesh over one JAX CPU device per core (`--cpu-devices`, default: the
+cores this process may use; `jax_num_cpu_devices`), the batch split between them, so the work
+XLA:CPU does not spread over threads itself (elementwise ops, reductions, random bits) runs on
+every core; the MLM step on a single device is timed too. Both steps do forward, backward,
+global-norm clipping and an AdamW update with dropout 0.1; ours also draws the masks inside the
+step (the objective is part of our jitted step), Hugging Face's gets pre-masked inputs (its
+collator time is not counted). The steps take turns, so a drift in this VM's speed touches all
+alike. Each step's FLOPs as XLA counts them in the compiled program show how much of a time
+ratio is the objective's extra work. Requires the `bench` extra.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import os
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import torch
@@ -32,9 +36,10 @@ import lm_jax.objectives as objectives
 from lm_jax.data.tokenizer import VocabInfo
 from lm_jax.host_memory import reuse_freed_host_memory
 from lm_jax.models import TransformerConfig
+from lm_jax.sharding import global_batch, make_mesh
 from lm_jax.train.metrics import matmul_rate
 from lm_jax.train.optimizer import make_optimizer
-from lm_jax.train.step import TrainState, make_train_step
+from lm_jax.train.step import init_train_state, make_train_step
 from lm_jax.train.tasks import TASKS
 
 
@@ -48,9 +53,9 @@ def mlm_step_flops(a, predicted: float) -> float:
     return 3 * (dense + attention + head)
 
 
-def our_step(objective: str, a):
-    """A jitted train step of `objective` with its model (a function running one step), and
-    the FLOPs XLA counts in the compiled step."""
+def our_step(objective: str, a, devices: list[jax.Device]):
+    """A jitted train step of `objective` with its model on a data mesh over `devices` (a
+    function running one step), and the FLOPs XLA counts in the compiled step (all devices)."""
     vocab = VocabInfo(
         size=a.vocab,
         pad_id=0,
@@ -70,7 +75,7 @@ def our_step(objective: str, a):
         dropout_rate=0.1,
     )
     task = TASKS[objective]
-    graphdef, params = nnx.split(task.build(cfg, nnx.Rngs(0)))
+    mesh = make_mesh(data=len(devices), devices=devices)
     train = ml_collections.ConfigDict(
         dict(
             learning_rate=1e-4,
@@ -87,25 +92,32 @@ def our_step(objective: str, a):
         )
     )
     optimizer, _ = make_optimizer(train)
+    graphdef, state, state_sharding = init_train_state(
+        lambda: task.build(cfg, nnx.Rngs(0)), optimizer, mesh
+    )
     objective_fn = functools.partial(objectives.get(objective), vocab=vocab)
-    step = make_train_step(graphdef, optimizer, objective_fn, 0, task)
+    step = make_train_step(graphdef, optimizer, objective_fn, 0, task, mesh, state_sharding)
     rng = np.random.default_rng(0)
     tokens = rng.integers(1000, a.vocab - 200, (a.batch, a.seq)).astype(np.int32)
     tokens[:, 0], tokens[:, -1] = vocab.cls_id, vocab.sep_id
-    rows = {
-        "tokens": jnp.asarray(tokens),
-        "segment_ids": jnp.ones((a.batch, a.seq), jnp.int32),
-        "word_starts": jnp.asarray(rng.random((a.batch, a.seq)) < 0.75),
-    }
-    state = [TrainState.create(params, optimizer)]
-    cost = step.lower(state[0], rows).compile().cost_analysis()
+    rows = global_batch(
+        {
+            "tokens": tokens,
+            "segment_ids": np.ones((a.batch, a.seq), np.int32),
+            "word_starts": rng.random((a.batch, a.seq)) < 0.75,
+        },
+        mesh,
+    )
+    with jax.set_mesh(mesh):
+        compiled = step.lower(state, rows).compile()
+    states = [state]
 
     def run():
-        state[0], sums = step(state[0], rows)
+        states[0], sums = compiled(states[0], rows)
         jax.block_until_ready(sums)
         return sums
 
-    return run, cost["flops"]
+    return run, compiled.cost_analysis()["flops"] * mesh.size  # cost_analysis: per device
 
 
 def peer_step(a):
@@ -147,20 +159,37 @@ def main() -> None:
         help="keep glibc's default malloc settings (to measure what reuse_freed_host_memory, "
         "applied otherwise, gains)",
     )
+    parser.add_argument(
+        "--cpu-devices",
+        type=int,
+        default=len(os.sched_getaffinity(0)),
+        help="JAX CPU devices in the data mesh of our steps (default: the usable cores)",
+    )
     a = parser.parse_args()
+    if a.cpu_devices < 1 or a.batch % a.cpu_devices:
+        parser.error(f"--cpu-devices {a.cpu_devices} must be >= 1 and divide --batch {a.batch}")
+    jax.config.update("jax_num_cpu_devices", a.cpu_devices)  # before the first computation
     reused = not a.default_malloc and reuse_freed_host_memory()
+    devices = jax.devices()
     print(
         f"{a.layers} layers, hidden {a.hidden}, seq {a.seq}, batch {a.batch}, vocab {a.vocab}; "
-        f"{jax.devices()[0].device_kind}, torch {torch.__version__} "
-        f"({torch.get_num_threads()} threads); freed host memory "
+        f"lm_jax on a data mesh over {len(devices)} {devices[0].device_kind} device(s), "
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads); freed host memory "
         f"{'reused' if reused else 'returned to the OS (glibc defaults)'}"
     )
     before = matmul_rate()
     steps, counted = {}, {}
     for name in a.objectives:
-        steps[name], counted[name] = our_step(name, a)
-    times = median_times({**steps, "transformers": peer_step(a)}, a.repeats)
+        steps[name], counted[name] = our_step(name, a, devices)
+    single = {}
+    if len(devices) > 1 and "mlm" in a.objectives:
+        single["mlm"], _ = our_step("mlm", a, devices[:1])
+    times = median_times(
+        {**steps, **{f"{k}, 1 device": v for k, v in single.items()}, "transformers": peer_step(a)},
+        a.repeats,
+    )
     peer = times.pop("transformers")
+    single_mlm = times.pop("mlm, 1 device", None)
     after = matmul_rate()
     peak = max(before, after)  # this VM's rate drifts; the higher is the stricter yardstick
     print(
@@ -181,6 +210,11 @@ def main() -> None:
             f"model FLOPs {flops / 1e9:.1f} G per step -> {flops / mlm / 1e9:.1f} GFLOP/s = "
             f"{100 * flops / mlm / peak:.0f}% of the measured matmul rate"
         )
+        if single_mlm is not None:
+            print(
+                f"mlm step on 1 device: {1e3 * single_mlm:.0f} ms ({peer / single_mlm:.2f}x "
+                f"transformers, {100 * flops / single_mlm / peak:.0f}% of the matmul rate)"
+            )
     print(f"{'step':8} {'ms':>8} {'x mlm':>7} {'XLA-counted GFLOP':>18} {'x mlm':>7}")
     for name, seconds in times.items():
         flops = counted[name] / 1e9
