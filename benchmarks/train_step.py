@@ -8,14 +8,13 @@ objectives relative to `mlm` at the same size.
     python benchmarks/train_step.py --objectives mlm plm mpnet span electra --repeats 5
 
 Our steps run on a data mesh over one JAX CPU device per core (`--cpu-devices`, default: the
-cores this process may use; `jax_num_cpu_devices`), the batch split between them, so the work
-XLA:CPU does not spread over threads itself (elementwise ops, reductions, random bits) runs on
-every core; the MLM step on a single device is timed too. Both steps do forward, backward,
-global-norm clipping and an AdamW update with dropout 0.1; ours also draws the masks inside the
-step (the objective is part of our jitted step), Hugging Face's gets pre-masked inputs (its
-collator time is not counted). The steps take turns, so a drift in this VM's speed touches all
-alike. Each step's FLOPs as XLA counts them in the compiled program show how much of a time
-ratio is the objective's extra work. Requires the `bench` extra.
+cores this process may use; `jax_num_cpu_devices`), the batch split between them, as the command
+line runs on a CPU-only host; the MLM step on a single device is timed too. Both steps do
+forward, backward, global-norm clipping and an AdamW update with dropout 0.1; ours also draws
+the masks inside the step (the objective is part of our jitted step), Hugging Face's gets
+pre-masked inputs (its collator time is not counted). The steps take turns, so a drift in this
+VM's speed touches all alike. Each step's FLOPs as XLA counts them in the compiled program show
+how much of a time ratio is the objective's extra work. Requires the `bench` extra.
 """
 
 from __future__ import annotations

@@ -94,11 +94,12 @@ def cpu_device_count(config: ml_collections.ConfigDict, cores: int) -> int:
 
 
 def use_cpu_cores(config: ml_collections.ConfigDict) -> int | None:
-    """Split the host CPU into `cpu_device_count` JAX devices (`jax_num_cpu_devices`) so that a
-    CPU-only run's data mesh puts every core to work: XLA:CPU spreads matrix products over
-    threads but runs much of the rest (elementwise ops, reductions, random bits) on one thread
-    per device. The BERT-small MLM step of benchmarks/train_step.py took 12-17% less time on two
-    devices than on one on this project's 2-core VM. Accelerators' devices are not affected.
+    """Split the host CPU into `cpu_device_count` JAX devices (`jax_num_cpu_devices`), so that a
+    CPU-only run is a data mesh of programs running side by side on half-size (or smaller)
+    batches rather than one program that XLA:CPU spreads over threads op by op; for this
+    library's many small ops that is faster: the BERT-small MLM step of
+    benchmarks/train_step.py took 10-20% less time on two devices than on one on this
+    project's 2-core VM. Accelerators' devices are not affected.
     Call before the first JAX computation (the command line does). Returns the count set, or
     None when XLA_FLAGS already sets --xla_force_host_platform_device_count (left as it is)."""
     if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
