@@ -99,9 +99,10 @@ def use_cpu_cores(config: ml_collections.ConfigDict) -> int | None:
     batches rather than one program that XLA:CPU spreads over threads op by op; for this
     library's many small ops that is faster: the BERT-small MLM step of
     benchmarks/train_step.py took 10-20% less time on two devices than on one on this
-    project's 2-core VM. Accelerators' devices are not affected.
-    Call before the first JAX computation (the command line does). Returns the count set, or
-    None when XLA_FLAGS already sets --xla_force_host_platform_device_count (left as it is)."""
+    project's 2-core VM (4 devices there were slower than 2; larger hosts were not measured).
+    Accelerators' devices are not affected. Call before the first JAX computation (the
+    command line does). Returns the count set, or None when XLA_FLAGS already sets
+    --xla_force_host_platform_device_count (left as it is)."""
     if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
         return None
     count = cpu_device_count(config, len(os.sched_getaffinity(0)))
