@@ -86,10 +86,8 @@ def cpu_device_count(config: ml_collections.ConfigDict, cores: int) -> int:
         return 1
     other_batch_ways = sizes["fsdp" if free[0] == "data" else "data"]
     ways = max(1, cores // fixed)
-    while config.train.batch_size % (ways * other_batch_ways):
+    while ways > 1 and config.train.batch_size % (ways * other_batch_ways):
         ways -= 1
-        if ways == 0:
-            return 1
     return ways * fixed
 
 
