@@ -180,13 +180,9 @@ def main() -> None:
     steps, counted = {}, {}
     for name in a.objectives:
         steps[name], counted[name] = our_step(name, a, devices)
-    single = {}
     if len(devices) > 1 and "mlm" in a.objectives:
-        single["mlm"], _ = our_step("mlm", a, devices[:1])
-    times = median_times(
-        {**steps, **{f"{k}, 1 device": v for k, v in single.items()}, "transformers": peer_step(a)},
-        a.repeats,
-    )
+        steps["mlm, 1 device"], _ = our_step("mlm", a, devices[:1])
+    times = median_times({**steps, "transformers": peer_step(a)}, a.repeats)
     peer = times.pop("transformers")
     single_mlm = times.pop("mlm, 1 device", None)
     after = matmul_rate()
