@@ -1,6 +1,7 @@
 """BERT / RoBERTa masked LM against the reference behaviour in shared/OBJECTIVES.md."""
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -242,3 +243,40 @@ def test_property_valid_batch_on_odd_inputs(vocab, rows, budget):
             )
         else:
             assert counts[i] <= min(candidates[i].sum(), int(0.15 * n) + 1)
+
+
+LENGTHS = np.arange(3, 1025)  # [CLS] + n - 2 tokens + [SEP], every row length up to 1024
+
+
+def predicted_per_row(batch) -> list[int]:
+    return np.asarray(batch.masked_weights > 0).sum(-1).tolist()
+
+
+@pytest.mark.parametrize(
+    "name,reference",
+    [
+        # BERT's create_pretraining_data.py: round(len(tokens) * masked_lm_prob), Python floats.
+        ("mlm", lambda n: max(1, round(n * 0.15))),
+        # MPNet: round(0.15 n) of the n real tokens predicted.
+        ("mpnet", lambda n: round(n * 0.15)),
+        # SpanBERT: math.ceil(sent_length * mask_ratio) of the maskable tokens.
+        ("span", lambda n: math.ceil((n - 2) * 0.15)),
+        # ELECTRA's TF code: tf.round(num_tokens * mask_prob) in float32.
+        ("electra", lambda n: max(1, int(np.round(np.float32(n) * np.float32(0.15))))),
+    ],
+)
+def test_budgets_match_the_references_at_every_length(name, reference, vocab):
+    """Every row length 3..1024: the number of predictions is the reference formula, computed
+    as the reference computes it (Python float64, or float32 where the reference is TF)."""
+    tokens = random_rows(vocab, len(LENGTHS), 1024, lengths=LENGTHS)
+    kwargs = {"word_starts": jnp.ones(tokens.shape, bool)} if name == "span" else {}
+    batch = jax.jit(lambda k, t: obj.get(name)(k, t, vocab=vocab, **kwargs))(
+        jax.random.key(0), tokens
+    )
+    counts = predicted_per_row(batch)
+    if name == "span":
+        counts = np.asarray(batch.loss_weights > 0).sum(-1).tolist()
+    cap = {"electra": int(0.155 * 1024)}.get(name, math.ceil(0.15 * 1024))
+    expected = [min(reference(n), cap, n - 2) for n in LENGTHS]
+    wrong = [(n, c, e) for n, c, e in zip(LENGTHS, counts, expected) if c != e]
+    assert not wrong, f"(length, ours, reference) where they differ: {wrong[:10]}"

@@ -160,7 +160,9 @@ def _unilm_row(
     token_types = jnp.where(mode == 3, (positions >= source).astype(jnp.int32), types)
 
     candidates = candidates_of(tokens, segment_ids, vocab)
-    count = prediction_budget(k_budget, (segment_ids != 0).sum(), rate, max_predictions, "round")
+    count = prediction_budget(
+        k_budget, (segment_ids != 0).sum(), rate, max_predictions, "round", tokens.shape[-1]
+    )
     units = unit_ids(jnp.ones_like(candidates), candidates, segment_ids)
     selected = select_ngram_units(k_select, units, segment_ids, count, ngram_probs)
     masked_positions, masked_targets, masked_weights = sparse_layout(

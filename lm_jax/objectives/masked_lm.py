@@ -75,7 +75,9 @@ def _masked_row(
     as whole-unit n-grams, then 80/10/10 on the sparse slots."""
     k_budget, k_select, k_corrupt = jax.random.split(key, 3)
     candidates = candidates_of(tokens, segment_ids, vocab)
-    count = prediction_budget(k_budget, (segment_ids != 0).sum(), rate, max_predictions, budget)
+    count = prediction_budget(
+        k_budget, (segment_ids != 0).sum(), rate, max_predictions, budget, tokens.shape[-1]
+    )
     if unit_starts is None:
         selected = select_positions(k_select, candidates, count, max_predictions)
     else:
@@ -331,24 +333,29 @@ def electra(
     """ELECTRA's generator input (Clark et al. 2020): mask rate 0.15 (0.25 for large), selected
     tokens 85% [MASK] and 15% unchanged, no random replacement; specials and pad never selected.
 
-    `max_predictions` defaults to int((rate + 0.005) * L) as in the reference. The reference
-    draws positions with replacement (tf.random.categorical), so it can mask fewer than the
-    budget; here positions are distinct and the budget round(rate * n) is exact. Feed the
-    generator's logits at `masked_positions` to `electra_replace` for the discriminator batch.
+    `max_predictions` defaults to int((rate + 0.005) * L) as in the reference. The budget is
+    the reference's float32 `round(num_tokens * rate)` (its TF code computes in float32). The
+    reference draws positions with replacement (tf.random.categorical), so it can mask fewer
+    than the budget; here positions are distinct and the budget is exact. Feed the generator's
+    logits at `masked_positions` to `electra_replace` for the discriminator batch.
     """
     tokens = jnp.asarray(tokens)
     length = tokens.shape[-1] if tokens.ndim else 0
     if max_predictions is None:
         max_predictions = max(1, int((rate + 0.005) * length))
-    return mlm(
+    return _mask(
         key,
         tokens,
+        None,
         vocab=vocab,
         segment_ids=segment_ids,
+        ngram_probs=(),
         rate=rate,
         max_predictions=max_predictions,
+        budget="round_float32",
         mask_prob=mask_prob,
         random_prob=0.0,
+        random_excludes_specials=True,
     )
 
 

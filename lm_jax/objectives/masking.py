@@ -7,6 +7,7 @@ Reference behaviour: google-research/bert and google-research/albert
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -39,19 +40,38 @@ def candidates_of(tokens: jnp.ndarray, segment_ids: jnp.ndarray, vocab: VocabInf
     return (segment_ids != 0) & ~special
 
 
-def prediction_budget(
-    key: jax.Array, num_tokens: jnp.ndarray, rate: float, max_predictions: int, budget: str
-) -> jnp.ndarray:
-    """How many tokens a row predicts.
+def count_table(length: int, count: Callable[[int], int]) -> jnp.ndarray:
+    """int32 [length + 1]: `count(n)` for every token count n = 0..length, evaluated on the
+    host in Python's float64 arithmetic, as the references compute their budgets
+    (`round(n * 0.15)`, `math.ceil(n * 0.15)`); a row indexes it by its token count. In float32
+    the products drift: float32(0.15) * 100 = 15.0000009 and 190 * 0.15 rounds to 29, not 28."""
+    return jnp.asarray([count(n) for n in range(length + 1)], jnp.int32)
 
-    "round" (BERT): min(max_predictions, max(1, round(rate * n))), n counting [CLS]/[SEP]
-    (Python 3 rounds half to even, as `jnp.round` does). "probabilistic" (RoBERTa/fairseq):
-    int(rate * n + U[0, 1)), so the mean is exactly rate * n.
+
+def prediction_budget(
+    key: jax.Array,
+    num_tokens: jnp.ndarray,
+    rate: float,
+    max_predictions: int,
+    budget: str,
+    length: int,
+) -> jnp.ndarray:
+    """How many tokens a row of `length` slots holding `num_tokens` real tokens predicts.
+
+    "round" (BERT): min(max_predictions, max(1, round(rate * n))), n counting [CLS]/[SEP], in
+    Python's float64 arithmetic and half-to-even rounding (`count_table`). "probabilistic"
+    (RoBERTa/fairseq): int(rate * n + U[0, 1)), as floor(rate * n) plus 1 with probability
+    frac(rate * n), both from float64, so the mean is exactly rate * n. "round_float32": ELECTRA's
+    TF code, which rounds the float32 product `tf.round(num_tokens * mask_prob)`.
     """
     if budget == "round":
-        count = jnp.maximum(1, jnp.round(num_tokens * rate))
+        count = count_table(length, lambda n: max(1, round(n * rate)))[num_tokens]
     elif budget == "probabilistic":
-        count = jnp.floor(num_tokens * rate + jax.random.uniform(key))
+        whole = count_table(length, lambda n: math.floor(n * rate))[num_tokens]
+        fraction = jnp.asarray([n * rate - math.floor(n * rate) for n in range(length + 1)])
+        count = whole + (jax.random.uniform(key) < fraction[num_tokens])
+    elif budget == "round_float32":
+        count = jnp.maximum(1, jnp.round(num_tokens * jnp.float32(rate)))
     else:
         raise ValueError(f"budget must be one of {BUDGETS}, got {budget!r}")
     return jnp.minimum(count, max_predictions).astype(jnp.int32)

@@ -15,6 +15,7 @@ from lm_jax.objectives.batch import TwoStreamBatch
 from lm_jax.objectives.masking import (
     candidates_of,
     check_rates,
+    count_table,
     corrupt,
     select_positions,
     word_layout,
@@ -215,8 +216,7 @@ def _mpnet_row(
     k_perm, k_corrupt = jax.random.split(key)
     candidates = candidates_of(tokens, segment_ids, vocab)
     real = segment_ids != 0
-    p = jnp.minimum(jnp.minimum(jnp.round(rate * real.sum()), P), candidates.sum())
-    p = p.astype(jnp.int32)
+    p = jnp.minimum(count_table(length, lambda n: min(round(n * rate), P))[real.sum()], candidates.sum())
     # Order keys (float32, exact integers): random high bits, position low bits. Whole words
     # share their first token's random bits, so a word stays contiguous in the order.
     shift = max(1, math.ceil(math.log2(length)))

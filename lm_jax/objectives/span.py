@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,6 +14,7 @@ from lm_jax.objectives.batch import SpanBatch
 from lm_jax.objectives.masking import (
     candidates_of,
     check_rates,
+    count_table,
     corrupt,
     default_max_predictions,
     masked_batch_fields,
@@ -52,9 +55,10 @@ def _span_row(
     idx = jnp.arange(length)
     k_loop, k_corrupt = jax.random.split(key)
     candidates = candidates_of(tokens, segment_ids, vocab)
-    budget = jnp.minimum(
-        jnp.minimum(jnp.ceil(rate * candidates.sum()), max_predictions), candidates.sum()
-    ).astype(jnp.int32)
+    # SpanBERT's math.ceil(n * mask_ratio), in float64 (count_table).
+    budget = count_table(length, lambda n: min(math.ceil(n * rate), max_predictions, n))[
+        candidates.sum()
+    ]
 
     _, word_index, word_begin, word_first, run_end = word_layout(
         candidates, segment_ids, word_starts
