@@ -76,8 +76,9 @@ def our_outputs(model, architecture, ids, real, types):
         attention=AttentionMask.bidirectional(segments),
     )
     if architecture == "ElectraForPreTraining":
-        # The discriminator takes no token types; Hugging Face's are all 0 here too.
-        batch = ReplacedTokenBatch(**fields, labels=segments, loss_weights=segments)
+        batch = ReplacedTokenBatch(
+            **fields, labels=segments, loss_weights=segments, token_type_ids=jnp.asarray(types)
+        )
     else:
         batch = Batch(
             **fields,
@@ -92,9 +93,7 @@ def our_outputs(model, architecture, ids, real, types):
 def hf_outputs(model, architecture, ids, real, types):
     kwargs = dict(input_ids=torch.tensor(ids), attention_mask=torch.tensor(real.astype(int)))
     kind = ARCHITECTURES[architecture].model_type
-    if kind in ("bert", "roberta"):
-        kwargs["token_type_ids"] = torch.tensor(types)
-    if architecture == "ElectraForMaskedLM":
+    if kind in ("bert", "roberta", "electra"):  # sentence B types are non-zero for bert/electra
         kwargs["token_type_ids"] = torch.tensor(types)
     with torch.no_grad():
         out = model(**kwargs)
@@ -292,7 +291,7 @@ def test_xlnet_memory_matches_hugging_face(vocab):
 # v1.0 ReLU and v1.1 gated GeLU), teacher-forced decoder logits.
 
 
-def hf_seq2seq(architecture, gated=False):
+def hf_seq2seq(architecture, gated=False, tied=True):
     torch.manual_seed(0)
     if architecture == "BartForConditionalGeneration":
         config = transformers.BartConfig(
@@ -319,7 +318,11 @@ def hf_seq2seq(architecture, gated=False):
             relative_attention_max_distance=20,
             feed_forward_proj="gated-gelu" if gated else "relu",
         )
+    if not tied:  # T5 v1.1 / Flan-T5 / mT5: their own lm_head, unscaled decoder output
+        config.tie_word_embeddings, config.scale_decoder_outputs = False, False
     model = getattr(transformers, architecture)(config)
+    if not tied:  # only the head is separate; the encoder and decoder share the embedding
+        model.encoder.embed_tokens = model.decoder.embed_tokens = model.shared
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "norm" in name or name.endswith("bias"):
@@ -358,15 +361,19 @@ def seq2seq_outputs(ours, peer):
 
 
 @pytest.mark.parametrize(
-    "architecture,gated",
+    "architecture,gated,tied",
     [
-        ("BartForConditionalGeneration", False),
-        ("T5ForConditionalGeneration", False),
-        ("T5ForConditionalGeneration", True),
+        ("BartForConditionalGeneration", False, True),
+        ("T5ForConditionalGeneration", False, True),
+        ("T5ForConditionalGeneration", True, True),
+        ("T5ForConditionalGeneration", True, False),  # v1.1: gated GeLU, untied head
     ],
 )
-def test_seq2seq_matches_hugging_face(architecture, gated, tmp_path):
-    peer = hf_seq2seq(architecture, gated)
+def test_seq2seq_matches_hugging_face(architecture, gated, tied, tmp_path):
+    peer = hf_seq2seq(architecture, gated, tied)
+    if not tied:  # the file's head really differs from its embedding
+        state = state_of(peer)
+        assert not np.allclose(state["lm_head.weight"], state["shared.weight"])
     ours = from_hf_state_dict(state_of(peer), peer.config.to_dict(), architecture)
     a, b = seq2seq_outputs(ours, peer)
     np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
@@ -380,3 +387,20 @@ def test_seq2seq_matches_hugging_face(architecture, gated, tmp_path):
     np.testing.assert_allclose(
         seq2seq_outputs(load_hf_checkpoint(tmp_path / "model"), peer)[0], b, atol=1e-4, rtol=1e-4
     )
+
+
+@pytest.mark.parametrize(
+    "architecture",
+    ["BertForMaskedLM", "RobertaForMaskedLM", "ElectraForMaskedLM", "MPNetForMaskedLM"],
+)
+def test_untied_output_heads_are_refused_not_silently_tied(architecture):
+    """Families whose output projection lm_jax always ties: a checkpoint with its own head
+    (tie_word_embeddings=False) is refused instead of loaded with the embedding as its head."""
+    peer = hf_model(architecture)
+    config = {**peer.config.to_dict(), "tie_word_embeddings": False}
+    with pytest.raises(CheckpointError, match="tie_word_embeddings=False"):
+        from_hf_state_dict(state_of(peer), config, architecture)
+    bart = hf_seq2seq("BartForConditionalGeneration")
+    config = {**bart.config.to_dict(), "tie_word_embeddings": False}
+    with pytest.raises(CheckpointError, match="tie_word_embeddings=False"):
+        from_hf_state_dict(state_of(bart), config, "BartForConditionalGeneration")

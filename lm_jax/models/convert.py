@@ -50,8 +50,10 @@ _ENCODERS = {
 
 def config_from_hf(hf: Mapping) -> TransformerConfig:
     """Our `TransformerConfig` from a Hugging Face config dict (BERT, RoBERTa, ELECTRA, MPNet,
-    XLNet)."""
+    XLNet, BART, T5). Only T5 may have an untied output head (v1.1, Flan-T5, mT5)."""
     kind = hf.get("model_type")
+    if kind != "t5":
+        _require_tied(hf)
     if kind in _OTHER_CONFIGS:
         return _OTHER_CONFIGS[kind](hf)
     if kind not in _ENCODERS:
@@ -153,10 +155,40 @@ def _t5_config(hf: Mapping) -> Seq2SeqConfig:
         layer_norm_eps=hf.get("layer_norm_epsilon", 1e-6),
         activation="gelu_tanh" if gated and activation == "gelu" else _activation(activation),
         gated_feed_forward=gated,
-        scale_decoder_outputs=hf.get(
-            "scale_decoder_outputs", hf.get("tie_word_embeddings", True) is not False
-        ),
+        tie_word_embeddings=_tied(hf),
+        # transformers 4 scales the decoder output by d_model^-0.5 when the head is tied;
+        # transformers 5 records that choice as `scale_decoder_outputs`.
+        scale_decoder_outputs=hf.get("scale_decoder_outputs", _tied(hf)),
     )
+
+
+def _t5_head(state_dict: Mapping[str, np.ndarray], hf: Mapping) -> dict:
+    """T5's head settings from the checkpoint itself, as transformers loads it: the output head
+    is untied when config.json says so (T5 v1.1, Flan-T5, mT5 as saved by transformers 4) or
+    when the file holds an `lm_head.weight` that differs from `shared.weight` (transformers 5
+    writes tie_word_embeddings=true for those, and keeps the file's head)."""
+    head, shared = state_dict.get("lm_head.weight"), state_dict.get("shared.weight")
+    own_head = head is not None and shared is not None and not np.array_equal(head, shared)
+    return {
+        "tie_word_embeddings": _tied(hf) and not own_head,
+        "scale_decoder_outputs": hf.get("scale_decoder_outputs", _tied(hf)),
+    }
+
+
+def _tied(hf: Mapping) -> bool:
+    """Whether the checkpoint's output projection is its word embedding matrix (Hugging Face's
+    `tie_word_embeddings`, default True)."""
+    return hf.get("tie_word_embeddings", True) is not False
+
+
+def _require_tied(hf: Mapping) -> None:
+    """Families whose output projection is always the embedding here: refuse a checkpoint
+    whose own untied head would otherwise be silently replaced by the embedding."""
+    if not _tied(hf):
+        raise CheckpointError(
+            f"{hf.get('model_type')} with tie_word_embeddings=False (a separate output head) is "
+            "not supported: lm_jax ties this family's output projection to the word embeddings"
+        )
 
 
 _OTHER_CONFIGS = {"xlnet": _xlnet_config, "bart": _bart_config, "t5": _t5_config}
@@ -312,6 +344,8 @@ def _t5_names(cfg: Seq2SeqConfig) -> NameMap:
                 pairs += _kernel(f"{ours}/feed_forward/intermediate", f"{dense}.wi")
             pairs += _kernel(f"{ours}/feed_forward/output", f"{dense}.wo")
             pairs += scale(f"{ours}/feed_forward_norm", f"{hf}.{ff}.layer_norm")
+    if not cfg.tie_word_embeddings:  # T5 v1.1 / Flan-T5 / mT5: the file's own output head
+        pairs += _kernel("lm_head", "lm_head")
     return pairs
 
 
@@ -511,6 +545,8 @@ def from_hf_state_dict(
     Face class name (default: the config's `architectures[0]`, else the family's masked-LM or,
     for ELECTRA, discriminator model)."""
     _, spec = _architecture(hf_config, architecture)
+    if hf_config.get("model_type") == "t5":
+        hf_config = {**hf_config, **_t5_head(state_dict, hf_config)}
     cfg = config_from_hf(hf_config)
     model = spec.build(cfg, hf_config)
     flat = _flat_params(model)
@@ -549,7 +585,7 @@ def to_hf_state_dict(model: nnx.Module, architecture: str) -> dict[str, np.ndarr
             value = value.reshape(layout)
         out[hf] = value
     for name, source in spec.tied.items():
-        out[name] = out[source]
+        out.setdefault(name, out[source])  # an untied head (T5 v1.1) keeps its own weights
     return out
 
 

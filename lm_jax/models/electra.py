@@ -43,9 +43,15 @@ class ElectraDiscriminator(nnx.Module):
     def __call__(
         self, batch: ReplacedTokenBatch, *, deterministic: bool = True, rngs=None
     ) -> jnp.ndarray:
-        """fp32 logits [batch, L]; positive means "replaced"."""
+        """fp32 logits [batch, L]; positive means "replaced". Token types (sentence A/B) are
+        embedded as in Hugging Face's `ElectraModel`."""
         hidden = self.encoder(
-            batch.inputs, batch.positions, batch.attention, deterministic=deterministic, rngs=rngs
+            batch.inputs,
+            batch.positions,
+            batch.attention,
+            batch.token_type_ids,
+            deterministic=deterministic,
+            rngs=rngs,
         )
         return self.rtd_head(hidden)
 

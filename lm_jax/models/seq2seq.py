@@ -49,8 +49,8 @@ class Seq2SeqConfig(TransformerConfig):
       gated_feed_forward: T5 v1.1's gated feed-forward (with activation "gelu_tanh").
       tie_word_embeddings: the output projection is the word embedding matrix (BART, T5
         v1.0); False gives a separate `lm_head` (T5 v1.1).
-      scale_decoder_outputs: T5 scales the decoder's output by hidden_size^-0.5 before a tied
-        projection.
+      scale_decoder_outputs: T5 scales the decoder's output by hidden_size^-0.5 before the
+        output projection (v1.0, tied; v1.1 checkpoints do not).
     """
 
     family: str = "bart"
@@ -220,10 +220,10 @@ class EncoderDecoder(nnx.Module):
             )
         if self.cfg.family == "t5":
             x = self.dropout(self.decoder_final_norm(x), deterministic=deterministic, rngs=rngs)
-            if not self.cfg.tie_word_embeddings:
-                return self.lm_head(x).astype(jnp.float32)
             if self.cfg.scale_decoder_outputs:
                 x = x * self.cfg.hidden_size**-0.5
+            if not self.cfg.tie_word_embeddings:
+                return self.lm_head(x).astype(jnp.float32)
             return vocabulary_logits(x, self.word)
         return vocabulary_logits(x, self.word, self.bias[...])
 

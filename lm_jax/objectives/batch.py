@@ -84,6 +84,7 @@ class ReplacedTokenBatch:
     positions: jnp.ndarray
     segment_ids: jnp.ndarray
     attention: AttentionMask
+    token_type_ids: jnp.ndarray | None = None  # sentence A/B ids, as the generator saw them
 
 
 @struct.dataclass(kw_only=True)

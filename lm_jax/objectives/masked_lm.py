@@ -417,4 +417,5 @@ def electra_replace(
         positions=batch.positions,
         segment_ids=batch.segment_ids,
         attention=batch.attention,
+        token_type_ids=batch.token_type_ids,
     )
