@@ -175,3 +175,30 @@ def test_chinese_word_ids_small_example(wiki_tokenizer):
         expected.extend([w] * (e - s))
     # Every token takes the word of its first character.
     assert [expected[min(s, len(text) - 1)] for s, _ in enc.offsets] == word_ids.tolist()
+
+
+def test_wwm_on_chinese_text_with_the_default_tokenizer_predicts_15_percent(
+    chinese_reviews, tmp_path
+):
+    """The default (unigram SentencePiece) tokenizer marks words only at "▁", which Chinese
+    never shows; the pipeline takes jieba's words for Han text, so whole-word masking predicts
+    about 15% of tokens (a word that would overflow the budget is skipped: a little under)."""
+    import jax
+
+    from lm_jax import objectives
+    from lm_jax.data.pipeline import tokenize_and_pack
+
+    tok = train_sentencepiece(chinese_reviews[:1500], tmp_path / "zh.model", vocab_size=3000)
+    rows = tokenize_and_pack(chinese_reviews[1500:2500], tok, 128)
+    real = rows.segment_ids != 0
+    words_per_token = (rows.word_starts & real).sum() / real.sum()
+    assert 0.4 < words_per_token < 0.9, words_per_token  # jieba words: 1-2.5 tokens each
+    batch = objectives.get("wwm")(
+        jax.random.key(0),
+        rows.tokens,
+        vocab=tok.vocab,
+        segment_ids=rows.segment_ids,
+        word_starts=rows.word_starts,
+    )
+    fraction = float((np.asarray(batch.masked_weights) > 0).sum() / real.sum())
+    assert 0.13 < fraction <= 0.15, fraction

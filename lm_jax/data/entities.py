@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lm_jax.data.packing import PackedRows, pack_documents
-from lm_jax.data.tokenizer import Tokenizer, starts_of, token_span_ids
+from lm_jax.data.tokenizer import HAN, Tokenizer, chinese_word_ids, starts_of, token_span_ids
 from lm_jax.errors import DataError
 
 Span = tuple[int, int]
@@ -166,6 +166,8 @@ def entity_rows(
         next_entity += len(doc.entities)
         if doc.words:
             word_starts.append(starts_of(token_span_ids(encoded, len(doc.text), doc.words)))
+        elif HAN.search(doc.text):  # no gold words: jieba's, as encode_with_word_starts
+            word_starts.append(chinese_word_ids(doc.text, encoded)[1])
         else:
             word_starts.append(tokenizer.word_starts(encoded.ids))
     return pack_documents(

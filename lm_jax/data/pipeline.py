@@ -28,7 +28,12 @@ from lm_jax.data.parallel import (
 )
 from lm_jax.data.sentences import document_rows
 from lm_jax.data.sources import load_documents
-from lm_jax.data.tokenizer import Tokenizer, load_tokenizer, train_sentencepiece
+from lm_jax.data.tokenizer import (
+    Tokenizer,
+    encode_with_word_starts,
+    load_tokenizer,
+    train_sentencepiece,
+)
 from lm_jax.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -86,10 +91,9 @@ def get_tokenizer(tok_cfg, train_docs: list[str], workdir: Path, reuse: bool) ->
 
 
 def tokenize_and_pack(docs: list[str], tokenizer: Tokenizer, seq_len: int) -> PackedRows:
-    ids = tokenizer.encode_ids(docs)
-    return pack_documents(
-        ids, seq_len, tokenizer.vocab, word_starts=[tokenizer.word_starts(x) for x in ids]
-    )
+    """Packed rows with word starts (jieba's words for Chinese: `encode_with_word_starts`)."""
+    ids, word_starts = encode_with_word_starts(tokenizer, docs)
+    return pack_documents(ids, seq_len, tokenizer.vocab, word_starts=word_starts)
 
 
 def _split(config, rows: str) -> tuple[list[Doc], list[Doc], list[str]]:
