@@ -149,6 +149,10 @@ def pretraining_config(objective: str = "mlm") -> ml_collections.ConfigDict:
     c.train.learning_rate = 2e-3  # peak, reached after warmup
     c.train.warmup_steps = 100
     c.train.decay = "linear"  # linear | cosine (to 0 at `steps`) | rsqrt (peak*sqrt(warmup/step))
+    # Steps over which linear / cosine decay reach 0 (0: train.steps). A resumed run with more
+    # train.steps stretches the schedule by default; keep the original one by setting this to
+    # the original train.steps (the rate then stays 0 after it).
+    c.train.decay_steps = 0
     c.train.weight_decay = 0.01  # AdamW; biases and LayerNorm parameters are not decayed
     c.train.b1 = 0.9
     c.train.b2 = 0.98
@@ -327,6 +331,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         lambda x: x in ("linear", "cosine", "rsqrt"),
         "must be linear, cosine or rsqrt",
     ),
+    "train.decay_steps": (lambda x: x >= 0, "must be >= 0 (0: train.steps)"),
     "train.weight_decay": (lambda x: x >= 0, "must be >= 0"),
     "train.b1": (lambda x: 0 <= x < 1, "must be in [0, 1)"),
     "train.b2": (lambda x: 0 <= x < 1, "must be in [0, 1)"),
@@ -444,11 +449,8 @@ def _validate_objective(
                 f"it accepts {sorted(accepted)}"
             )
     if name == "t5" and not config.tokenizer.path:
-        from lm_jax.objectives import t5_lengths
-
+        spans = t5_sentinels_needed(config.data.seq_len, options)
         raw = config.data.seq_len
-        lengths = t5_lengths(raw, options.noise_density, options.mean_noise_span_length)
-        spans = (sum(lengths) - raw - 2) // 2  # inputs + targets hold every span's sentinel twice
         if config.tokenizer.extra_ids < spans:
             raise ConfigError(
                 f"config.tokenizer.extra_ids must be >= {spans} for t5 on rows of {raw} tokens "
@@ -485,6 +487,14 @@ def _validate_objective(
             )
     if name == "unilm" and config.model.type_vocab_size < 4:
         raise ConfigError("config.model.type_vocab_size must be >= 4 for unilm (LM identifiers)")
+
+
+def t5_sentinels_needed(raw_length: int, options: Mapping[str, Any]) -> int:
+    """Sentinels T5 span corruption uses on rows of `raw_length` tokens (one per noise span)."""
+    from lm_jax.objectives import t5_lengths
+
+    lengths = t5_lengths(raw_length, options["noise_density"], options["mean_noise_span_length"])
+    return (sum(lengths) - raw_length - 2) // 2  # inputs + targets hold each sentinel twice
 
 
 def _validate_mixture(config: ml_collections.ConfigDict) -> None:

@@ -19,3 +19,7 @@ class CheckpointError(LmJaxError):
 
 class TrainingDivergedError(LmJaxError):
     """A non-finite loss or gradient; the run stopped before saving it."""
+
+
+class OutputError(LmJaxError):
+    """The run directory cannot be written (read-only, a file, full, or in use by another run)."""

@@ -85,10 +85,25 @@ def main(argv: list[str] | None = None) -> int:
     except LmJaxError as e:
         print(f"lm_jax: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a file system failure no check foresaw (full disk, I/O error)
+        print(f"lm_jax: error: {e}; the checkpoints already saved are intact", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            "lm_jax: interrupted; the checkpoints already saved are intact (rerun the same "
+            "command to resume from the latest)",
+            file=sys.stderr,
+        )
+        return 130
     if summary.interrupted:
         print(
-            f"\nStopped by SIGTERM at step {summary.final_step} with a checkpoint there; run the "
-            "same command again to resume."
+            f"\nStopped by {summary.signal} at step {summary.final_step} with a checkpoint "
+            "there; run the same command again to resume."
+        )
+    elif not summary.trained_steps:
+        print(
+            f"\nNothing to train: the run is at step {summary.final_step}, config.train.steps "
+            f"is {config.train.steps}; raise it to continue."
         )
     print(
         f"\nPretrained {config.objective!r} to step {summary.final_step}; held-out loss "
@@ -98,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  run directory : {summary.workdir.absolute()}")
     print(f"  checkpoints   : {summary.checkpoint_dir.absolute()}")
     print(f"  metrics       : {summary.metrics_path.absolute()}")
-    print(f"  loss curve    : {summary.plot_path.absolute()}")
+    if summary.plot_path:
+        print(f"  loss curve    : {summary.plot_path.absolute()}")
     print(f"  tensorboard   : {(summary.workdir / 'tensorboard').absolute()}")
     if summary.tokenizer_path:
         print(f"  tokenizer     : {summary.tokenizer_path.absolute()}")

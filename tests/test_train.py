@@ -128,7 +128,7 @@ def test_sigterm_saves_then_resume_continues_exactly(finished_run, tmp_path, mon
 def test_non_finite_loss_stops_with_last_good_checkpoint(tmp_path, monkeypatch):
     """A NaN loss from step 13 on: the step-15 log stops the run before the step-20 save."""
     interrupt_at(monkeypatch, 13, lambda sums: {**sums, "nll_sum": sums["nll_sum"] * np.nan})
-    with pytest.raises(TrainingDivergedError, match=r"steps 11 and 15.*step 10, is intact"):
+    with pytest.raises(TrainingDivergedError, match=r"steps 11 and 15.*step 10, was saved before it"):
         pretrain(tiny_config(), tmp_path / "run", progress=False)
     assert checkpoint_steps(tmp_path / "run" / "checkpoints") == [10]
 

@@ -10,6 +10,7 @@ continues in the next row as a new segment. Only the final row is padded.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -40,6 +41,17 @@ class PackedRows:
 
     def __len__(self) -> int:
         return self.tokens.shape[0]
+
+    def fingerprint(self) -> str:
+        """SHA-256 of every field (names, shapes, dtypes, values): equal rows, equal prints."""
+        digest = hashlib.sha256()
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if value is not None:
+                value = np.ascontiguousarray(value)
+                digest.update(f"{field.name}{value.shape}{value.dtype}".encode())
+                digest.update(value.tobytes())
+        return digest.hexdigest()
 
     def row(self, i: int) -> dict[str, np.ndarray]:
         fields = (f.name for f in dataclasses.fields(self))

@@ -15,8 +15,8 @@ from lm_jax.objectives.batch import TwoStreamBatch
 from lm_jax.objectives.masking import (
     candidates_of,
     check_rates,
-    count_table,
     corrupt,
+    count_table,
     select_positions,
     word_layout,
 )
@@ -216,7 +216,9 @@ def _mpnet_row(
     k_perm, k_corrupt = jax.random.split(key)
     candidates = candidates_of(tokens, segment_ids, vocab)
     real = segment_ids != 0
-    p = jnp.minimum(count_table(length, lambda n: min(round(n * rate), P))[real.sum()], candidates.sum())
+    p = jnp.minimum(
+        count_table(length, lambda n: min(round(n * rate), P))[real.sum()], candidates.sum()
+    )
     # Order keys (float32, exact integers): random high bits, position low bits. Whole words
     # share their first token's random bits, so a word stays contiguous in the order.
     shift = max(1, math.ceil(math.log2(length)))

@@ -14,8 +14,8 @@ from lm_jax.objectives.batch import SpanBatch
 from lm_jax.objectives.masking import (
     candidates_of,
     check_rates,
-    count_table,
     corrupt,
+    count_table,
     default_max_predictions,
     masked_batch_fields,
     sparse_layout,

@@ -12,6 +12,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from lm_jax.errors import OutputError
+
 log = logging.getLogger(__name__)
 
 # Dense bf16 peak FLOP/s per chip from the vendors' data sheets, matched against
@@ -58,57 +60,130 @@ def peak_flops() -> tuple[float, str]:
     return matmul_rate() * shares, f"measured fp32 matmul rate of {device.device_kind}"
 
 
+class TensorBoardScalars:
+    """Scalars in a TensorBoard event file, written synchronously in the caller's thread.
+
+    tensorboardX's `SummaryWriter` writes from a background thread: when that thread dies (a
+    full disk), the next write blocks forever and the run can no longer even save on SIGTERM.
+    Here a failing write logs one warning and turns TensorBoard off for the rest of the run;
+    `metrics.jsonl` holds the same numbers.
+    """
+
+    def __init__(self, directory: Path):
+        from tensorboardX.event_file_writer import EventsWriter
+
+        self._events = None
+        try:
+            Path(directory).mkdir(parents=True, exist_ok=True)
+            self._events = EventsWriter(str(Path(directory) / "events"))
+        except OSError as e:
+            self._give_up(e)
+
+    def _give_up(self, error: OSError) -> None:
+        log.warning("TensorBoard events stop here (%s); metrics.jsonl keeps every record", error)
+        self._events = None
+
+    def write(self, step: int, scalars: dict[str, float]) -> None:
+        if self._events is None:
+            return
+        from tensorboardX.proto.event_pb2 import Event
+        from tensorboardX.summary import scalar
+
+        try:
+            for tag, value in scalars.items():
+                self._events.write_event(
+                    Event(wall_time=time.time(), step=step, summary=scalar(tag, value))
+                )
+            self._events.flush()
+        except OSError as e:
+            self._give_up(e)
+
+    def close(self) -> None:
+        if self._events is not None:
+            try:
+                self._events.close()
+            except OSError as e:
+                self._give_up(e)
+
+
 class MetricsWriter:
     """Appends one JSON object per line: {"step", "split", "time", ...metrics}, and the same
-    scalars to TensorBoard event files under `tensorboard_dir` (tensorboardX) when given.
+    scalars to TensorBoard event files under `tensorboard_dir` (`TensorBoardScalars`).
 
     A resumed run passes `drop_after=<restored step>`: records an interrupted run wrote after its
     last checkpoint are dropped, since the resumed run writes them again (TensorBoard shows the
-    latest value written for a step).
+    latest value written for a step). A failing write of `metrics.jsonl` (a full disk) raises
+    `OutputError` in the training thread; it never blocks.
     """
 
     def __init__(
         self, path: Path, drop_after: int | None = None, tensorboard_dir: Path | None = None
     ):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if drop_after is not None and self.path.is_file():
-            kept = [r for r in read_metrics(self.path) if r["step"] <= drop_after]
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
-            tmp.replace(self.path)
-        self._file = self.path.open("a", encoding="utf-8")
-        self._tensorboard = None
-        if tensorboard_dir is not None:
-            from tensorboardX import SummaryWriter
-
-            self._tensorboard = SummaryWriter(str(tensorboard_dir), flush_secs=30)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if drop_after is not None and self.path.is_file():
+                kept = [r for r in read_metrics(self.path) if r["step"] <= drop_after]
+                tmp = self.path.with_suffix(".tmp")
+                tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+                tmp.replace(self.path)
+            self._file = self.path.open("a", encoding="utf-8")
+        except OSError as e:
+            raise OutputError(f"cannot write the metrics log {self.path}: {e}") from e
+        self._tensorboard = None if tensorboard_dir is None else TensorBoardScalars(tensorboard_dir)
 
     def write(self, step: int, split: str, metrics: dict[str, Any]) -> None:
         record = {"step": int(step), "split": split, "time": round(time.time(), 3)}
         record.update(
             {k: (float(v) if isinstance(v, (int, float)) else v) for k, v in metrics.items()}
         )
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+        try:
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
+        except OSError as e:
+            raise OutputError(
+                f"cannot write the metrics log {self.path} at step {step}: {e}; the checkpoints "
+                "already saved are intact: free space and rerun the same command to resume"
+            ) from e
         if self._tensorboard is not None:
-            for key, value in record.items():
-                if key not in ("step", "split", "time") and isinstance(value, float):
-                    self._tensorboard.add_scalar(f"{split}/{key}", value, int(step))
+            scalars = {
+                f"{split}/{k}": v
+                for k, v in record.items()
+                if k not in ("step", "split", "time") and isinstance(v, float)
+            }
+            self._tensorboard.write(int(step), scalars)
 
     def close(self) -> None:
-        self._file.close()
+        try:
+            self._file.close()
+        except OSError as e:  # the last flush failed too: the records written before stay
+            log.warning("closing %s failed: %s", self.path, e)
         if self._tensorboard is not None:
             self._tensorboard.close()
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    with Path(path).open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """The records of a metrics log. A line that is not a JSON object (the torn last line a
+    power loss or a full disk leaves) is dropped with a warning: a log never stops a resume."""
+    records = []
+    with Path(path).open(encoding="utf-8", errors="replace") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                record = None
+            if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+                log.warning("%s:%d is not a complete metrics record; dropped", path, number)
+                continue
+            records.append(record)
+    return records
 
 
-def plot_loss_curve(metrics_path: Path, output_path: Path, title: str = "") -> Path:
-    """Train and held-out loss against step, from a metrics file, saved as PNG."""
+def plot_loss_curve(metrics_path: Path, output_path: Path, title: str = "") -> Path | None:
+    """Train and held-out loss against step, from a metrics file, saved as PNG; None (with a
+    warning) when the picture cannot be written."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -130,6 +205,11 @@ def plot_loss_curve(metrics_path: Path, output_path: Path, title: str = "") -> P
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(output_path)
-    plt.close(fig)
+    try:
+        fig.savefig(output_path)
+    except OSError as e:
+        log.warning("the loss curve could not be written to %s: %s", output_path, e)
+        return None
+    finally:
+        plt.close(fig)
     return Path(output_path)

@@ -38,12 +38,14 @@ def make_optimizer(train_cfg) -> tuple[optax.GradientTransformation, optax.Sched
     moments, no momentum, b1/b2/eps unused), with warmup + decay, global-norm clipping, no
     weight decay on biases and LayerNorm parameters, and gradient accumulation over
     `grad_accumulation` micro-batches (`optax.MultiSteps`: gradients averaged, one update per
-    k steps; the schedule counts updates, steps // k of them)."""
+    k steps; the schedule counts updates, steps // k of them). The decay runs over
+    `decay_steps` (0: `steps`), after which the rate stays at its end value."""
     k = train_cfg.grad_accumulation
+    horizon = train_cfg.decay_steps or train_cfg.steps  # where linear / cosine reach 0
     schedule = learning_rate_schedule(
         train_cfg.learning_rate,
         train_cfg.warmup_steps // k,
-        max(1, train_cfg.steps // k),
+        max(1, horizon // k),
         train_cfg.decay,
     )
     if train_cfg.optimizer == "adafactor":
