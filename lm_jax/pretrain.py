@@ -66,10 +66,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lm_jax: error: unexpected arguments {rest[1:]}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="[lm_jax] %(message)s")
+    # A failed checkpoint save is reported by lm_jax's own error; orbax's background threads
+    # and their asyncio tasks would log the same failure again, with tracebacks, many times.
+    for quiet in ("orbax", "asyncio"):
+        logging.getLogger(quiet).setLevel(logging.CRITICAL)
     for noisy in (
         "absl",
         "jax",
-        "orbax",
         "gensim",
         "smart_open",
         "tensorflow_datasets",

@@ -109,3 +109,21 @@ def run_python(code: str, devices: int = 1, timeout: int = 600) -> str:
     if proc.returncode:
         raise AssertionError(f"subprocess failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
     return proc.stdout
+
+
+def interrupt_at(monkeypatch, step: int, action) -> None:
+    """Make the loop's train step call `action()` once the state reaches `step`."""
+    from lm_jax.train import loop
+
+    real = loop.make_train_step
+
+    def patched(*args, **kwargs):
+        train_step = real(*args, **kwargs)
+
+        def run(state, rows):
+            state, sums = train_step(state, rows)
+            return state, (action(sums) if int(state.step) >= step else sums)
+
+        return run
+
+    monkeypatch.setattr(loop, "make_train_step", patched)

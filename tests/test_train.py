@@ -13,12 +13,11 @@ import grain
 import jax
 import numpy as np
 import pytest
-from conftest import ROOT, tiny_config
+from conftest import ROOT, interrupt_at, tiny_config
 
 from lm_jax.config import override
 from lm_jax.data.entities import peoples_daily
 from lm_jax.errors import CheckpointError, ConfigError, TrainingDivergedError
-from lm_jax.train import loop
 from lm_jax.train.checkpoint import Checkpointer, checkpoint_steps
 from lm_jax.train.loop import pretrain
 from lm_jax.train.metrics import read_metrics
@@ -80,22 +79,6 @@ def test_checkpoint_restores_identical_parameters(finished_run):
     assert int(restored.step) == 120
 
 
-def interrupt_at(monkeypatch, step: int, action) -> None:
-    """Make the loop's train step call `action()` once the state reaches `step`."""
-    real = loop.make_train_step
-
-    def patched(*args, **kwargs):
-        train_step = real(*args, **kwargs)
-
-        def run(state, rows):
-            state, sums = train_step(state, rows)
-            return state, (action(sums) if int(state.step) >= step else sums)
-
-        return run
-
-    monkeypatch.setattr(loop, "make_train_step", patched)
-
-
 def test_sigterm_saves_then_resume_continues_exactly(finished_run, tmp_path, monkeypatch):
     """Same seed, same run, through an interruption: a second run of the finished run's config
     logs identical losses; SIGTERM at step 57 (between checkpoints) saves step 57 and returns;
@@ -128,7 +111,9 @@ def test_sigterm_saves_then_resume_continues_exactly(finished_run, tmp_path, mon
 def test_non_finite_loss_stops_with_last_good_checkpoint(tmp_path, monkeypatch):
     """A NaN loss from step 13 on: the step-15 log stops the run before the step-20 save."""
     interrupt_at(monkeypatch, 13, lambda sums: {**sums, "nll_sum": sums["nll_sum"] * np.nan})
-    with pytest.raises(TrainingDivergedError, match=r"steps 11 and 15.*step 10, was saved before it"):
+    with pytest.raises(
+        TrainingDivergedError, match=r"steps 11 and 15.*step 10, was saved before it"
+    ):
         pretrain(tiny_config(), tmp_path / "run", progress=False)
     assert checkpoint_steps(tmp_path / "run" / "checkpoints") == [10]
 
