@@ -76,20 +76,20 @@ def test_output_dir_that_is_a_file_is_an_error(tmp_path):
         pretrain(tiny_config(), tmp_path / "file" / "run", progress=False)
 
 
-def test_torn_last_metrics_line_is_dropped_and_the_run_resumes(run_copy, caplog):
+def test_torn_last_metrics_line_is_dropped_and_an_extended_run_says_what_its_schedule_does(
+    run_copy, caplog
+):
     with (run_copy / "metrics.jsonl").open("a") as f:
         f.write('{"step": 21, "split": "tr')  # what a power loss leaves
     with caplog.at_level(logging.WARNING):
         run = pretrain(tiny_config(**{**STEPS, "train.steps": 30}), run_copy, progress=False)
-    assert run.final_step == 30
+    assert run.final_step == 30 and run.trained_steps == 10
     assert "not a complete metrics record" in caplog.text
-    assert [r["step"] for r in read_metrics(run.metrics_path) if r["split"] == "eval"] == [
-        0,
-        10,
-        20,
-        30,
-    ]
+    evals = [r["step"] for r in read_metrics(run.metrics_path) if r["split"] == "eval"]
+    assert evals == [0, 10, 20, 30]
     assert all(line.endswith("}") for line in run.metrics_path.read_text().splitlines())
+    assert "config.train.steps changed 20 -> 30" in caplog.text
+    assert "config.train.decay_steps=20 to keep the original schedule" in caplog.text
 
 
 def flip_one_byte(step_dir):
@@ -147,14 +147,6 @@ def test_missing_run_config_is_restored_from_the_checkpoint(run_copy, caplog):
     assert json.loads((run_copy / RUN_CONFIG_FILE).read_text()) == json.loads(recorded)
     # train.steps at the latest checkpoint: nothing to do, and the summary says so.
     assert run.final_step == 20 and run.trained_steps == 0
-
-
-def test_extending_steps_says_what_the_schedule_does(run_copy, caplog):
-    with caplog.at_level(logging.WARNING):
-        run = pretrain(tiny_config(**{**STEPS, "train.steps": 30}), run_copy, progress=False)
-    assert run.trained_steps == 10
-    assert "config.train.steps changed 20 -> 30" in caplog.text
-    assert "config.train.decay_steps=20 to keep the original schedule" in caplog.text
 
 
 def test_tensorboard_on_a_full_disk_neither_blocks_nor_stops_a_sigterm_save(
