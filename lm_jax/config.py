@@ -8,6 +8,7 @@ fields (a typo is an error, not a silently ignored setting) and out-of-range val
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -19,6 +20,7 @@ from lm_jax.data.sources import CORPORA
 from lm_jax.data.tokenizer import MIN_TRAINED_VOCAB, MODEL_TYPES
 from lm_jax.errors import ConfigError
 from lm_jax.models.config import ACTIVATIONS
+from lm_jax.option_rules import option_problem
 
 # Objective arguments that come from the data, not from the configuration.
 DATA_ARGUMENTS = (
@@ -448,6 +450,9 @@ def _validate_objective(
                 f"objective with --config=configs/pretrain.py:{name} to get its options); "
                 f"it accepts {sorted(accepted)}"
             )
+        problem = option_problem(option, options[option], options.to_dict())
+        if problem:
+            raise ConfigError(f"{options_field}.{option} {problem}")
     if name == "t5" and not config.tokenizer.path:
         spans = t5_sentinels_needed(config.data.seq_len, options)
         raw = config.data.seq_len
@@ -518,8 +523,9 @@ def _validate_mixture(config: ml_collections.ConfigDict) -> None:
         }:
             raise ConfigError(f"{where} must have exactly the fields objective, weight, options")
         weight = component.weight
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight <= 0:
-            raise ConfigError(f"{where}.weight must be a number > 0, got {weight!r}")
+        number = isinstance(weight, (int, float)) and not isinstance(weight, bool)
+        if not number or not math.isfinite(weight) or weight <= 0:
+            raise ConfigError(f"{where}.weight must be a finite number > 0, got {weight!r}")
         _validate_objective(config, f"{where}.objective", component.objective, component.options)
         builds[name] = TASKS[component.objective].build
         layouts[name] = TASKS[component.objective].rows

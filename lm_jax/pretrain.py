@@ -45,6 +45,11 @@ def _explain_flag_error(argv: list[str], error: Exception) -> str:
 
     fields = _flatten(pretraining_config().to_dict())
     for arg in argv[1:]:
+        if arg.startswith("--config.objective_options.") and "=" in arg:
+            option = arg[len("--config.objective_options.") :].split("=", 1)[0]
+            foreign = _foreign_option(argv, option)
+            if foreign:
+                return foreign
         if arg.startswith("--config.") and "=" in arg:
             name = arg[len("--config.") :].split("=", 1)[0]
             if name not in fields and not name.startswith(("objective_options.", "mixture.")):
@@ -53,6 +58,38 @@ def _explain_flag_error(argv: list[str], error: Exception) -> str:
                 return f"unknown config field config.{name}{hint}"
     cause = error.__cause__ or error
     return f"invalid command line: {' '.join(str(cause).split())}"
+
+
+def _objective_of(argv: list[str]) -> str:
+    """The objective a command line asks for: --config.objective=NAME, else the config file's
+    argument (configs/pretrain.py:NAME), else the default file's (mlm)."""
+    chosen = "mlm"
+    for arg in argv[1:]:
+        if arg.startswith("--config=") and ":" in arg:
+            chosen = arg.rsplit(":", 1)[1]
+        if arg.startswith("--config.objective="):
+            return arg.split("=", 1)[1]
+    return chosen
+
+
+def _foreign_option(argv: list[str], option: str) -> str | None:
+    """An objective option the run's objective does not have: say whose it is (None: the
+    objective has it)."""
+    from lm_jax import objectives
+    from lm_jax.config import objective_options
+
+    objective = _objective_of(argv)
+    if objective not in objectives.names():
+        return f"unknown objective {objective!r}; choose from {objectives.names()}"
+    if option in objective_options(objective):
+        return None
+    owners = [n for n in objectives.names() if option in objective_options(n)]
+    whose = f"it is an option of {owners}" if owners else "no objective has it"
+    return (
+        f"config.objective_options.{option} is not an option of objective {objective!r} "
+        f"({whose}; choose the objective with --config=configs/pretrain.py:NAME); "
+        f"{objective!r} accepts {sorted(objective_options(objective))}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,6 +4,7 @@ bad input fails clearly without touching existing outputs."""
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -166,6 +167,56 @@ def test_config_validation_names_fields():
     config.objective_options.nope = 1
     with pytest.raises(ConfigError, match="objective_options.nope is not an option"):
         validate(config)
+
+
+@pytest.mark.parametrize(
+    "objective,option,value,message",
+    [
+        ("mlm", "mask_prob", float("nan"), "mask_prob must be finite"),
+        ("mlm", "random_prob", float("nan"), "random_prob must be finite"),
+        ("mlm", "rate", 2.0, "rate must be in (0, 1)"),
+        ("mlm", "budget", "bogus", "budget must be one of ['round', 'probabilistic']"),
+        ("mlm", "random_prob", 0.5, "random_prob plus mask_prob (0.8) must be at most 1"),
+        ("span", "geometric_p", 0.0, "geometric_p must be in (0, 1]"),
+        ("t5", "noise_density", float("inf"), "noise_density must be finite"),
+        ("bart", "replace_length", 2, "replace_length must be one of [-1, 0, 1]"),
+        ("unilm", "mixture", (1.0, 0.0), "mixture must be a list of 4 finite"),
+        ("plm", "target_selection", "random", "target_selection must be one of"),
+    ],
+)
+def test_objective_options_are_validated(objective, option, value, message):
+    from lm_jax.config import pretraining_config, validate
+
+    config = pretraining_config(objective)
+    config.objective_options[option] = value
+    with pytest.raises(ConfigError, match=re.escape(f"config.objective_options.{message}")):
+        validate(config)
+
+
+def test_mixture_weights_must_be_finite():
+    from lm_jax.config import mixture_config, validate
+
+    for weight in (float("nan"), float("inf"), 0.0):
+        config = mixture_config({"mlm": 1.0, "clm": 1.0})
+        config.mixture.mlm.weight = weight
+        with pytest.raises(ConfigError, match="mixture.mlm.weight must be a finite number > 0"):
+            validate(config)
+
+
+def test_cli_refuses_bad_options_before_any_work(tmp_path):
+    out = tmp_path / "out"
+    proc = run_cli("--config.objective_options.geometric_p=0.3", f"--config.output_dir={out}")
+    assert proc.returncode == 2
+    assert "geometric_p is not an option of objective 'mlm' (it is an option of ['span']" in (
+        proc.stderr
+    )
+    proc = run_cli(
+        "--config=configs/pretrain.py:mlm",
+        "--config.objective_options.mask_prob=nan",
+        f"--config.output_dir={out}",
+    )
+    assert proc.returncode == 2 and "mask_prob must be finite" in proc.stderr, proc.stderr
+    assert not out.exists()  # refused before the tokenizer or run_config.json was written
 
 
 def run_cli(*args, cwd=ROOT):
