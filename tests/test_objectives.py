@@ -641,3 +641,29 @@ def test_unilm_modes_and_mixture(vocab):
     assert (np.asarray(b.loss_weights).sum(-1) == round(0.15 * 16)).all()
     single = obj.unilm(jax.random.key(0), tokens[:4], vocab=vocab, mode="right_to_left")
     assert (np.asarray(obj.dense_attention_mask(single)) == triu).all()
+
+
+def test_inputs_are_checked_at_the_boundary(vocab):
+    """Out-of-range, negative or float inputs and a vocabulary without regular ids are named at
+    the call, not 17 frames deep in JAX (values only outside jit, where they are concrete)."""
+    from lm_jax.data.tokenizer import VocabInfo
+    from lm_jax.errors import DataError
+
+    key, tokens = jax.random.key(0), np.full((2, 16), 7, np.int32)
+    cases = [
+        (dict(tokens=np.full((2, 16), 1000)), r"token ids must lie in \[0, 1000\).*1000 to 1000"),
+        (dict(tokens=np.full((2, 16), -3)), "token ids must lie in .* from -3"),
+        (dict(tokens=tokens.astype(np.float32)), "tokens must be integer ids, got dtype float32"),
+        (dict(segment_ids=np.ones((2, 16), np.float32)), "segment_ids must be integer ids"),
+        (dict(segment_ids=-np.ones((2, 16), np.int32)), "segment_ids must be >= 0"),
+    ]
+    for name in ("mlm", "clm", "t5"):
+        for arguments, message in cases:
+            arguments = {"tokens": tokens, **arguments}
+            with pytest.raises(DataError, match=f"{name}: {message}"):
+                obj.get(name)(key, arguments.pop("tokens"), vocab=vocab, **arguments)
+    specials_only = VocabInfo(size=5, pad_id=0, unk_id=1, cls_id=2, sep_id=3, mask_id=4)
+    with pytest.raises(DataError, match="no regular, non-special id"):
+        obj.mlm(key, np.full((2, 16), 2), vocab=specials_only)
+    with pytest.raises(DataError, match="word_starts must be bool or integer flags"):
+        obj.wwm(key, tokens, vocab=vocab, word_starts=np.ones((2, 16), np.float32))

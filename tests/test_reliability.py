@@ -195,6 +195,16 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+def test_a_read_only_run_directory_is_refused_before_any_work(finished, small_disk):
+    """Found at the start (the lock file), not after the checkpoint is restored."""
+    shutil.copytree(finished[0], small_disk / "run")
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    before = digest(small_disk / "run")
+    with pytest.raises(OutputError, match="cannot write the run directory .*Read-only file system"):
+        pretrain(tiny_config(**{**STEPS, "train.steps": 30}), small_disk / "run", progress=False)
+    assert digest(small_disk / "run") == before
+
+
 def test_a_full_disk_stops_with_an_error_and_the_run_resumes_elsewhere(small_disk, tmp_path):
     """A run that fills its disk exits 2 naming the failed write (no hang, no traceback); its
     directory, copied to a disk with room, resumes from the last intact checkpoint."""

@@ -88,3 +88,39 @@ def test_tfds_local_builder_round_trip(tmp_path):
         load_documents("tfds", tfds_name="imdb_reviews", data_dir=str(tmp_path / "tfds"))
     with pytest.raises(DataError, match="no feature 'content'"):
         load_documents("tfds", tfds_name=NAME, data_dir=str(tmp_path / "tfds"), field="content")
+
+
+def test_malformed_files_are_errors_naming_the_line(tmp_path):
+    bad = b"\xff\xfe not utf-8\n"
+    (tmp_path / "bad.jsonl").write_bytes(b'{"text": "fine"}\n' + bad)
+    with pytest.raises(DataError, match=r"bad.jsonl:2 is not UTF-8"):
+        load_documents("jsonl", path=str(tmp_path / "bad.jsonl"))
+    (tmp_path / "bad.tsv").write_bytes(b"text\nfine\n" + bad)
+    with pytest.raises(DataError, match=r"bad.tsv:3 is not UTF-8"):
+        load_documents("tsv", path=str(tmp_path / "bad.tsv"))
+    (tmp_path / "bad.txt").write_bytes(bad)
+    with pytest.raises(DataError, match=r"bad.txt:1 is not UTF-8"):
+        load_documents("text", path=str(tmp_path / "bad.txt"))
+    for value, kind in (("null", "null"), ("[1, 2, 3]", "list"), ("7", "int"), ("{}", "dict")):
+        (tmp_path / "typed.jsonl").write_text(f'{{"text": "ok"}}\n{{"text": {value}}}\n')
+        with pytest.raises(
+            DataError, match=f"typed.jsonl:2: field 'text' must be a string, got {kind}"
+        ):
+            load_documents("jsonl", path=str(tmp_path / "typed.jsonl"))
+    (tmp_path / "folder.jsonl").mkdir()
+    with pytest.raises(DataError, match="must be a file; .*folder.jsonl is a directory"):
+        load_documents("jsonl", path=str(tmp_path / "folder.jsonl"))
+
+
+def test_text_folders_and_short_tsv_rows(tmp_path, caplog):
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "notes.md").write_text("not a text file")
+    with pytest.raises(DataError, match="holds no .txt files"):
+        load_documents("text", path=str(tmp_path / "corpus"))
+    (tmp_path / "corpus" / "chapter.txt").mkdir()  # a directory named *.txt is not a document
+    (tmp_path / "corpus" / "chapter.txt" / "one.txt").write_text("inside")
+    assert load_documents("text", path=str(tmp_path / "corpus")) == ["inside"]
+    (tmp_path / "short.tsv").write_text("id\ttext\n1\tfirst\n2\n3\tthird\n4\n")
+    with caplog.at_level("WARNING"):
+        assert load_documents("tsv", path=str(tmp_path / "short.tsv")) == ["first", "third"]
+    assert "2 row(s) have too few columns for 'text'" in caplog.text

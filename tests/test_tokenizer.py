@@ -10,6 +10,7 @@ from lm_jax.data.tokenizer import (
     WordPieceTokenizer,
     chinese_word_ids,
     load_tokenizer,
+    split_long_lines,
     train_sentencepiece,
 )
 from lm_jax.errors import DataError
@@ -202,3 +203,22 @@ def test_wwm_on_chinese_text_with_the_default_tokenizer_predicts_15_percent(
     )
     fraction = float((np.asarray(batch.masked_weights) > 0).sum() / real.sum())
     assert 0.13 < fraction <= 0.15, fraction
+
+
+def test_vocab_of_only_special_tokens_is_refused(tmp_path):
+    (tmp_path / "vocab.txt").write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n")
+    with pytest.raises(DataError, match="holds only special tokens"):
+        load_tokenizer(tmp_path / "vocab.txt")
+
+
+def test_a_corpus_of_only_over_long_lines_trains(tmp_path):
+    """SentencePiece skips lines over 4192 bytes (and fails with `!sentences_.empty()` when no
+    line is shorter); they are split at spaces first."""
+    rng = np.random.default_rng(0)
+    words = [f"word{i}" for i in range(300)]
+    lines = [" ".join(rng.choice(words, 2000)) for _ in range(10)]  # ~15 kB each
+    assert min(len(line.encode()) for line in lines) > 4192
+    tok = train_sentencepiece(lines, tmp_path / "long.model", vocab_size=400, extra_ids=0)
+    assert tok.decode(tok.encode(lines[0][:200]).ids).split()[:3] == lines[0].split()[:3]
+    pieces = split_long_lines(["汉" * 3000, "a " * 3000], 4192)
+    assert all(len(p.encode()) <= 4192 for p in pieces) and "".join(pieces[:3]) == "汉" * 3000

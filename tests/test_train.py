@@ -472,3 +472,25 @@ def test_objective_mixture_trains_each_component(tmp_path):
     train = [r for r in read_metrics(run.metrics_path) if r["split"] == "train"]
     assert all("loss" in r and 0 < r["mfu"] < 1 for r in train)
     assert any("mlm/loss" in r for r in train) and any("clm/loss" in r for r in train)
+
+
+def test_vocabulary_checks_before_training(caplog):
+    """A WordPiece vocabulary has no T5 sentinels; one that maps most text to [UNK] warns."""
+    from types import SimpleNamespace
+
+    from lm_jax.config import pretraining_config
+    from lm_jax.data.tokenizer import VocabInfo
+    from lm_jax.errors import DataError
+    from lm_jax.train.loop import _check_vocabulary
+
+    vocab = VocabInfo(size=30, pad_id=0, unk_id=1, cls_id=2, sep_id=3, mask_id=4)
+    tokens = np.array([[2, 1, 1, 1, 7, 3, 0, 0]])
+    data = SimpleNamespace(
+        tokenizer=SimpleNamespace(vocab=vocab),
+        train=SimpleNamespace(tokens=tokens, segment_ids=(tokens != 0).astype(np.int32)),
+    )
+    with pytest.raises(DataError, match=r"t5 on rows of 128 tokens needs \d+ sentinel ids; the "):
+        _check_vocabulary(pretraining_config("t5"), data)
+    with caplog.at_level("WARNING"):
+        _check_vocabulary(pretraining_config("mlm"), data)
+    assert "50.0% of the training tokens are [UNK]" in caplog.text

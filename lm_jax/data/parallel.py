@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from lm_jax.data.packing import PackedRows
+from lm_jax.data.sources import utf8_lines
 from lm_jax.data.tokenizer import Tokenizer
 from lm_jax.errors import DataError
 
@@ -121,19 +122,17 @@ def parallel_tsv(path: str | os.PathLike) -> list[TranslationPair]:
     if not path.is_file():
         raise DataError(f"parallel corpus not found: {path}")
     csv.field_size_limit(sys.maxsize)
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        missing = {"source", "target", "language"} - set(reader.fieldnames or ())
-        if missing:
-            raise DataError(
-                f"{path} needs the columns source, target, language; missing {sorted(missing)}"
-            )
-        pairs = [
-            TranslationPair(
-                _clean(row["source"] or ""), _clean(row["target"] or ""), row["language"]
-            )
-            for row in reader
-        ]
+    lines = (line for _, line in utf8_lines(path))
+    reader = csv.DictReader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
+    missing = {"source", "target", "language"} - set(reader.fieldnames or ())
+    if missing:
+        raise DataError(
+            f"{path} needs the columns source, target, language; missing {sorted(missing)}"
+        )
+    pairs = [
+        TranslationPair(_clean(row["source"] or ""), _clean(row["target"] or ""), row["language"])
+        for row in reader
+    ]
     return [p for p in pairs if p.source and p.target]
 
 

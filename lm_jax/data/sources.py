@@ -17,6 +17,7 @@ from __future__ import annotations
 import bz2
 import csv
 import json
+import logging
 import os
 import re
 import sys
@@ -25,6 +26,7 @@ from pathlib import Path
 
 from lm_jax.errors import DataError
 
+log = logging.getLogger(__name__)
 DATA_DIR_ENV = "LM_JAX_DATA_DIR"
 
 
@@ -77,61 +79,86 @@ def python_docs() -> list[str]:
     return [t.strip() for _, t in sorted(topics.items()) if t.strip()]
 
 
-def _existing(path: str | os.PathLike, what: str) -> Path:
+def _existing(path: str | os.PathLike, what: str, file: bool = False) -> Path:
     if not path:
         raise DataError(f"the {what} corpus needs a path (config.data.path)")
     p = Path(path).expanduser()
     if not p.exists():
         raise DataError(f"corpus path does not exist: {p}")
+    if file and not p.is_file():
+        raise DataError(f"the {what} corpus must be a file; {p} is a directory")
     return p
+
+
+def utf8_lines(p: Path):
+    """(line number, line) of a UTF-8 file; invalid UTF-8 is a `DataError` naming the line."""
+    with p.open("rb") as f:
+        for n, raw in enumerate(f, 1):
+            try:
+                yield n, raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{p}:{n} is not UTF-8 text ({e.reason} at byte {e.start})") from e
 
 
 def text_files(path: str | os.PathLike) -> list[str]:
     """Documents from a text file or a folder of `*.txt` files, split on blank lines."""
     p = _existing(path, "text")
-    files = sorted(p.rglob("*.txt")) if p.is_dir() else [p]
+    files = sorted(f for f in p.rglob("*.txt") if f.is_file()) if p.is_dir() else [p]
+    if not files:
+        raise DataError(f"the text corpus folder {p} holds no .txt files")
     docs = []
     for f in files:
-        try:
-            content = f.read_text(encoding="utf-8")
-        except UnicodeDecodeError as e:
-            raise DataError(f"{f} is not UTF-8 text: {e}") from e
+        content = "".join(line for _, line in utf8_lines(f))
         docs.extend(d.strip() for d in _BLANK_LINES.split(content) if d.strip())
     return docs
 
 
 def jsonl_file(path: str | os.PathLike, field: str = "text") -> list[str]:
-    """Documents from field `field` of each line of a JSON-lines file."""
-    p = _existing(path, "jsonl")
+    """Documents from field `field` of each line of a JSON-lines file; the field must be a
+    string (null, numbers, lists and objects are errors, not documents)."""
+    p = _existing(path, "jsonl", file=True)
     docs = []
-    with p.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{p}:{n}: invalid JSON ({e.msg})") from e
-            if not isinstance(record, dict) or field not in record:
-                raise DataError(f"{p}:{n}: no field {field!r} (config.data.field)")
-            if str(record[field]).strip():
-                docs.append(str(record[field]).strip())
+    for n, line in utf8_lines(p):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{p}:{n}: invalid JSON ({e.msg})") from e
+        if not isinstance(record, dict) or field not in record:
+            raise DataError(f"{p}:{n}: no field {field!r} (config.data.field)")
+        value = record[field]
+        if not isinstance(value, str):
+            kind = "null" if value is None else type(value).__name__
+            raise DataError(f"{p}:{n}: field {field!r} must be a string, got {kind}")
+        if value.strip():
+            docs.append(value.strip())
     return docs
 
 
 def tsv_file(path: str | os.PathLike, field: str = "text") -> list[str]:
-    """Documents from column `field` of a tab-separated file with a header row."""
-    p = _existing(path, "tsv")
+    """Documents from column `field` of a tab-separated file with a header row; rows too short
+    to have the column are skipped with a warning that counts them."""
+    p = _existing(path, "tsv", file=True)
     csv.field_size_limit(sys.maxsize)
-    with p.open(encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-        if reader.fieldnames is None:
-            return []
-        if field not in reader.fieldnames:
-            raise DataError(
-                f"{p} has no column {field!r} (config.data.field); columns: {reader.fieldnames}"
-            )
-        return [row[field].strip() for row in reader if (row[field] or "").strip()]
+    reader = csv.DictReader(
+        (line for _, line in utf8_lines(p)), delimiter="\t", quoting=csv.QUOTE_NONE
+    )
+    if reader.fieldnames is None:
+        return []
+    if field not in reader.fieldnames:
+        raise DataError(
+            f"{p} has no column {field!r} (config.data.field); columns: {reader.fieldnames}"
+        )
+    docs, short = [], 0
+    for row in reader:
+        if row[field] is None:
+            short += 1
+        elif row[field].strip():
+            docs.append(row[field].strip())
+    if short:
+        log.warning("%s: %d row(s) have too few columns for %r; skipped", p, short, field)
+    return docs
 
 
 def tfds_dataset(

@@ -20,6 +20,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import io
+import logging
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -29,6 +30,7 @@ import numpy as np
 
 from lm_jax.errors import DataError
 
+log = logging.getLogger(__name__)
 SPECIAL_PIECES = ("[CLS]", "[SEP]", "[MASK]")
 SENTINEL_FORMAT = "<extra_id_{}>"
 MODEL_TYPES = ("unigram", "bpe", "char", "word")
@@ -221,6 +223,31 @@ class SentencePieceTokenizer(Tokenizer):
         return self._sp.normalize(text).replace("▁", " ").strip()
 
 
+MAX_SENTENCE_BYTES = 4192  # SentencePiece's max_sentence_length: longer lines are skipped
+
+
+def split_long_lines(lines: list[str], max_bytes: int) -> list[str]:
+    """`lines` with each line over `max_bytes` UTF-8 bytes cut into pieces that fit, at the
+    last space before the limit (anywhere, for text without spaces). SentencePiece's trainer
+    silently skips longer lines, and fails on a corpus of only such lines."""
+    out, split = [], 0
+    for line in lines:
+        if len(line.encode("utf-8")) <= max_bytes:
+            out.append(line)
+            continue
+        split += 1
+        while line:
+            cut = len(line.encode("utf-8")[:max_bytes].decode("utf-8", "ignore"))
+            if cut < len(line):
+                space = line.rfind(" ", 0, cut)
+                cut = space if space > 0 else cut
+            out.append(line[:cut].strip())
+            line = line[cut:].strip()
+    if split:
+        log.info("split %d line(s) over %d bytes for the tokenizer trainer", split, max_bytes)
+    return [line for line in out if line]
+
+
 def train_sentencepiece(
     texts: Iterable[str],
     output_path: str | os.PathLike,
@@ -259,6 +286,7 @@ def train_sentencepiece(
     lines = [line.strip() for t in texts for line in t.splitlines() if line.strip()]
     if not lines:
         raise DataError("cannot train a tokenizer on an empty corpus (no non-blank lines)")
+    lines = split_long_lines(lines, MAX_SENTENCE_BYTES)
     model = io.BytesIO()
     try:
         spm.SentencePieceTrainer.train(
@@ -273,6 +301,7 @@ def train_sentencepiece(
             eos_id=-1,
             control_symbols=list(SPECIAL_PIECES),
             input_sentence_size=max_sentences,
+            max_sentence_length=MAX_SENTENCE_BYTES,
             shuffle_input_sentence=True,
             seed_sentencepiece_size=seed_sentencepiece_size,
             byte_fallback=byte_fallback,
@@ -311,6 +340,8 @@ class WordPieceTokenizer(Tokenizer):
         missing = [s for s in ("[PAD]", "[UNK]", *SPECIAL_PIECES) if s not in vocab]
         if missing:
             raise DataError(f"WordPiece vocab {path} lacks special tokens {missing}")
+        if len(set(pieces) - {"[PAD]", "[UNK]", *SPECIAL_PIECES}) == 0:
+            raise DataError(f"WordPiece vocab {path} holds only special tokens, no text pieces")
         tok = HFTokenizer(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
         tok.normalizer = normalizers.BertNormalizer(
             clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=lowercase

@@ -2,27 +2,75 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from lm_jax.errors import ConfigError
+from lm_jax.errors import ConfigError, DataError
 
 Objective = Callable[..., Any]
 _REGISTRY: dict[str, Objective] = {}
 
 
+# Data arguments that hold integer ids, and those that hold flags (bool, or 0/1 integers).
+_ID_ARRAYS = ("segment_ids", "word_ids", "entity_ids", "language_ids", "prefix_lengths")
+_FLAG_ARRAYS = ("word_starts", "sentence_starts")
+
+
+def _concrete(x) -> bool:
+    return not isinstance(x, jax.core.Tracer)
+
+
+def check_inputs(name: str, tokens, vocab, arrays: dict[str, Any]) -> None:
+    """Reject what an objective cannot use, at its boundary (outside jit, where dtypes and
+    shapes are known; values when the arrays are concrete): a vocabulary with no regular ids,
+    token ids outside [0, vocab.size), non-integer ids, negative segment ids."""
+    if not len(vocab.regular_ids()):
+        raise DataError(f"{name}: the vocabulary ({vocab.size} ids) has no regular, non-special id")
+    if not jnp.issubdtype(jnp.result_type(tokens), jnp.integer):
+        raise DataError(f"{name}: tokens must be integer ids, got dtype {jnp.result_type(tokens)}")
+    if _concrete(tokens) and np.size(tokens):
+        host = np.asarray(tokens)  # on the host: jnp here would be staged into a caller's jit
+        low, high = int(host.min()), int(host.max())
+        if low < 0 or high >= vocab.size:
+            raise DataError(
+                f"{name}: token ids must lie in [0, {vocab.size}) (the vocabulary's size), "
+                f"got ids from {low} to {high}"
+            )
+    for field, value in arrays.items():
+        if value is None or field not in _ID_ARRAYS + _FLAG_ARRAYS:
+            continue
+        dtype = jnp.result_type(value)
+        flags = field in _FLAG_ARRAYS and dtype == jnp.bool_
+        if not flags and not jnp.issubdtype(dtype, jnp.integer):
+            kind = "bool or integer flags" if field in _FLAG_ARRAYS else "integer ids"
+            raise DataError(f"{name}: {field} must be {kind}, got dtype {dtype}")
+        if field in _ID_ARRAYS and _concrete(value) and np.size(value):
+            low = int(np.asarray(value).min())
+            if low < 0:
+                raise DataError(f"{name}: {field} must be >= 0, got {low}")
+
+
 def register(name: str) -> Callable[[Objective], Objective]:
-    """Register an objective function under `name`."""
+    """Register an objective function under `name`; calls check their inputs first
+    (`check_inputs`)."""
 
     def wrap(fn: Objective) -> Objective:
         if name in _REGISTRY:
             raise ValueError(f"objective {name!r} is registered twice")
-        _REGISTRY[name] = fn
-        return fn
+
+        @functools.wraps(fn)
+        def checked(key, tokens, *, vocab, **options):
+            check_inputs(name, tokens, vocab, options)
+            return fn(key, tokens, vocab=vocab, **options)
+
+        _REGISTRY[name] = checked
+        return checked
 
     return wrap
 
