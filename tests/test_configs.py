@@ -90,7 +90,7 @@ def test_mixture_errors_name_the_component():
     for spec, message in [
         ("mlm=1,t5=1", "train different models"),
         ("mlm=1,tlm=1", r"config.mixture.tlm.objective: tlm needs a parallel corpus"),
-        ("mlm=0", "config.mixture.mlm.weight must be a number > 0"),
+        ("mlm=0", "config.mixture.mlm.weight must be a finite number > 0"),
         ("mlm=x", "write name=weight"),
     ]:
         with pytest.raises(ConfigError, match=message):

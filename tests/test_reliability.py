@@ -209,14 +209,18 @@ def test_a_full_disk_stops_with_an_error_and_the_run_resumes_elsewhere(small_dis
     """A run that fills its disk exits 2 naming the failed write (no hang, no traceback); its
     directory, copied to a disk with room, resumes from the last intact checkpoint."""
     args = tiny_cli_overrides(**{"train.steps": 60, "train.keep_checkpoints": 10})
-    command = [sys.executable, "-m", "lm_jax.pretrain", *args]
-    full = subprocess.run(
-        [*command, f"--config.output_dir={small_disk / 'run'}"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+
+    def run_cli(output_dir):
+        command = [
+            sys.executable,
+            "-m",
+            "lm_jax.pretrain",
+            *args,
+            f"--config.output_dir={output_dir}",
+        ]
+        return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+    full = run_cli(small_disk / "run")
     # (tensorstore's writer threads may print the failed write's traceback above the message)
     last_line = full.stderr.strip().splitlines()[-1]
     assert full.returncode == 2 and last_line.startswith("lm_jax: error:"), full.stderr[-3000:]
@@ -224,13 +228,7 @@ def test_a_full_disk_stops_with_an_error_and_the_run_resumes_elsewhere(small_dis
     saved = checkpoint_steps(small_disk / "run" / "checkpoints")
     assert saved and saved[-1] < 60, saved
     shutil.copytree(small_disk / "run", tmp_path / "moved")
-    resumed = subprocess.run(
-        [*command, f"--config.output_dir={tmp_path / 'moved'}"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    resumed = run_cli(tmp_path / "moved")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resumed from {tmp_path / 'moved' / 'checkpoints'}" in resumed.stderr
     assert "Pretrained 'mlm' to step 60" in resumed.stdout

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from lm_jax.models.config import TransformerConfig
-from lm_jax.models.encoder import Encoder, EncoderForMaskedLM
+from lm_jax.models.encoder import Encoder, EncoderForMaskedLM, encode_batch
 from lm_jax.models.heads import ReplacedTokenHead
 from lm_jax.objectives.batch import Batch, ReplacedTokenBatch
 from lm_jax.objectives.masked_lm import electra_replace
@@ -45,15 +45,7 @@ class ElectraDiscriminator(nnx.Module):
     ) -> jnp.ndarray:
         """fp32 logits [batch, L]; positive means "replaced". Token types (sentence A/B) are
         embedded as in Hugging Face's `ElectraModel`."""
-        hidden = self.encoder(
-            batch.inputs,
-            batch.positions,
-            batch.attention,
-            batch.token_type_ids,
-            deterministic=deterministic,
-            rngs=rngs,
-        )
-        return self.rtd_head(hidden)
+        return self.rtd_head(encode_batch(self.encoder, batch, deterministic, rngs))
 
 
 class Electra(nnx.Module):

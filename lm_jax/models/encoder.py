@@ -134,7 +134,8 @@ class Encoder(nnx.Module):
         return x
 
 
-def _encode(encoder: Encoder, batch: Batch, deterministic: bool, rngs) -> jnp.ndarray:
+def encode_batch(encoder: Encoder, batch, deterministic: bool, rngs) -> jnp.ndarray:
+    """The encoder's hidden states for a batch's inputs, positions, mask and token types."""
     return encoder(
         batch.inputs,
         batch.positions,
@@ -167,7 +168,7 @@ class EncoderForMaskedLM(nnx.Module):
         if isinstance(batch, TwoStreamBatch):
             hidden = self.encoder.two_stream(batch, deterministic=deterministic, rngs=rngs)
         else:
-            hidden = _encode(self.encoder, batch, deterministic, rngs)
+            hidden = encode_batch(self.encoder, batch, deterministic, rngs)
             if batch.masked_positions is not None:
                 hidden = gather_positions(hidden, batch.masked_positions)
         return self.mlm_head(hidden, self.encoder.embeddings)
@@ -186,7 +187,7 @@ class EncoderForPreTraining(nnx.Module):
         self, batch: Batch, *, deterministic: bool = True, rngs: nnx.Rngs | None = None
     ) -> tuple[jnp.ndarray, jnp.ndarray]:
         """(MLM logits [batch, P, vocab], sentence logits [batch, labels])."""
-        hidden = _encode(self.encoder, batch, deterministic, rngs)
+        hidden = encode_batch(self.encoder, batch, deterministic, rngs)
         sentence = self.sentence_head(hidden, deterministic=deterministic, rngs=rngs)
         if batch.masked_positions is not None:
             hidden = gather_positions(hidden, batch.masked_positions)
@@ -206,7 +207,7 @@ class EncoderForSpanBoundary(nnx.Module):
         self, batch: SpanBatch, *, deterministic: bool = True, rngs: nnx.Rngs | None = None
     ) -> tuple[jnp.ndarray, jnp.ndarray]:
         """(MLM logits, SBO logits), each [batch, P, vocab] on the sparse layout."""
-        hidden = _encode(self.encoder, batch, deterministic, rngs)
+        hidden = encode_batch(self.encoder, batch, deterministic, rngs)
         embeddings = self.encoder.embeddings
         mlm = self.mlm_head(gather_positions(hidden, batch.masked_positions), embeddings)
         sbo = self.sbo_head(hidden, batch.sbo_left, batch.sbo_right, batch.sbo_offsets, embeddings)
@@ -225,7 +226,7 @@ class EncoderForSequenceClassification(nnx.Module):
         self, batch: Batch, *, deterministic: bool = True, rngs: nnx.Rngs | None = None
     ) -> jnp.ndarray:
         """fp32 logits [batch, num_labels]."""
-        hidden = _encode(self.encoder, batch, deterministic, rngs)
+        hidden = encode_batch(self.encoder, batch, deterministic, rngs)
         return self.head(hidden, deterministic=deterministic, rngs=rngs)
 
 
@@ -241,4 +242,4 @@ class EncoderForQuestionAnswering(nnx.Module):
         self, batch: Batch, *, deterministic: bool = True, rngs: nnx.Rngs | None = None
     ) -> tuple[jnp.ndarray, jnp.ndarray]:
         """fp32 (start logits, end logits), each [batch, L]."""
-        return self.head(_encode(self.encoder, batch, deterministic, rngs))
+        return self.head(encode_batch(self.encoder, batch, deterministic, rngs))
