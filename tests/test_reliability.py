@@ -1,6 +1,7 @@
 """Faults a real run meets, injected: a second run into the same directory, a torn metrics log,
 a corrupt or inconsistent checkpoint, an edited corpus, a full disk, Ctrl-C. Each ends with a
-clear error (or a warning) and a directory a rerun recovers from."""
+clear error (or a warning) and a directory a rerun recovers from. The real full disk, the edited
+corpus and Ctrl-C (each a full run or two) are in the slow suite."""
 
 import errno
 import json
@@ -127,6 +128,7 @@ def test_a_data_position_that_does_not_match_the_step_is_refused(run_copy):
         pretrain(tiny_config(**{**STEPS, "train.steps": 30}), run_copy, progress=False)
 
 
+@pytest.mark.slow
 def test_an_edited_corpus_is_refused_on_resume(tmp_path, wiki_docs):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n\n".join(wiki_docs[:30]))
@@ -171,6 +173,7 @@ def test_tensorboard_on_a_full_disk_neither_blocks_nor_stops_a_sigterm_save(
     assert checkpoint_steps(tmp_path / "run" / "checkpoints") == [7]
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_like_sigterm(tmp_path, monkeypatch):
     sent = []
     interrupt_at(
@@ -205,6 +208,7 @@ def test_a_read_only_run_directory_is_refused_before_any_work(finished, small_di
     assert digest(small_disk / "run") == before
 
 
+@pytest.mark.slow
 def test_a_full_disk_stops_with_an_error_and_the_run_resumes_elsewhere(small_disk, tmp_path):
     """A run that fills its disk exits 2 naming the failed write (no hang, no traceback); its
     directory, copied to a disk with room, resumes from the last intact checkpoint."""
