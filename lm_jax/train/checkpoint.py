@@ -64,6 +64,13 @@ def checkpoint_steps(directory: Path) -> list[int]:
     return sorted(int(p.name) for p in directory.iterdir() if p.is_dir() and p.name.isdigit())
 
 
+def _brief(error: Exception, limit: int = 480) -> str:
+    """An error's type and message, its middle elided when long: tensorstore's messages start
+    with long paths and end with the operating system's reason (No space left on device)."""
+    text = " ".join(f"{type(error).__name__}: {error}".split())
+    return text if len(text) <= limit else f"{text[: limit // 3]} ... {text[-2 * limit // 3 :]}"
+
+
 def file_checksums(step_dir: Path) -> dict[str, str]:
     """SHA-256 of every file under a checkpoint's directory (the record itself excluded)."""
     sums = {}
@@ -187,8 +194,8 @@ class Checkpointer:
             self._manager.wait_until_finished()
         except Exception as e:  # orbax re-raises the background writer's error (ENOSPC, EIO)
             raise CheckpointError(
-                f"could not save checkpoint {self.directory / str(step)} ({type(e).__name__}: "
-                f"{str(e)[:300]}); {self._intact_before(step)}: free space or fix the "
+                f"could not save checkpoint {self.directory / str(step)} ({_brief(e)}); "
+                f"{self._intact_before(step)}: free space or fix the "
                 "directory, then rerun the same command to resume"
             ) from e
         if self._write_checksums:
@@ -215,8 +222,8 @@ class Checkpointer:
             )
         except Exception as e:  # a synchronous part of the save failed (ENOSPC, EIO, ...)
             raise CheckpointError(
-                f"could not save checkpoint {self.directory / str(step)} ({type(e).__name__}: "
-                f"{str(e)[:300]}); {self._intact_before(step)}: free space or fix the "
+                f"could not save checkpoint {self.directory / str(step)} ({_brief(e)}); "
+                f"{self._intact_before(step)}: free space or fix the "
                 "directory, then rerun the same command to resume"
             ) from e
         self._pending = step
@@ -281,7 +288,7 @@ class Checkpointer:
                 ),
             ).state
         except Exception as e:  # orbax raises many types for missing / truncated / foreign files
-            raise self._corrupt(step, f"{type(e).__name__}: {str(e)[:300]}") from e
+            raise self._corrupt(step, _brief(e)) from e
         mismatched = [
             jax.tree_util.keystr(path)
             for (path, a), b in zip(
