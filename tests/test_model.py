@@ -147,7 +147,10 @@ def test_electra_shares_one_embedding_module(cfg, vocab):
     batch = obj.electra(jax.random.key(0), make_batch(vocab).targets, vocab=vocab)
 
     def losses(params):
-        gen_logits, replaced, disc_logits = nnx.merge(graphdef, params)(batch, jax.random.key(1))
+        model = nnx.merge(graphdef, params)
+        gen_logits = model.generator(batch)
+        replaced = obj.electra_replace(jax.random.key(1), batch, jax.lax.stop_gradient(gen_logits))
+        disc_logits = model.discriminator(replaced)
         mlm = (jax.nn.logsumexp(gen_logits, -1) * batch.masked_weights).sum()
         rtd = (jax.nn.softplus(disc_logits) * replaced.loss_weights).sum()
         return mlm, rtd

@@ -11,6 +11,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from lm_jax.attention import AttentionMask  # noqa: E402
+from lm_jax.batch import Batch, ReplacedTokenBatch  # noqa: E402
 from lm_jax.errors import CheckpointError  # noqa: E402
 from lm_jax.models.convert import (  # noqa: E402
     ARCHITECTURES,
@@ -18,7 +19,6 @@ from lm_jax.models.convert import (  # noqa: E402
     load_hf_checkpoint,
     to_hf_state_dict,
 )
-from lm_jax.objectives.batch import Batch, ReplacedTokenBatch  # noqa: E402
 
 SMALL = dict(
     vocab_size=99,
@@ -333,7 +333,7 @@ def hf_seq2seq(architecture, gated=False, tied=True):
 
 
 def seq2seq_outputs(ours, peer):
-    from lm_jax.objectives.batch import Seq2SeqBatch
+    from lm_jax.batch import Seq2SeqBatch
 
     rng = np.random.default_rng(0)
     enc = rng.integers(5, 99, (2, 14))

@@ -29,65 +29,13 @@ from pathlib import Path
 import numpy as np
 
 from lm_jax.errors import DataError
+from lm_jax.vocab import VocabInfo
 
 log = logging.getLogger(__name__)
 SPECIAL_PIECES = ("[CLS]", "[SEP]", "[MASK]")
 SENTINEL_FORMAT = "<extra_id_{}>"
 MODEL_TYPES = ("unigram", "bpe", "char", "word")
 MIN_TRAINED_VOCAB = 300  # 5 specials + 256 byte-fallback pieces + some text pieces
-
-
-@dataclasses.dataclass(frozen=True)
-class VocabInfo:
-    """Static, hashable description of a vocabulary for objectives (usable as a jit static arg).
-
-    Attributes:
-      size: total number of ids (embedding rows), sentinels included.
-      pad_id, unk_id, cls_id, sep_id, mask_id: special-token ids.
-      sentinel_ids: T5 sentinels, `<extra_id_0>` first (the highest id), counting down.
-    """
-
-    size: int
-    pad_id: int
-    unk_id: int
-    cls_id: int
-    sep_id: int
-    mask_id: int
-    sentinel_ids: tuple[int, ...] = ()
-
-    def __post_init__(self):
-        ids = self.special_ids
-        if len(set(ids)) != len(ids):
-            raise DataError(f"special-token ids must be distinct, got {ids}")
-        bad = [i for i in ids if not 0 <= i < self.size]
-        if bad:
-            raise DataError(f"special-token ids {bad} are outside the vocabulary [0, {self.size})")
-
-    @property
-    def bos_id(self) -> int:
-        return self.cls_id
-
-    @property
-    def eos_id(self) -> int:
-        return self.sep_id
-
-    @property
-    def special_ids(self) -> tuple[int, ...]:
-        """Ids that objectives never select for prediction and never sample as replacements."""
-        return (
-            self.pad_id,
-            self.unk_id,
-            self.cls_id,
-            self.sep_id,
-            self.mask_id,
-            *self.sentinel_ids,
-        )
-
-    def regular_ids(self) -> np.ndarray:
-        """All non-special ids, ascending (the support of random replacement tokens)."""
-        keep = np.ones(self.size, dtype=bool)
-        keep[list(self.special_ids)] = False
-        return np.flatnonzero(keep).astype(np.int32)
 
 
 @dataclasses.dataclass(frozen=True)

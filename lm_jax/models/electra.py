@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from lm_jax.batch import ReplacedTokenBatch
 from lm_jax.models.config import TransformerConfig
 from lm_jax.models.encoder import Encoder, EncoderForMaskedLM, encode_batch
 from lm_jax.models.heads import ReplacedTokenHead
-from lm_jax.objectives.batch import Batch, ReplacedTokenBatch
-from lm_jax.objectives.masked_lm import electra_replace
 
 
 def generator_config(
@@ -53,7 +51,8 @@ class Electra(nnx.Module):
     shared token, position and type embeddings (the paper's sec. 3.2 "weight sharing"): the
     generator's `encoder.embeddings` *is* the discriminator's, one set of parameters updated by
     both losses. Embedding widths must match; hidden sizes may differ (each encoder projects the
-    embeddings to its own width when needed)."""
+    embeddings to its own width when needed). The replacements between the two are sampled by
+    the objective (`lm_jax.objectives.electra_replace`), not by the model."""
 
     def __init__(
         self,
@@ -73,24 +72,3 @@ class Electra(nnx.Module):
         self.discriminator = ElectraDiscriminator(discriminator, rngs=rngs)
         self.generator = EncoderForMaskedLM(generator, head_activation="gelu", rngs=rngs)
         self.generator.encoder.embeddings = self.discriminator.encoder.embeddings
-
-    def __call__(
-        self,
-        batch: Batch,
-        sample_key: jax.Array,
-        *,
-        temperature: float = 1.0,
-        deterministic: bool = True,
-        rngs=None,
-    ) -> tuple[jnp.ndarray, ReplacedTokenBatch, jnp.ndarray]:
-        """Generator logits [batch, P, vocab], the discriminator's batch (replacements sampled
-        from the generator, no gradient through the sampling) and its logits [batch, L]."""
-        generator_logits = self.generator(batch, deterministic=deterministic, rngs=rngs)
-        replaced = electra_replace(
-            sample_key, batch, jax.lax.stop_gradient(generator_logits), temperature=temperature
-        )
-        return (
-            generator_logits,
-            replaced,
-            self.discriminator(replaced, deterministic=deterministic, rngs=rngs),
-        )

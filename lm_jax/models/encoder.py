@@ -8,6 +8,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from lm_jax.attention import AttentionMask
+from lm_jax.batch import Batch, SpanBatch, TwoStreamBatch
 from lm_jax.models.config import TransformerConfig
 from lm_jax.models.heads import (
     MaskedLMHead,
@@ -17,7 +18,6 @@ from lm_jax.models.heads import (
     gather_positions,
 )
 from lm_jax.models.layers import Embeddings, EncoderLayer, RelativePositionBias, dense
-from lm_jax.objectives.batch import Batch, SpanBatch, TwoStreamBatch
 
 
 class Encoder(nnx.Module):

@@ -19,6 +19,7 @@ import dataclasses
 import jax.numpy as jnp
 from flax import nnx
 
+from lm_jax.batch import Seq2SeqBatch
 from lm_jax.models.config import TransformerConfig
 from lm_jax.models.layers import (
     HIDDEN_AXES,
@@ -32,7 +33,6 @@ from lm_jax.models.layers import (
     rms_norm,
     vocabulary_logits,
 )
-from lm_jax.objectives.batch import Seq2SeqBatch
 from lm_jax.sharding import constrain
 
 FAMILIES = ("bart", "t5")

@@ -18,9 +18,9 @@ import jax.numpy as jnp
 from flax import nnx, struct
 
 from lm_jax.attention import AttentionMask, dot_product_attention
+from lm_jax.batch import Batch, TwoStreamBatch
 from lm_jax.models.config import TransformerConfig
 from lm_jax.models.layers import HIDDEN_AXES, FeedForward, layer_norm, vocabulary_logits
-from lm_jax.objectives.batch import Batch, TwoStreamBatch
 from lm_jax.sharding import constrain
 
 # Memory keys rank below everything, so every query of the row's first document sees them.

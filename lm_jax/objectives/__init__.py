@@ -13,8 +13,7 @@ Every objective is called as `fn(key, tokens, *, vocab, **options)` and returns 
 
 import jax.numpy as jnp
 
-from lm_jax.objectives.autoregressive import UNILM_MODES, clm, prefix_lm, unilm
-from lm_jax.objectives.batch import (
+from lm_jax.batch import (
     Batch,
     ReplacedTokenBatch,
     SentencePairBatch,
@@ -22,6 +21,7 @@ from lm_jax.objectives.batch import (
     SpanBatch,
     TwoStreamBatch,
 )
+from lm_jax.objectives.autoregressive import UNILM_MODES, clm, prefix_lm, unilm
 from lm_jax.objectives.denoising import bart, mass, t5, t5_lengths, t5_raw_length
 from lm_jax.objectives.masked_lm import electra, electra_replace, entity, mlm, ngram, wwm
 from lm_jax.objectives.permutation import mpnet, plm

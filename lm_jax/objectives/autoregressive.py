@@ -7,8 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from lm_jax.attention.mask import AttentionMask
-from lm_jax.data.tokenizer import VocabInfo
-from lm_jax.objectives.batch import Batch
+from lm_jax.batch import Batch
 from lm_jax.objectives.masking import (
     candidates_of,
     check_rates,
@@ -20,6 +19,7 @@ from lm_jax.objectives.masking import (
     unit_ids,
 )
 from lm_jax.objectives.registry import map_rows, positions_from_segments, register
+from lm_jax.vocab import VocabInfo
 
 UNILM_MODES = ("bidirectional", "left_to_right", "right_to_left", "seq2seq")
 UNILM_MIXTURE = (1 / 3, 1 / 6, 1 / 6, 1 / 3)  # in UNILM_MODES order: the paper's 1/3, 1/6, 1/6, 1/3

@@ -12,10 +12,10 @@ import math
 import jax
 import jax.numpy as jnp
 
-from lm_jax.data.tokenizer import VocabInfo
-from lm_jax.objectives.batch import Seq2SeqBatch
+from lm_jax.batch import Seq2SeqBatch
 from lm_jax.objectives.masking import random_tokens, select_positions
 from lm_jax.objectives.registry import map_rows, register
+from lm_jax.vocab import VocabInfo
 
 # ---------------------------------------------------------------------------------------------
 # T5 span corruption (Raffel et al. 2020; t5.data.preprocessors.random_spans_noise_mask)

@@ -11,8 +11,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from lm_jax.data.tokenizer import VocabInfo
-from lm_jax.objectives.batch import Batch, ReplacedTokenBatch
+from lm_jax.batch import Batch, ReplacedTokenBatch
 from lm_jax.objectives.masking import (
     candidates_of,
     check_rates,
@@ -26,6 +25,7 @@ from lm_jax.objectives.masking import (
     unit_ids,
 )
 from lm_jax.objectives.registry import map_rows, register
+from lm_jax.vocab import VocabInfo
 
 ALBERT_NGRAM_PROBS = (6 / 11, 3 / 11, 2 / 11)  # p(n) proportional to 1/n, n <= 3
 

@@ -13,8 +13,8 @@ import jax
 import jax.numpy as jnp
 
 from lm_jax.attention.mask import AttentionMask
-from lm_jax.data.tokenizer import VocabInfo
 from lm_jax.objectives.registry import positions_from_segments
+from lm_jax.vocab import VocabInfo
 
 BUDGETS = ("round", "probabilistic")
 

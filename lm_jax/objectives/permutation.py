@@ -10,8 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from lm_jax.attention.mask import AttentionMask
-from lm_jax.data.tokenizer import VocabInfo
-from lm_jax.objectives.batch import TwoStreamBatch
+from lm_jax.batch import TwoStreamBatch
 from lm_jax.objectives.masking import (
     candidates_of,
     check_rates,
@@ -21,6 +20,7 @@ from lm_jax.objectives.masking import (
     word_layout,
 )
 from lm_jax.objectives.registry import map_rows, positions_from_segments, register
+from lm_jax.vocab import VocabInfo
 
 XLNET_NGRAM_PROBS = tuple(1.0 / n for n in range(1, 6))  # n-gram spans 1..5, p ∝ 1/n
 TARGET_SELECTIONS = ("plain", "span")

@@ -17,11 +17,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lm_jax.data.tokenizer import VocabInfo
-from lm_jax.objectives.batch import Batch, SentencePairBatch
+from lm_jax.batch import Batch, SentencePairBatch
 from lm_jax.objectives.masked_lm import mlm
 from lm_jax.objectives.masking import select_positions, sparse_layout
 from lm_jax.objectives.registry import positions_from_segments, register
+from lm_jax.vocab import VocabInfo
 
 # Sentence-pair modes: which second segments occur, and their labels.
 #   nsp: 0 = actual next, 1 = random (BERT's IsNext / NotNext)

@@ -9,8 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lm_jax.data.tokenizer import VocabInfo
-from lm_jax.objectives.batch import SpanBatch
+from lm_jax.batch import SpanBatch
 from lm_jax.objectives.masking import (
     candidates_of,
     check_rates,
@@ -22,6 +21,7 @@ from lm_jax.objectives.masking import (
     word_layout,
 )
 from lm_jax.objectives.registry import map_rows, register
+from lm_jax.vocab import VocabInfo
 
 
 def span_length_probs(p: float = 0.2, max_length: int = 10) -> np.ndarray:

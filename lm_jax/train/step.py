@@ -12,7 +12,7 @@ import optax
 from flax import nnx, struct
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from lm_jax.objectives.batch import Batch
+from lm_jax.batch import Batch
 from lm_jax.sharding import batch_sharding, state_shardings
 from lm_jax.train.tasks import TASKS, Task
 

@@ -25,6 +25,7 @@ from lm_jax.models.encoder import (
 )
 from lm_jax.models.seq2seq import EncoderDecoder, Seq2SeqConfig
 from lm_jax.models.xlnet import XLNet
+from lm_jax.objectives import electra_replace
 from lm_jax.train.losses import weighted_cross_entropy
 
 # ELECTRA's discriminator loss weight (Clark et al. 2020, lambda = 50).
@@ -82,7 +83,10 @@ def _xlnet_sums(model, batch, key, deterministic, rngs):
 
 
 def _electra_sums(model, batch, key, deterministic, rngs):
-    generator_logits, replaced, logits = model(batch, key, deterministic=deterministic, rngs=rngs)
+    generator_logits = model.generator(batch, deterministic=deterministic, rngs=rngs)
+    # Replacements sampled from the generator, no gradient through the sampling.
+    replaced = electra_replace(key, batch, jax.lax.stop_gradient(generator_logits))
+    logits = model.discriminator(replaced, deterministic=deterministic, rngs=rngs)
     bce = optax.sigmoid_binary_cross_entropy(logits, replaced.labels)
     correct = ((logits > 0) == (replaced.labels > 0)).astype(jnp.float32)
     return {
