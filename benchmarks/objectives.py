@@ -28,8 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import lm_jax.objectives as objectives
-from lm_jax.data.tokenizer import VocabInfo
 from lm_jax.host_memory import reuse_freed_host_memory
+from lm_jax.vocab import VocabInfo
 
 VOCAB_SIZE = 30522  # BERT's
 

@@ -32,7 +32,6 @@ from flax import nnx
 from models import add_shape_arguments, median_times  # benchmarks/models.py, beside this script
 
 import lm_jax.objectives as objectives
-from lm_jax.data.tokenizer import VocabInfo
 from lm_jax.host_memory import reuse_freed_host_memory
 from lm_jax.models import TransformerConfig
 from lm_jax.sharding import global_batch, make_mesh
@@ -40,6 +39,7 @@ from lm_jax.train.metrics import matmul_rate
 from lm_jax.train.optimizer import make_optimizer
 from lm_jax.train.step import init_train_state, make_train_step
 from lm_jax.train.tasks import TASKS
+from lm_jax.vocab import VocabInfo
 
 
 def mlm_step_flops(a, predicted: float) -> float:
