@@ -20,7 +20,6 @@ how much of a time ratio is the objective's extra work. Requires the `bench` ext
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 
 import jax
@@ -31,14 +30,13 @@ import transformers
 from flax import nnx
 from models import add_shape_arguments, median_times  # benchmarks/models.py, beside this script
 
-import lm_jax.objectives as objectives
 from lm_jax.host_memory import reuse_freed_host_memory
 from lm_jax.models import TransformerConfig
 from lm_jax.sharding import global_batch, make_mesh
 from lm_jax.train.metrics import matmul_rate
 from lm_jax.train.optimizer import make_optimizer
 from lm_jax.train.step import init_train_state, make_train_step
-from lm_jax.train.tasks import TASKS
+from lm_jax.train.tasks import step_task, task_of
 from lm_jax.vocab import VocabInfo
 
 
@@ -73,7 +71,7 @@ def our_step(objective: str, a, devices: list[jax.Device]):
         max_position=max(512, a.seq),
         dropout_rate=0.1,
     )
-    task = TASKS[objective]
+    task = task_of(objective)
     mesh = make_mesh(data=len(devices), devices=devices)
     train = ml_collections.ConfigDict(
         dict(
@@ -94,8 +92,9 @@ def our_step(objective: str, a, devices: list[jax.Device]):
     graphdef, state, state_sharding = init_train_state(
         lambda: task.build(cfg, nnx.Rngs(0)), optimizer, mesh
     )
-    objective_fn = functools.partial(objectives.get(objective), vocab=vocab)
-    step = make_train_step(graphdef, optimizer, objective_fn, 0, task, mesh, state_sharding)
+    step = make_train_step(
+        graphdef, optimizer, step_task(objective, {}, vocab), 0, mesh, state_sharding
+    )
     rng = np.random.default_rng(0)
     tokens = rng.integers(1000, a.vocab - 200, (a.batch, a.seq)).astype(np.int32)
     tokens[:, 0], tokens[:, -1] = vocab.cls_id, vocab.sep_id

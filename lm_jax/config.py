@@ -7,7 +7,7 @@ fields (a typo is an error, not a silently ignored setting) and out-of-range val
 
 from __future__ import annotations
 
-import inspect
+import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
@@ -20,38 +20,22 @@ from lm_jax.data.sources import CORPORA
 from lm_jax.data.tokenizer import MIN_TRAINED_VOCAB, MODEL_TYPES
 from lm_jax.errors import ConfigError
 from lm_jax.models.config import ACTIVATIONS
-from lm_jax.option_rules import option_problem
-
-# Objective arguments that come from the data, not from the configuration.
-DATA_ARGUMENTS = (
-    "key",
-    "tokens",
-    "vocab",
-    "segment_ids",
-    "word_starts",
-    "word_ids",
-    "entity_ids",
-    "sentence_starts",
-    "language_ids",
-    "unigram_counts",
-    "prefix_lengths",
-)
 
 
 def objective_options(name: str) -> ml_collections.ConfigDict:
-    """The objective's keyword options with their defaults, read from its signature (None
-    defaults become typed placeholders, so the command line can set them)."""
+    """The objective's options with their defaults (its `ObjectiveSpec.options`; None defaults
+    become typed placeholders, so the command line can set them)."""
     from lm_jax import objectives
 
+    options_class = objectives.spec(name).options
+    defaults = dataclasses.asdict(options_class())
+    kinds = options_class.value_types()
     options = ml_collections.ConfigDict()
-    for param in inspect.signature(objectives.get(name)).parameters.values():
-        if param.name in DATA_ARGUMENTS:
-            continue
-        if param.default is None:
-            kind = next(t for t in (int, float, str) if t.__name__ in str(param.annotation))
-            options[param.name] = ml_collections.config_dict.placeholder(kind)
+    for option, default in defaults.items():
+        if default is None:
+            options[option] = ml_collections.config_dict.placeholder(kinds[option])
         else:
-            options[param.name] = param.default
+            options[option] = default
     return options
 
 
@@ -433,11 +417,12 @@ def _validate_objective(
     """A registered, trainable objective whose options it accepts (and what it needs of the
     tokenizer and model)."""
     from lm_jax import objectives
-    from lm_jax.train.tasks import TASKS
+    from lm_jax.layout import Rows
 
     if name not in objectives.names():
         raise ConfigError(f"{where}: unknown objective {name!r}; choose from {objectives.names()}")
-    accepted = set(inspect.signature(objectives.get(name)).parameters) - set(DATA_ARGUMENTS)
+    spec = objectives.spec(name)
+    accepted = spec.options.names()
     options_field = (
         "config.objective_options"
         if where == "config.objective"
@@ -450,9 +435,11 @@ def _validate_objective(
                 f"objective with --config=configs/pretrain.py:{name} to get its options); "
                 f"it accepts {sorted(accepted)}"
             )
-        problem = option_problem(option, options[option], options.to_dict())
-        if problem:
-            raise ConfigError(f"{options_field}.{option} {problem}")
+    given = {k: v for k, v in options.to_dict().items() if v is not None}
+    try:
+        spec.options(**given)
+    except ConfigError as e:
+        raise ConfigError(f"{options_field}.{e}") from None
     if name == "t5" and not config.tokenizer.path:
         spans = t5_sentinels_needed(config.data.seq_len, options)
         raw = config.data.seq_len
@@ -461,17 +448,17 @@ def _validate_objective(
                 f"config.tokenizer.extra_ids must be >= {spans} for t5 on rows of {raw} tokens "
                 f"(one sentinel per noise span), got {config.tokenizer.extra_ids}"
             )
-    if TASKS[name].rows == "documents" and config.train.batch_size < 2:
+    if spec.rows is Rows.DOCUMENTS and config.train.batch_size < 2:
         raise ConfigError(
             f"config.train.batch_size must be >= 2 for {name}: its random second segments come "
             "from other documents of the batch"
         )
-    if TASKS[name].rows == "entities" and config.data.corpus not in ANNOTATED_CORPORA:
+    if spec.rows is Rows.ENTITIES and config.data.corpus not in ANNOTATED_CORPORA:
         raise ConfigError(
             f"{where}: {name} needs an entity-annotated corpus: set config.data.corpus to one of "
             f"{sorted(ANNOTATED_CORPORA)}, not {config.data.corpus!r}"
         )
-    pairs = TASKS[name].rows == "pairs"
+    pairs = spec.rows is Rows.PAIRS
     if pairs != (config.data.corpus in PARALLEL_CORPORA):
         raise ConfigError(
             f"{where}: {name} needs a parallel corpus: set config.data.corpus to one of "
@@ -504,7 +491,7 @@ def t5_sentinels_needed(raw_length: int, options: Mapping[str, Any]) -> int:
 
 def _validate_mixture(config: ml_collections.ConfigDict) -> None:
     """Components with an objective, a positive weight and options, all on one model."""
-    from lm_jax.train.tasks import TASKS
+    from lm_jax import objectives
 
     if not config.mixture:
         raise ConfigError('config.mixture is empty: a "mixture" run needs at least one objective')
@@ -513,7 +500,7 @@ def _validate_mixture(config: ml_collections.ConfigDict) -> None:
             "config.objective_options must be empty for a mixture (set "
             "config.mixture.<name>.options instead)"
         )
-    builds, layouts = {}, {}
+    models, layouts = {}, {}
     for name, component in config.mixture.items():
         where = f"config.mixture.{name}"
         if not isinstance(component, ml_collections.ConfigDict) or set(component) != {
@@ -527,14 +514,14 @@ def _validate_mixture(config: ml_collections.ConfigDict) -> None:
         if not number or not math.isfinite(weight) or weight <= 0:
             raise ConfigError(f"{where}.weight must be a finite number > 0, got {weight!r}")
         _validate_objective(config, f"{where}.objective", component.objective, component.options)
-        builds[name] = TASKS[component.objective].build
-        layouts[name] = TASKS[component.objective].rows
+        spec = objectives.spec(component.objective)
+        models[name], layouts[name] = spec.model, spec.rows.value
     if len(set(layouts.values())) > 1:
         raise ConfigError(
             f"config.mixture: the objectives read different data layouts ({layouts}); mix "
             "objectives that read the same rows"
         )
-    if len(set(builds.values())) > 1:
+    if len(set(models.values())) > 1:
         raise ConfigError(
             f"config.mixture: the objectives {sorted(c.objective for c in config.mixture.values())}"
             " train different models; mix objectives of one model family (encoder: mlm, wwm, "

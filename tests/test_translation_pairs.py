@@ -18,6 +18,7 @@ from lm_jax.data.parallel import (
 from lm_jax.data.pipeline import build_pretraining_data
 from lm_jax.data.tokenizer import train_sentencepiece
 from lm_jax.errors import ConfigError, DataError
+from lm_jax.layout import Rows
 
 
 def write_mo(path, entries: dict[str, str]) -> None:
@@ -124,7 +125,7 @@ def test_pairs_are_split_by_source_sentence(tmp_path):
     config = tiny_config(**{"data.corpus": "django_translations", "data.languages": "fr,de,es"})
     config.objective = "tlm"
     config.model.type_vocab_size = 4
-    data = build_pretraining_data(config, tmp_path, rows="pairs")
+    data = build_pretraining_data(config, tmp_path, rows=Rows.PAIRS)
     assert data.train.language_ids is not None
     tok = data.tokenizer
 

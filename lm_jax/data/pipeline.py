@@ -35,6 +35,7 @@ from lm_jax.data.tokenizer import (
     train_sentencepiece,
 )
 from lm_jax.errors import DataError
+from lm_jax.layout import Rows
 
 log = logging.getLogger(__name__)
 Doc = TypeVar("Doc", str, AnnotatedDocument, TranslationPair)
@@ -96,10 +97,10 @@ def tokenize_and_pack(docs: list[str], tokenizer: Tokenizer, seq_len: int) -> Pa
     return pack_documents(ids, seq_len, tokenizer.vocab, word_starts=word_starts)
 
 
-def _split(config, rows: str) -> tuple[list[Doc], list[Doc], list[str]]:
+def _split(config, rows: Rows) -> tuple[list[Doc], list[Doc], list[str]]:
     """The configured corpus split into train / held-out items, and the training texts."""
     d = config.data
-    if rows == "pairs":  # split by source sentence: no source both trained on and held out
+    if rows is Rows.PAIRS:  # split by source sentence: no source both trained on and held out
         pairs = load_translation_pairs(d.corpus, d.path, parse_languages(d.languages))
         sources = list(dict.fromkeys(p.source for p in pairs))
         _, held_out = split_documents(sources, d.eval_fraction, config.seed)
@@ -107,7 +108,7 @@ def _split(config, rows: str) -> tuple[list[Doc], list[Doc], list[str]]:
         train = [p for p in pairs if p.source not in held_out]
         texts = list(dict.fromkeys(t for p in train for t in (p.source, p.target)))
         return train, [p for p in pairs if p.source in held_out], texts
-    if rows == "entities":
+    if rows is Rows.ENTITIES:
         annotated = load_annotated_documents(d.corpus, d.path)
         train, held_out = split_documents(annotated, d.eval_fraction, config.seed)
         return train, held_out, [doc.text for doc in train]
@@ -124,19 +125,19 @@ def _split(config, rows: str) -> tuple[list[Doc], list[Doc], list[str]]:
 
 
 def build_pretraining_data(
-    config, workdir: Path, reuse_tokenizer: bool = False, rows: str = "packed"
+    config, workdir: Path, reuse_tokenizer: bool = False, rows: Rows = Rows.PACKED
 ) -> PretrainingData:
-    """Load, split, tokenize and lay out the configured corpus as `rows`: "packed" documents
-    (`pack_documents`), "documents" with sentence starts (`document_rows`), packed "entities"
-    of an annotated corpus (`entity_rows`) or translation "pairs" (`pair_rows`)."""
+    """Load, split, tokenize and lay out the configured corpus as `rows` (`Rows`): packed
+    documents (`pack_documents`), documents with sentence starts (`document_rows`), packed
+    entities of an annotated corpus (`entity_rows`) or translation pairs (`pair_rows`)."""
     d = config.data
     train_docs, eval_docs, texts = _split(config, rows)
     tokenizer = get_tokenizer(config.tokenizer, texts, workdir, reuse_tokenizer)
     layout = {
-        "packed": tokenize_and_pack,
-        "documents": document_rows,
-        "entities": entity_rows,
-        "pairs": functools.partial(pair_rows, languages=parse_languages(d.languages)),
+        Rows.PACKED: tokenize_and_pack,
+        Rows.DOCUMENTS: document_rows,
+        Rows.ENTITIES: entity_rows,
+        Rows.PAIRS: functools.partial(pair_rows, languages=parse_languages(d.languages)),
     }[rows]
     train = layout(train_docs, tokenizer, d.seq_len)
     held_out = layout(eval_docs, tokenizer, d.seq_len)

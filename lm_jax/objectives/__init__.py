@@ -1,7 +1,8 @@
 """Pretraining objectives as pure, jittable mask-generation functions.
 
-Every objective is called as `fn(key, tokens, *, vocab, **options)` and returns a batch whose
-`attention` field is the compact mask that the shared attention kernel consumes.
+Every objective is called as `fn(key, tokens, *, vocab, segment_ids=None, **inputs_and_options)`
+and returns a batch whose `attention` field is the compact mask that the shared attention kernel
+consumes. `spec(name)` is its declaration: options dataclass, data inputs, row layout, model.
 
     >>> import jax, lm_jax.objectives as objectives
     >>> objectives.names()
@@ -25,7 +26,7 @@ from lm_jax.objectives.autoregressive import UNILM_MODES, clm, prefix_lm, unilm
 from lm_jax.objectives.denoising import bart, mass, t5, t5_lengths, t5_raw_length
 from lm_jax.objectives.masked_lm import electra, electra_replace, entity, mlm, ngram, wwm
 from lm_jax.objectives.permutation import mpnet, plm
-from lm_jax.objectives.registry import get, names
+from lm_jax.objectives.registry import Model, ObjectiveSpec, get, names, spec
 from lm_jax.objectives.sentence import nsp, sop, structbert, tlm
 from lm_jax.objectives.span import span, span_length_probs
 
@@ -43,6 +44,8 @@ def dense_attention_mask(batch) -> jnp.ndarray | tuple[jnp.ndarray, jnp.ndarray]
 
 __all__ = [
     "Batch",
+    "Model",
+    "ObjectiveSpec",
     "ReplacedTokenBatch",
     "SentencePairBatch",
     "Seq2SeqBatch",
@@ -65,6 +68,7 @@ __all__ = [
     "plm",
     "prefix_lm",
     "sop",
+    "spec",
     "span",
     "span_length_probs",
     "structbert",

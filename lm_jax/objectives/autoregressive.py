@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 
@@ -18,7 +20,8 @@ from lm_jax.objectives.masking import (
     sparse_layout,
     unit_ids,
 )
-from lm_jax.objectives.registry import map_rows, positions_from_segments, register
+from lm_jax.objectives.options import Options
+from lm_jax.objectives.registry import Model, map_rows, positions_from_segments, register
 from lm_jax.vocab import VocabInfo
 
 UNILM_MODES = ("bidirectional", "left_to_right", "right_to_left", "seq2seq")
@@ -64,9 +67,9 @@ def _clm_row(key, tokens, segment_ids, *, vocab):
     )
 
 
-@register("clm")
+@register("clm", model=Model.MASKED_LM)
 def clm(
-    key: jax.Array, tokens: jnp.ndarray, *, vocab: VocabInfo, segment_ids: jnp.ndarray | None = None
+    key: jax.Array, tokens: jnp.ndarray, *, vocab: VocabInfo, segment_ids: jnp.ndarray | None
 ) -> Batch:
     """Causal LM: every token predicts the next one of its packed document (rank = position).
 
@@ -98,13 +101,13 @@ def _prefix_row(key, tokens, segment_ids, prefix_lengths, *, vocab):
     )
 
 
-@register("prefix_lm")
+@register("prefix_lm", model=Model.MASKED_LM, inputs=("prefix_lengths",))
 def prefix_lm(
     key: jax.Array,
     tokens: jnp.ndarray,
     *,
     vocab: VocabInfo,
-    segment_ids: jnp.ndarray | None = None,
+    segment_ids: jnp.ndarray | None,
     prefix_lengths: jnp.ndarray | None = None,
 ) -> Batch:
     """Prefix LM: the prefix of each document is fully visible, the rest causal
@@ -185,20 +188,29 @@ def _unilm_row(
     )
 
 
-@register("unilm")
+@dataclasses.dataclass(frozen=True)
+class UniLMOptions(Options):
+    """UniLM's options: `mode` (one of `UNILM_MODES` for every row; None: drawn per row from
+    `mixture`, weights over `UNILM_MODES`), and the cloze masking: `rate`, `max_predictions`
+    (None: ceil(rate * L)), `ngram_probs` (p of 1-, 2-, 3-grams), `mask_prob`, `random_prob`."""
+
+    mode: str | None = None
+    mixture: tuple[float, float, float, float] = UNILM_MIXTURE
+    rate: float = 0.15
+    max_predictions: int | None = None
+    ngram_probs: tuple[float, ...] = (0.8, 0.1, 0.1)
+    mask_prob: float = 0.8
+    random_prob: float = 0.1
+
+
+@register("unilm", model=Model.MASKED_LM, options=UniLMOptions)
 def unilm(
     key: jax.Array,
     tokens: jnp.ndarray,
     *,
     vocab: VocabInfo,
-    segment_ids: jnp.ndarray | None = None,
-    mode: str | None = None,
-    mixture: tuple[float, float, float, float] = UNILM_MIXTURE,
-    rate: float = 0.15,
-    max_predictions: int | None = None,
-    ngram_probs: tuple[float, ...] = (0.8, 0.1, 0.1),
-    mask_prob: float = 0.8,
-    random_prob: float = 0.1,
+    segment_ids: jnp.ndarray | None,
+    options: UniLMOptions,
 ) -> Batch:
     """UniLM: one shared Transformer, four LMs chosen by the attention mask, cloze targets.
 
@@ -210,6 +222,17 @@ def unilm(
     trigrams; 80/10/10) and predicted from the sparse layout. `token_type_ids` tell the model
     the mode (`UNILM_TOKEN_TYPES`; seq2seq: 0 source / 1 target), as UniLM's segment embeddings do.
     """
+    mode, mixture, rate, max_predictions = (
+        options.mode,
+        options.mixture,
+        options.rate,
+        options.max_predictions,
+    )
+    mask_prob, random_prob, ngram_probs = (
+        options.mask_prob,
+        options.random_prob,
+        options.ngram_probs,
+    )
     check_rates(rate, mask_prob, random_prob)
     if mode is not None:
         if mode not in UNILM_MODES:

@@ -7,6 +7,7 @@ padding (segment 0) at the end of a row shortens the example.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax
@@ -14,7 +15,8 @@ import jax.numpy as jnp
 
 from lm_jax.batch import Seq2SeqBatch
 from lm_jax.objectives.masking import random_tokens, select_positions
-from lm_jax.objectives.registry import map_rows, register
+from lm_jax.objectives.options import Options
+from lm_jax.objectives.registry import Model, map_rows, register
 from lm_jax.vocab import VocabInfo
 
 # ---------------------------------------------------------------------------------------------
@@ -138,15 +140,22 @@ def _seq2seq_fields(inputs, n_inputs, targets, n_targets, pad_id: int):
     )
 
 
-@register("t5")
+@dataclasses.dataclass(frozen=True)
+class T5Options(Options):
+    """Options of `t5` (see its docstring)."""
+
+    noise_density: float = 0.15
+    mean_noise_span_length: float = 3.0
+
+
+@register("t5", model=Model.T5, options=T5Options)
 def t5(
     key: jax.Array,
     tokens: jnp.ndarray,
     *,
     vocab: VocabInfo,
-    segment_ids: jnp.ndarray | None = None,
-    noise_density: float = 0.15,
-    mean_noise_span_length: float = 3.0,
+    segment_ids: jnp.ndarray | None,
+    options: T5Options,
 ) -> Seq2SeqBatch:
     """T5 span corruption (Raffel et al. 2020, sec. 3.1.4): round(0.15 n) noise tokens in
     round(noise / 3) spans, the split into spans uniformly random as in the reference's
@@ -158,6 +167,10 @@ def t5(
     encoder inputs and targets of the static lengths `t5_lengths(N)`; for 512-token inputs feed
     rows of `t5_raw_length(512)` = 568 tokens (targets: 114).
     """
+    noise_density, mean_noise_span_length = (
+        options.noise_density,
+        options.mean_noise_span_length,
+    )
     if not 0.0 < noise_density < 1.0:
         raise ValueError(f"noise_density must be in (0, 1), got {noise_density}")
     if mean_noise_span_length < 1:
@@ -409,25 +422,32 @@ def _bart_row(
     return fields
 
 
-@register("bart")
+@dataclasses.dataclass(frozen=True)
+class BARTOptions(Options):
+    """Options of `bart` (see its docstring)."""
+
+    mask_ratio: float = 0.3
+    span_lengths: str = "poisson"
+    poisson_lambda: float = 3.5
+    random_ratio: float = 0.1
+    replace_length: int = 1
+    permute_sentence_ratio: float = 1.0
+    rotate_ratio: float = 0.0
+    insert_ratio: float = 0.0
+    full_stop_id: int | None = None
+    inputs_length: int | None = None
+    random_excludes_specials: bool = True
+
+
+@register("bart", model=Model.BART, options=BARTOptions, inputs=("word_starts",))
 def bart(
     key: jax.Array,
     tokens: jnp.ndarray,
     *,
     vocab: VocabInfo,
-    segment_ids: jnp.ndarray | None = None,
+    segment_ids: jnp.ndarray | None,
+    options: BARTOptions,
     word_starts: jnp.ndarray | None = None,
-    mask_ratio: float = 0.3,
-    span_lengths: str = "poisson",
-    poisson_lambda: float = 3.5,
-    random_ratio: float = 0.1,
-    replace_length: int = 1,
-    permute_sentence_ratio: float = 1.0,
-    rotate_ratio: float = 0.0,
-    insert_ratio: float = 0.0,
-    full_stop_id: int | None = None,
-    inputs_length: int | None = None,
-    random_excludes_specials: bool = True,
 ) -> Seq2SeqBatch:
     """BART text denoising (Lewis et al. 2020), fairseq's `DenoisingDataset` in its order:
     sentence permutation, whole-word span masking (text infilling), insertion, rotation.
@@ -447,6 +467,31 @@ def bart(
     reconstructs the original row, fed the row shifted right after eos (fairseq's
     `prev_output_tokens`).
     """
+    (
+        mask_ratio,
+        span_lengths,
+        poisson_lambda,
+        random_ratio,
+        replace_length,
+        permute_sentence_ratio,
+        rotate_ratio,
+        insert_ratio,
+        full_stop_id,
+        inputs_length,
+        random_excludes_specials,
+    ) = (
+        options.mask_ratio,
+        options.span_lengths,
+        options.poisson_lambda,
+        options.random_ratio,
+        options.replace_length,
+        options.permute_sentence_ratio,
+        options.rotate_ratio,
+        options.insert_ratio,
+        options.full_stop_id,
+        options.inputs_length,
+        options.random_excludes_specials,
+    )
     if span_lengths not in SPAN_LENGTHS:
         raise ValueError(f"span_lengths must be one of {SPAN_LENGTHS}, got {span_lengths!r}")
     if replace_length not in REPLACE_LENGTHS:
@@ -530,17 +575,24 @@ def _mass_row(key, tokens, segment_ids, *, vocab, ratio, mask_prob, random_prob,
     )
 
 
-@register("mass")
+@dataclasses.dataclass(frozen=True)
+class MASSOptions(Options):
+    """Options of `mass` (see its docstring)."""
+
+    fragment_ratio: float = 0.5
+    mask_prob: float = 0.8
+    random_prob: float = 0.1
+    random_excludes_specials: bool = True
+
+
+@register("mass", model=Model.BART, options=MASSOptions)
 def mass(
     key: jax.Array,
     tokens: jnp.ndarray,
     *,
     vocab: VocabInfo,
-    segment_ids: jnp.ndarray | None = None,
-    fragment_ratio: float = 0.5,
-    mask_prob: float = 0.8,
-    random_prob: float = 0.1,
-    random_excludes_specials: bool = True,
+    segment_ids: jnp.ndarray | None,
+    options: MASSOptions,
 ) -> Seq2SeqBatch:
     """MASS masked sequence-to-sequence pretraining (Song et al. 2019): one contiguous fragment
     of round(0.5 m) of the m tokens between bos and eos, its start the first token 20% of the
@@ -551,6 +603,12 @@ def mass(
 
     Rows are one sentence or text block each: `[bos] ... [eos]`, then padding (segment 0).
     """
+    fragment_ratio, mask_prob, random_prob, random_excludes_specials = (
+        options.fragment_ratio,
+        options.mask_prob,
+        options.random_prob,
+        options.random_excludes_specials,
+    )
     if not 0.0 < fragment_ratio <= 1.0:
         raise ValueError(f"fragment_ratio must be in (0, 1], got {fragment_ratio}")
     if mask_prob < 0 or random_prob < 0 or mask_prob + random_prob > 1.0:

@@ -8,10 +8,13 @@ entity/phrase masking), Clark et al. 2020 (google-research/electra). See shared/
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 
 from lm_jax.batch import Batch, ReplacedTokenBatch
+from lm_jax.layout import Rows
 from lm_jax.objectives.masking import (
     candidates_of,
     check_rates,
@@ -24,7 +27,8 @@ from lm_jax.objectives.masking import (
     sparse_layout,
     unit_ids,
 )
-from lm_jax.objectives.registry import map_rows, register
+from lm_jax.objectives.options import Options
+from lm_jax.objectives.registry import Model, map_rows, register
 from lm_jax.vocab import VocabInfo
 
 ALBERT_NGRAM_PROBS = (6 / 11, 3 / 11, 2 / 11)  # p(n) proportional to 1/n, n <= 3
@@ -154,19 +158,53 @@ def _word_starts_from(word_starts, word_ids, tokens):
     return jnp.concatenate([first, word_ids[..., 1:] != word_ids[..., :-1]], axis=-1)
 
 
-@register("mlm")
+@dataclasses.dataclass(frozen=True)
+class MaskedLMOptions(Options):
+    """Options of BERT-style masking (mlm, wwm, entity).
+
+    Attributes:
+      rate: fraction of tokens to predict (0.15).
+      max_predictions: static size of the sparse layout; None: ceil(rate * L).
+      mask_prob, random_prob: the 80/10/10 split (the rest stays unchanged).
+      budget: "round" (BERT, exact per row) or "probabilistic" (RoBERTa, exact in expectation).
+      random_excludes_specials: random replacements never produce special tokens (default; the
+        reference samples the whole vocabulary).
+    """
+
+    rate: float = 0.15
+    max_predictions: int | None = None
+    mask_prob: float = 0.8
+    random_prob: float = 0.1
+    budget: str = "round"
+    random_excludes_specials: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class NgramOptions(MaskedLMOptions):
+    """`MaskedLMOptions` and the n-gram length distribution p(n), n = 1, 2, ... (normalised)."""
+
+    ngram_probs: tuple[float, ...] = ALBERT_NGRAM_PROBS
+
+
+@dataclasses.dataclass(frozen=True)
+class ElectraOptions(Options):
+    """ELECTRA generator masking: `rate`, `max_predictions` (None: int((rate + 0.005) * L), as
+    the reference) and `mask_prob`, the share of selected tokens shown as [MASK] (the rest stay
+    unchanged)."""
+
+    rate: float = 0.15
+    max_predictions: int | None = None
+    mask_prob: float = 0.85
+
+
+@register("mlm", model=Model.MASKED_LM, options=MaskedLMOptions)
 def mlm(
     key: jax.Array,
     tokens: jnp.ndarray,
     *,
     vocab: VocabInfo,
-    segment_ids: jnp.ndarray | None = None,
-    rate: float = 0.15,
-    max_predictions: int | None = None,
-    mask_prob: float = 0.8,
-    random_prob: float = 0.1,
-    budget: str = "round",
-    random_excludes_specials: bool = True,
+    segment_ids: jnp.ndarray | None,
+    options: MaskedLMOptions,
 ) -> Batch:
     """BERT masked LM with RoBERTa-style dynamic masking (a new mask for every key).
 
@@ -175,12 +213,7 @@ def mlm(
       tokens: int ids [..., L]; leading axes are independent rows.
       vocab: vocabulary description (special ids are never selected; pad never predicted).
       segment_ids: packed-document ids [..., L] (0 = padding); default: 1 where not pad.
-      rate: fraction of tokens to predict (0.15).
-      max_predictions: static size of the sparse layout; default ceil(rate * L).
-      mask_prob, random_prob: the 80/10/10 split (the rest stays unchanged).
-      budget: "round" (BERT, exact per row) or "probabilistic" (RoBERTa, exact in expectation).
-      random_excludes_specials: random replacements never produce special tokens (default; the
-        reference samples the whole vocabulary).
+      options: `MaskedLMOptions`, given as keywords (`mlm(key, tokens, vocab=v, rate=0.2)`).
     """
     return _mask(
         key,
@@ -189,30 +222,20 @@ def mlm(
         vocab=vocab,
         segment_ids=segment_ids,
         ngram_probs=(),
-        rate=rate,
-        max_predictions=max_predictions,
-        budget=budget,
-        mask_prob=mask_prob,
-        random_prob=random_prob,
-        random_excludes_specials=random_excludes_specials,
+        **dataclasses.asdict(options),
     )
 
 
-@register("wwm")
+@register("wwm", model=Model.MASKED_LM, options=MaskedLMOptions, inputs=("word_starts", "word_ids"))
 def wwm(
     key: jax.Array,
     tokens: jnp.ndarray,
     *,
     vocab: VocabInfo,
-    segment_ids: jnp.ndarray | None = None,
+    segment_ids: jnp.ndarray | None,
+    options: MaskedLMOptions,
     word_starts: jnp.ndarray | None = None,
     word_ids: jnp.ndarray | None = None,
-    rate: float = 0.15,
-    max_predictions: int | None = None,
-    mask_prob: float = 0.8,
-    random_prob: float = 0.1,
-    budget: str = "round",
-    random_excludes_specials: bool = True,
 ) -> Batch:
     """Whole-word masking (BERT-wwm; Chinese-BERT-wwm with external word ids).
 
@@ -229,66 +252,53 @@ def wwm(
         vocab=vocab,
         segment_ids=segment_ids,
         ngram_probs=(1.0,),
-        rate=rate,
-        max_predictions=max_predictions,
-        budget=budget,
-        mask_prob=mask_prob,
-        random_prob=random_prob,
-        random_excludes_specials=random_excludes_specials,
+        **dataclasses.asdict(options),
     )
 
 
-@register("ngram")
+@register("ngram", model=Model.MASKED_LM, options=NgramOptions, inputs=("word_starts", "word_ids"))
 def ngram(
     key: jax.Array,
     tokens: jnp.ndarray,
     *,
     vocab: VocabInfo,
-    segment_ids: jnp.ndarray | None = None,
+    segment_ids: jnp.ndarray | None,
+    options: NgramOptions,
     word_starts: jnp.ndarray | None = None,
     word_ids: jnp.ndarray | None = None,
-    ngram_probs: tuple[float, ...] = ALBERT_NGRAM_PROBS,
-    rate: float = 0.15,
-    max_predictions: int | None = None,
-    mask_prob: float = 0.8,
-    random_prob: float = 0.1,
-    budget: str = "round",
-    random_excludes_specials: bool = True,
 ) -> Batch:
     """ALBERT n-gram masking: spans of n whole words, p(n) proportional to 1/n for n <= 3
     (0.545 / 0.273 / 0.182). `ngram_probs` sets another distribution (UniLM: (0.8, 0.1, 0.1)
     over tokens with every token a word). Other arguments as in `wwm`."""
+    fields = dataclasses.asdict(options)
+    probs = fields.pop("ngram_probs")
     return _mask(
         key,
         tokens,
         _word_starts_from(word_starts, word_ids, tokens),
         vocab=vocab,
         segment_ids=segment_ids,
-        ngram_probs=tuple(float(p) / sum(ngram_probs) for p in ngram_probs),
-        rate=rate,
-        max_predictions=max_predictions,
-        budget=budget,
-        mask_prob=mask_prob,
-        random_prob=random_prob,
-        random_excludes_specials=random_excludes_specials,
+        ngram_probs=tuple(float(p) / sum(probs) for p in probs),
+        **fields,
     )
 
 
-@register("entity")
+@register(
+    "entity",
+    model=Model.MASKED_LM,
+    options=MaskedLMOptions,
+    rows=Rows.ENTITIES,
+    inputs=("entity_ids", "word_starts"),
+)
 def entity(
     key: jax.Array,
     tokens: jnp.ndarray,
     *,
     vocab: VocabInfo,
+    segment_ids: jnp.ndarray | None,
+    options: MaskedLMOptions,
     entity_ids: jnp.ndarray,
-    segment_ids: jnp.ndarray | None = None,
     word_starts: jnp.ndarray | None = None,
-    rate: float = 0.15,
-    max_predictions: int | None = None,
-    mask_prob: float = 0.8,
-    random_prob: float = 0.1,
-    budget: str = "round",
-    random_excludes_specials: bool = True,
 ) -> Batch:
     """ERNIE-style entity / phrase masking (Sun et al. 2019): given spans are masked whole.
 
@@ -310,39 +320,33 @@ def entity(
         vocab=vocab,
         segment_ids=segment_ids,
         ngram_probs=(1.0,),
-        rate=rate,
-        max_predictions=max_predictions,
-        budget=budget,
-        mask_prob=mask_prob,
-        random_prob=random_prob,
-        random_excludes_specials=random_excludes_specials,
+        **dataclasses.asdict(options),
     )
 
 
-@register("electra")
+@register("electra", model=Model.REPLACED_TOKEN, options=ElectraOptions)
 def electra(
     key: jax.Array,
     tokens: jnp.ndarray,
     *,
     vocab: VocabInfo,
-    segment_ids: jnp.ndarray | None = None,
-    rate: float = 0.15,
-    max_predictions: int | None = None,
-    mask_prob: float = 0.85,
+    segment_ids: jnp.ndarray | None,
+    options: ElectraOptions,
 ) -> Batch:
     """ELECTRA's generator input (Clark et al. 2020): mask rate 0.15 (0.25 for large), selected
     tokens 85% [MASK] and 15% unchanged, no random replacement; specials and pad never selected.
 
-    `max_predictions` defaults to int((rate + 0.005) * L) as in the reference. The budget is
-    the reference's float32 `round(num_tokens * rate)` (its TF code computes in float32). The
-    reference draws positions with replacement (tf.random.categorical), so it can mask fewer
-    than the budget; here positions are distinct and the budget is exact. Feed the generator's
-    logits at `masked_positions` to `electra_replace` for the discriminator batch.
+    The budget is the reference's float32 `round(num_tokens * rate)` (its TF code computes in
+    float32). The reference draws positions with replacement (tf.random.categorical), so it
+    can mask fewer than the budget; here positions are distinct and the budget is exact. Feed
+    the generator's logits at `masked_positions` to `electra_replace` for the discriminator
+    batch. Options: `ElectraOptions`.
     """
     tokens = jnp.asarray(tokens)
     length = tokens.shape[-1] if tokens.ndim else 0
+    max_predictions = options.max_predictions
     if max_predictions is None:
-        max_predictions = max(1, int((rate + 0.005) * length))
+        max_predictions = max(1, int((options.rate + 0.005) * length))
     return _mask(
         key,
         tokens,
@@ -350,10 +354,10 @@ def electra(
         vocab=vocab,
         segment_ids=segment_ids,
         ngram_probs=(),
-        rate=rate,
+        rate=options.rate,
         max_predictions=max_predictions,
         budget="round_float32",
-        mask_prob=mask_prob,
+        mask_prob=options.mask_prob,
         random_prob=0.0,
         random_excludes_specials=True,
     )

@@ -4,6 +4,7 @@ microsoft/MPNet). See shared/OBJECTIVES.md."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax
@@ -19,7 +20,8 @@ from lm_jax.objectives.masking import (
     select_positions,
     word_layout,
 )
-from lm_jax.objectives.registry import map_rows, positions_from_segments, register
+from lm_jax.objectives.options import Options
+from lm_jax.objectives.registry import Model, map_rows, positions_from_segments, register
 from lm_jax.vocab import VocabInfo
 
 XLNET_NGRAM_PROBS = tuple(1.0 / n for n in range(1, 6))  # n-gram spans 1..5, p ∝ 1/n
@@ -146,17 +148,24 @@ def _plm_row(
     )
 
 
-@register("plm")
+@dataclasses.dataclass(frozen=True)
+class PLMOptions(Options):
+    """Options of `plm` (see its docstring)."""
+
+    partial_prediction: float = 6.0
+    max_predictions: int | None = None
+    target_selection: str = "plain"
+
+
+@register("plm", model=Model.TWO_STREAM, options=PLMOptions, inputs=("word_starts",))
 def plm(
     key: jax.Array,
     tokens: jnp.ndarray,
     *,
     vocab: VocabInfo,
-    segment_ids: jnp.ndarray | None = None,
+    segment_ids: jnp.ndarray | None,
+    options: PLMOptions,
     word_starts: jnp.ndarray | None = None,
-    partial_prediction: float = 6.0,
-    max_predictions: int | None = None,
-    target_selection: str = "plain",
 ) -> TwoStreamBatch:
     """XLNet permutation LM with partial prediction and two-stream attention.
 
@@ -173,6 +182,11 @@ def plm(
     permuted or attended across packed segments. The reference splits each row into two halves
     permuted separately (for Transformer-XL memory reuse); here one permutation covers the row.
     """
+    partial_prediction, max_predictions, target_selection = (
+        options.partial_prediction,
+        options.max_predictions,
+        options.target_selection,
+    )
     if target_selection not in TARGET_SELECTIONS:
         raise ValueError(f"target_selection must be one of {TARGET_SELECTIONS}")
     if partial_prediction < 1:
@@ -306,20 +320,27 @@ def _mpnet_row(
     )
 
 
-@register("mpnet")
+@dataclasses.dataclass(frozen=True)
+class MPNetOptions(Options):
+    """Options of `mpnet` (see its docstring)."""
+
+    whole_word: bool = False
+    rate: float = 0.15
+    max_predictions: int | None = None
+    mask_prob: float = 0.8
+    random_prob: float = 0.1
+    random_excludes_specials: bool = True
+
+
+@register("mpnet", model=Model.MPNET, options=MPNetOptions, inputs=("word_starts",))
 def mpnet(
     key: jax.Array,
     tokens: jnp.ndarray,
     *,
     vocab: VocabInfo,
-    segment_ids: jnp.ndarray | None = None,
+    segment_ids: jnp.ndarray | None,
+    options: MPNetOptions,
     word_starts: jnp.ndarray | None = None,
-    whole_word: bool = False,
-    rate: float = 0.15,
-    max_predictions: int | None = None,
-    mask_prob: float = 0.8,
-    random_prob: float = 0.1,
-    random_excludes_specials: bool = True,
 ) -> TwoStreamBatch:
     """MPNet masked and permuted LM with position compensation.
 
@@ -335,6 +356,14 @@ def mpnet(
     non-predicted tokens and all mask slots. Each row is at most two key intervals, so every
     prediction sees all n positions once (position compensation). Packed segments never mix.
     """
+    whole_word, rate, max_predictions, mask_prob, random_prob, random_excludes_specials = (
+        options.whole_word,
+        options.rate,
+        options.max_predictions,
+        options.mask_prob,
+        options.random_prob,
+        options.random_excludes_specials,
+    )
     check_rates(rate, mask_prob, random_prob)
     tokens = jnp.asarray(tokens)
     length = tokens.shape[-1] if tokens.ndim else 0

@@ -1,7 +1,16 @@
-"""Objective registry and the helper that lifts one-row objectives to batches."""
+"""The objective registry: one `ObjectiveSpec` per objective, and the helper that lifts
+one-row objectives to batches.
+
+A spec declares everything the rest of the library reads about an objective: its function,
+its options (a dataclass with defaults and validation), the data features it reads, the row
+layout it needs, and the model it trains. Config validation, the data pipeline and the train
+step read the spec; nothing inspects signatures.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import functools
 import math
 from collections.abc import Callable
@@ -12,9 +21,61 @@ import jax.numpy as jnp
 import numpy as np
 
 from lm_jax.errors import ConfigError, DataError
+from lm_jax.layout import Rows
+from lm_jax.objectives.options import NoOptions, Options
 
 Objective = Callable[..., Any]
-_REGISTRY: dict[str, Objective] = {}
+
+
+class Model(enum.Enum):
+    """The model and losses an objective trains (built by `lm_jax.pretrain.tasks`)."""
+
+    MASKED_LM = "masked_lm"  # encoder + LM head on the sparse slots or on every position
+    MPNET = "mpnet"  # encoder with relative buckets, LM head on the query stream
+    SPAN_BOUNDARY = "span_boundary"  # encoder + LM head + SpanBERT's span-boundary head
+    REPLACED_TOKEN = "replaced_token"  # ELECTRA's generator and discriminator
+    TWO_STREAM = "two_stream"  # XLNet
+    NEXT_SENTENCE = "next_sentence"  # encoder + LM head + a 2-way sentence head (NSP, SOP)
+    SENTENCE_STRUCTURE = "sentence_structure"  # ... a 3-way sentence head (StructBERT)
+    T5 = "t5"  # T5 encoder-decoder
+    BART = "bart"  # BART encoder-decoder
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectiveSpec:
+    """One objective, declared once where it is defined (`register`).
+
+    Attributes:
+      name: its registry name.
+      function: the implementation, `function(key, tokens, *, vocab, segment_ids, [options],
+        **inputs)`; `options` is passed when the options class has fields.
+      options: its options dataclass (defaults and validation).
+      model: the model and losses it trains.
+      rows: the row layout it reads.
+      inputs: the data arrays it accepts besides `tokens` and `segment_ids` (the train step
+        passes those the rows hold).
+    """
+
+    name: str
+    function: Objective
+    options: type[Options]
+    model: Model
+    rows: Rows
+    inputs: tuple[str, ...]
+
+    def make_options(self, values: dict[str, Any]) -> Options:
+        """The options from keyword values; an unknown name raises `ConfigError` listing them."""
+        unknown = sorted(set(values) - set(self.options.names()))
+        if unknown:
+            raise ConfigError(
+                f"{unknown} not an option of objective {self.name!r}; it accepts "
+                f"{self.options.names()}"
+            )
+        return self.options(**values)
+
+
+_REGISTRY: dict[str, ObjectiveSpec] = {}
+_CHECKED: dict[str, Objective] = {}
 
 
 # Data arguments that hold integer ids, and those that hold flags (bool, or 0/1 integers).
@@ -56,20 +117,35 @@ def check_inputs(name: str, tokens, vocab, arrays: dict[str, Any]) -> None:
                 raise DataError(f"{name}: {field} must be >= 0, got {low}")
 
 
-def register(name: str) -> Callable[[Objective], Objective]:
-    """Register an objective function under `name`; calls check their inputs first
-    (`check_inputs`)."""
+def register(
+    name: str,
+    *,
+    model: Model,
+    options: type[Options] = NoOptions,
+    rows: Rows = Rows.PACKED,
+    inputs: tuple[str, ...] = (),
+) -> Callable[[Objective], Objective]:
+    """Declare the decorated function as objective `name` (see `ObjectiveSpec`).
+
+    The registered callable is `objective(key, tokens, *, vocab, segment_ids=None, **kwargs)`:
+    keyword arguments named in `inputs` are data arrays, the rest are options; it checks its
+    inputs (`check_inputs`) and options before calling the function."""
 
     def wrap(fn: Objective) -> Objective:
         if name in _REGISTRY:
             raise ValueError(f"objective {name!r} is registered twice")
+        spec = ObjectiveSpec(name, fn, options, model, rows, tuple(inputs))
+        takes_options = bool(options.names())
 
         @functools.wraps(fn)
-        def checked(key, tokens, *, vocab, **options):
-            check_inputs(name, tokens, vocab, options)
-            return fn(key, tokens, vocab=vocab, **options)
+        def checked(key, tokens, *, vocab, segment_ids=None, **kwargs):
+            arrays = {k: kwargs.pop(k) for k in spec.inputs if k in kwargs}
+            made = spec.make_options(kwargs)
+            check_inputs(name, tokens, vocab, {"segment_ids": segment_ids, **arrays})
+            extra = {"options": made} if takes_options else {}
+            return fn(key, tokens, vocab=vocab, segment_ids=segment_ids, **extra, **arrays)
 
-        _REGISTRY[name] = checked
+        _REGISTRY[name], _CHECKED[name] = spec, checked
         return checked
 
     return wrap
@@ -80,12 +156,18 @@ def names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get(name: str) -> Objective:
-    """The objective registered as `name`; an unknown name raises `ConfigError` listing them."""
+def spec(name: str) -> ObjectiveSpec:
+    """The declaration of objective `name`; an unknown name raises `ConfigError` listing them."""
     try:
         return _REGISTRY[name]
     except KeyError:
         raise ConfigError(f"unknown objective {name!r}; choose from {names()}") from None
+
+
+def get(name: str) -> Objective:
+    """The objective registered as `name` (checked inputs and options; see `register`)."""
+    spec(name)
+    return _CHECKED[name]
 
 
 def positions_from_segments(segment_ids: jnp.ndarray) -> jnp.ndarray:

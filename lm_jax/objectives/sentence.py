@@ -18,9 +18,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from lm_jax.batch import Batch, SentencePairBatch
+from lm_jax.layout import Rows
 from lm_jax.objectives.masked_lm import mlm
 from lm_jax.objectives.masking import select_positions, sparse_layout
-from lm_jax.objectives.registry import positions_from_segments, register
+from lm_jax.objectives.options import Options
+from lm_jax.objectives.registry import Model, positions_from_segments, register
 from lm_jax.vocab import VocabInfo
 
 # Sentence-pair modes: which second segments occur, and their labels.
@@ -198,98 +200,74 @@ def _pair_batch(masked, types, labels, valid, **changes) -> SentencePairBatch:
     )
 
 
-def _masked_pairs(
-    key,
-    tokens,
-    segment_ids,
-    sentence_starts,
-    vocab,
-    mode,
-    short_seq_prob,
-    rate,
-    mask_prob,
-    random_prob,
-):
+@dataclasses.dataclass(frozen=True)
+class SentencePairOptions(Options):
+    """Options of the sentence-pair objectives (nsp, sop): `short_seq_prob`, the chance of a
+    target length uniform in [2, L - 3] instead of L - 3, and BERT's masking of the pair
+    (`rate`, `mask_prob`, `random_prob`)."""
+
+    short_seq_prob: float = 0.1
+    rate: float = 0.15
+    mask_prob: float = 0.8
+    random_prob: float = 0.1
+
+
+def _masked_pairs(key, tokens, segment_ids, sentence_starts, vocab, mode, options):
     """The mode's sentence pairs with BERT's masked LM on them: (masked batch, pair tokens,
     real flags, token types, labels, valid flags)."""
     k_mask, pair, real, types, labels, valid = _sentence_pairs(
-        key, tokens, segment_ids, sentence_starts, vocab=vocab, mode=mode, short_prob=short_seq_prob
+        key,
+        tokens,
+        segment_ids,
+        sentence_starts,
+        vocab=vocab,
+        mode=mode,
+        short_prob=options.short_seq_prob,
     )
     masked = mlm(
         k_mask,
         pair,
         vocab=vocab,
         segment_ids=real,
-        rate=rate,
-        mask_prob=mask_prob,
-        random_prob=random_prob,
+        rate=options.rate,
+        mask_prob=options.mask_prob,
+        random_prob=options.random_prob,
     )
     return masked, pair, real, types, labels, valid
 
 
-@register("nsp")
-def nsp(
-    key: jax.Array,
-    tokens: jnp.ndarray,
-    *,
-    vocab: VocabInfo,
-    segment_ids: jnp.ndarray | None = None,
-    sentence_starts: jnp.ndarray | None = None,
-    short_seq_prob: float = 0.1,
-    rate: float = 0.15,
-    mask_prob: float = 0.8,
-    random_prob: float = 0.1,
-) -> SentencePairBatch:
-    """BERT's next-sentence prediction with masked LM (Devlin et al. 2019;
-    create_pretraining_data.py): sentences accumulate into a chunk of the target length
-    (L - 3, or uniform in [2, L - 3] with `short_seq_prob`), A is its first 1..k-1 sentences,
-    B the rest (label 0, IsNext) or, half the time, text of another document from a random
-    sentence on (label 1, NotNext; always for a one-sentence chunk); the pair is trimmed as
-    `truncate_seq_pair` does and masked 15% with 80/10/10 ([CLS]/[SEP] never)."""
-    masked, _, _, types, labels, valid = _masked_pairs(
-        key,
-        tokens,
-        segment_ids,
-        sentence_starts,
-        vocab,
-        "nsp",
-        short_seq_prob,
-        rate,
-        mask_prob,
-        random_prob,
-    )
-    return _pair_batch(masked, types, labels, valid)
+def _two_segment_task(mode: str):
+    """`nsp` or `sop`: the mode's pairs, masked, with their 2-way labels."""
+
+    def objective(key, tokens, *, vocab, segment_ids, options, sentence_starts=None):
+        masked, _, _, types, labels, valid = _masked_pairs(
+            key, tokens, segment_ids, sentence_starts, vocab, mode, options
+        )
+        return _pair_batch(masked, types, labels, valid)
+
+    objective.__name__ = objective.__qualname__ = mode
+    return objective
 
 
-@register("sop")
-def sop(
-    key: jax.Array,
-    tokens: jnp.ndarray,
-    *,
-    vocab: VocabInfo,
-    segment_ids: jnp.ndarray | None = None,
-    sentence_starts: jnp.ndarray | None = None,
-    short_seq_prob: float = 0.1,
-    rate: float = 0.15,
-    mask_prob: float = 0.8,
-    random_prob: float = 0.1,
-) -> SentencePairBatch:
-    """ALBERT's sentence-order prediction with masked LM (Lan et al. 2020): A and B are two
-    consecutive segments of the same document, built as for `nsp`, swapped half of the time
-    (label 1 = swapped). A one-sentence chunk is split at a random token."""
-    masked, _, _, types, labels, valid = _masked_pairs(
-        key,
-        tokens,
-        segment_ids,
-        sentence_starts,
-        vocab,
-        "sop",
-        short_seq_prob,
-        rate,
-        mask_prob,
-        random_prob,
-    )
-    return _pair_batch(masked, types, labels, valid)
+_SENTENCE_PAIR = dict(
+    model=Model.NEXT_SENTENCE,
+    options=SentencePairOptions,
+    rows=Rows.DOCUMENTS,
+    inputs=("sentence_starts",),
+)
+nsp = register("nsp", **_SENTENCE_PAIR)(_two_segment_task("nsp"))
+nsp.__doc__ = """BERT's next-sentence prediction with masked LM (Devlin et al. 2019;
+create_pretraining_data.py): sentences accumulate into a chunk of the target length
+(L - 3, or uniform in [2, L - 3] with `short_seq_prob`), A is its first 1..k-1 sentences,
+B the rest (label 0, IsNext) or, half the time, text of another document from a random
+sentence on (label 1, NotNext; always for a one-sentence chunk); the pair is trimmed as
+`truncate_seq_pair` does and masked 15% with 80/10/10 ([CLS]/[SEP] never).
+Options: `SentencePairOptions`."""
+sop = register("sop", **_SENTENCE_PAIR)(_two_segment_task("sop"))
+sop.__doc__ = """ALBERT's sentence-order prediction with masked LM (Lan et al. 2020): A and B are
+two consecutive segments of the same document, built as for `nsp`, swapped half of the time
+(label 1 = swapped). A one-sentence chunk is split at a random token.
+Options: `SentencePairOptions`."""
 
 
 # The 5 orders of a trigram other than the original one.
@@ -318,27 +296,35 @@ def _word_structure_row(key, inputs, pair, selected, real, types, *, vocab, rate
     return shuffled, inside
 
 
-@register("structbert")
+@dataclasses.dataclass(frozen=True)
+class StructBERTOptions(SentencePairOptions):
+    """`SentencePairOptions` and `trigram_rate`, the share of trigrams shuffled."""
+
+    trigram_rate: float = 0.05
+
+
+@register(
+    "structbert",
+    model=Model.SENTENCE_STRUCTURE,
+    options=StructBERTOptions,
+    rows=Rows.DOCUMENTS,
+    inputs=("sentence_starts",),
+)
 def structbert(
     key: jax.Array,
     tokens: jnp.ndarray,
     *,
     vocab: VocabInfo,
-    segment_ids: jnp.ndarray | None = None,
+    segment_ids: jnp.ndarray | None,
+    options: StructBERTOptions,
     sentence_starts: jnp.ndarray | None = None,
-    short_seq_prob: float = 0.1,
-    rate: float = 0.15,
-    mask_prob: float = 0.8,
-    random_prob: float = 0.1,
-    trigram_rate: float = 0.05,
 ) -> SentencePairBatch:
     """StructBERT (Wang et al. 2020): masked LM, the word structural objective (5% of the
     trigrams of unmasked tokens shuffled, the original tokens predicted at those positions,
     in the same sparse layout as the masked tokens) and the sentence structural objective:
     B is the next segment (label 0), the previous one (A and B swapped, label 1) or from
     another document (label 2), a third each."""
-    if not 0.0 <= trigram_rate <= 1.0:
-        raise ValueError(f"trigram_rate must be in [0, 1], got {trigram_rate}")
+    trigram_rate = options.trigram_rate
     k_pairs, k_words = jax.random.split(key)
     masked, pair, real, types, labels, valid = _masked_pairs(
         k_pairs,
@@ -347,10 +333,7 @@ def structbert(
         sentence_starts,
         vocab,
         "structbert",
-        short_seq_prob,
-        rate,
-        mask_prob,
-        random_prob,
+        options,
     )
     length = pair.shape[-1]
     max_trigrams = max(1, math.ceil(trigram_rate * length / 3) + 1)
@@ -387,17 +370,26 @@ def structbert(
     )
 
 
-@register("tlm")
+@dataclasses.dataclass(frozen=True)
+class TLMOptions(Options):
+    """BERT's masking of both halves of the pair: `rate`, `mask_prob`, `random_prob`."""
+
+    rate: float = 0.15
+    mask_prob: float = 0.8
+    random_prob: float = 0.1
+
+
+@register(
+    "tlm", model=Model.MASKED_LM, options=TLMOptions, rows=Rows.PAIRS, inputs=("language_ids",)
+)
 def tlm(
     key: jax.Array,
     tokens: jnp.ndarray,
     *,
     vocab: VocabInfo,
-    segment_ids: jnp.ndarray | None = None,
+    segment_ids: jnp.ndarray | None,
+    options: TLMOptions,
     language_ids: jnp.ndarray | None = None,
-    rate: float = 0.15,
-    mask_prob: float = 0.8,
-    random_prob: float = 0.1,
 ) -> Batch:
     """XLM's translation LM (Conneau & Lample 2019): a parallel pair per row, the first
     sentence with segment id 1 and its translation with 2 (padding 0). Both attend to each
@@ -414,9 +406,7 @@ def tlm(
         tokens,
         vocab=vocab,
         segment_ids=pair,
-        rate=rate,
-        mask_prob=mask_prob,
-        random_prob=random_prob,
+        **dataclasses.asdict(options),
     )
     if language_ids is None:
         language_ids = jnp.maximum(segment_ids - 1, 0)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax
@@ -20,7 +21,8 @@ from lm_jax.objectives.masking import (
     sparse_layout,
     word_layout,
 )
-from lm_jax.objectives.registry import map_rows, register
+from lm_jax.objectives.options import Options
+from lm_jax.objectives.registry import Model, map_rows, register
 from lm_jax.vocab import VocabInfo
 
 
@@ -132,24 +134,36 @@ def _span_row(
     )
 
 
-@register("span")
+@dataclasses.dataclass(frozen=True)
+class SpanOptions(Options):
+    """Options of `span` (see its docstring)."""
+
+    rate: float = 0.15
+    geometric_p: float = 0.2
+    max_span_length: int = 10
+    max_predictions: int | None = None
+    mask_prob: float = 0.8
+    random_prob: float = 0.1
+    per_span_decision: bool = True
+    random_excludes_specials: bool = True
+    max_pair_targets: int = 15
+
+
+@register(
+    "span",
+    model=Model.SPAN_BOUNDARY,
+    options=SpanOptions,
+    inputs=("word_starts", "unigram_counts"),
+)
 def span(
     key: jax.Array,
     tokens: jnp.ndarray,
     *,
     vocab: VocabInfo,
-    segment_ids: jnp.ndarray | None = None,
+    segment_ids: jnp.ndarray | None,
+    options: SpanOptions,
     word_starts: jnp.ndarray | None = None,
-    rate: float = 0.15,
-    geometric_p: float = 0.2,
-    max_span_length: int = 10,
-    max_predictions: int | None = None,
-    mask_prob: float = 0.8,
-    random_prob: float = 0.1,
-    per_span_decision: bool = True,
-    random_excludes_specials: bool = True,
     unigram_counts: jnp.ndarray | None = None,
-    max_pair_targets: int = 15,
 ) -> SpanBatch:
     """SpanBERT span masking plus span-boundary-objective (SBO) targets.
 
@@ -165,6 +179,27 @@ def span(
     spans whose boundary is not a maskable token of the same document (the row edge, [CLS],
     [SEP], another document) get MLM but no SBO target, as do offsets >= `max_pair_targets`.
     """
+    (
+        rate,
+        geometric_p,
+        max_span_length,
+        max_predictions,
+        mask_prob,
+        random_prob,
+        per_span_decision,
+        random_excludes_specials,
+        max_pair_targets,
+    ) = (
+        options.rate,
+        options.geometric_p,
+        options.max_span_length,
+        options.max_predictions,
+        options.mask_prob,
+        options.random_prob,
+        options.per_span_decision,
+        options.random_excludes_specials,
+        options.max_pair_targets,
+    )
     check_rates(rate, mask_prob, random_prob)
     if not 0.0 < geometric_p <= 1.0 or max_span_length < 1:
         raise ValueError(

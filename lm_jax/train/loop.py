@@ -58,7 +58,7 @@ from lm_jax.train.step import (
     make_train_step,
     stream_key,
 )
-from lm_jax.train.tasks import TASKS
+from lm_jax.train.tasks import step_task, task_of
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def build_model(config: ml_collections.ConfigDict, vocab_size: int) -> nnx.Modul
     model_cfg = TransformerConfig(vocab_size=vocab_size, **config.model.to_dict())
     init_key = stream_key(config.seed, INIT_STREAM)
     objective = components(config)[0].objective
-    return TASKS[objective].build(model_cfg, nnx.Rngs(params=init_key))
+    return task_of(objective).build(model_cfg, nnx.Rngs(params=init_key))
 
 
 def choose_component(seed: int, step: int, weights: Sequence[float]) -> int:
@@ -322,7 +322,7 @@ def pretrain(
 def _pretrain_locked(config, workdir: Path, progress: bool) -> RunSummary:
     main_process = jax.process_index() == 0
     resuming = _prepare_run_directory(config, workdir, main_process)
-    rows = TASKS[components(config)[0].objective].rows
+    rows = objectives.spec(components(config)[0].objective).rows
     data = build_pretraining_data(config, workdir, reuse_tokenizer=resuming, rows=rows)
     _check_vocabulary(config, data)
     if not resuming and main_process:
@@ -390,13 +390,12 @@ def _build_run(config, workdir: Path, data, main_process: bool) -> _Run:
         raise
     train_steps, eval_steps = {}, {}
     for c in components(config):
-        objective = functools.partial(objectives.get(c.objective), vocab=vocab, **c.options)
-        task = TASKS[c.objective]
+        task = step_task(c.objective, c.options, vocab)
         train_steps[c.name] = make_train_step(
-            graphdef, optimizer, objective, config.seed, task, mesh, state_sharding
+            graphdef, optimizer, task, config.seed, mesh, state_sharding
         )
         eval_steps[c.name] = make_eval_step(
-            graphdef, objective, config.seed, task, mesh, state_sharding.params
+            graphdef, task, config.seed, mesh, state_sharding.params
         )
     held_out = [
         global_batch(b, mesh)

@@ -1,10 +1,15 @@
-"""Train state and the jitted train / eval steps (pure functions of pytrees)."""
+"""Train state and the jitted train / eval steps (pure functions of pytrees).
+
+The steps know nothing of objectives or tasks: a `StepTask` says how rows become a batch
+(`prepare`, run inside the jitted step) and how the model's outputs on it become sums and a
+loss. Pretraining (`lm_jax.train.tasks`) and fine-tuning build their own.
+"""
 
 from __future__ import annotations
 
-import functools
-import inspect
+import dataclasses
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -12,9 +17,7 @@ import optax
 from flax import nnx, struct
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from lm_jax.batch import Batch
 from lm_jax.sharding import batch_sharding, state_shardings
-from lm_jax.train.tasks import TASKS, Task
 
 # Streams folded into the run's seed so that data masks, dropout, initialisation and the choice
 # of a mixture's objective never share random numbers.
@@ -38,8 +41,25 @@ def stream_key(seed: int, stream: int) -> jax.Array:
     return jax.random.fold_in(jax.random.key(seed), stream)
 
 
+@dataclasses.dataclass(frozen=True)
+class StepTask:
+    """What a step trains.
+
+    Attributes:
+      prepare: (key, rows) -> batch, traced inside the step (masks, corruption); `rows` is the
+        dict of arrays of one global batch, with `segment_ids` (0 = padding).
+      sums: (model, batch, key, deterministic, rngs) -> dict of sums (not means, so that
+        batches combine exactly; `lm_jax.train.losses.summarize`).
+      loss: sums -> the scalar training loss.
+    """
+
+    prepare: Callable[[jax.Array, dict], Any]
+    sums: Callable[..., dict[str, jax.Array]]
+    loss: Callable[[dict], jax.Array]
+
+
 def _task_sums(
-    task: Task,
+    task: StepTask,
     graphdef: nnx.GraphDef,
     params: nnx.State,
     batch,
@@ -53,43 +73,28 @@ def _task_sums(
     return task.sums(model, batch, key, deterministic, rngs)
 
 
-def apply_objective(objective: Callable[..., Batch], key: jax.Array, rows: dict) -> Batch:
-    """Call the objective on rows, passing the row features it accepts (`segment_ids` always;
-    `word_starts` to word-level objectives, `sentence_starts` to sentence-pair objectives,
-    `entity_ids` to entity masking, `language_ids` to the translation LM)."""
-    fn = objective.func if isinstance(objective, functools.partial) else objective
-    accepted = inspect.signature(fn).parameters
-    extra = {
-        k: rows[k]
-        for k in ("word_starts", "sentence_starts", "entity_ids", "language_ids")
-        if k in accepted and k in rows
-    }
-    return objective(key, rows["tokens"], segment_ids=rows["segment_ids"], **extra)
-
-
 def make_train_step(
     graphdef: nnx.GraphDef,
     optimizer: optax.GradientTransformation,
-    objective: Callable[..., Batch],
+    task: StepTask,
     seed: int,
-    task: Task = TASKS["mlm"],
     mesh: Mesh | None = None,
     state_sharding=None,
 ):
     """`step(state, rows) -> (state, sums)`, jitted with the state donated.
 
-    `rows` holds packed `tokens`, `segment_ids` and `word_starts` [batch, L]. The objective runs
-    inside the step with key fold_in(seed, step), so a batch's masks depend only on (seed, step);
-    `task` gives the model's losses (default: the LM head). With a `mesh`, the state keeps
-    `state_sharding` (`lm_jax.sharding.state_shardings`), rows are split over data x fsdp, and
-    the caller traces it under `jax.set_mesh(mesh)` so activations follow the rules table.
+    `task.prepare` runs inside the step with key fold_in(seed, step), so a batch's masks
+    depend only on (seed, step); `task.sums` and `task.loss` give the losses. With a `mesh`,
+    the state keeps `state_sharding` (`lm_jax.sharding.state_shardings`), rows are split over
+    data x fsdp, and the caller traces it under `jax.set_mesh(mesh)` so activations follow the
+    rules table.
     """
     base = stream_key(seed, TRAIN_STREAM)
 
     def step(state: TrainState, rows: dict[str, jax.Array]):
         k_objective, k_dropout = jax.random.split(jax.random.fold_in(base, state.step))
-        batch = apply_objective(objective, k_objective, rows)
-        k_sample = jax.random.fold_in(k_objective, 1)  # ELECTRA's generator samples
+        batch = task.prepare(k_objective, rows)
+        k_sample = jax.random.fold_in(k_objective, 1)  # e.g. ELECTRA's generator samples
 
         def loss_fn(params):
             sums = _task_sums(
@@ -121,9 +126,8 @@ def make_train_step(
 
 def make_eval_step(
     graphdef: nnx.GraphDef,
-    objective: Callable[..., Batch],
+    task: StepTask,
     seed: int,
-    task: Task = TASKS["mlm"],
     mesh: Mesh | None = None,
     params_sharding=None,
 ):
@@ -133,7 +137,7 @@ def make_eval_step(
 
     def eval_step(params: nnx.State, rows: dict[str, jax.Array], index: jax.Array):
         key = jax.random.fold_in(base, index)
-        batch = apply_objective(objective, key, rows)
+        batch = task.prepare(key, rows)
         return _task_sums(
             task,
             graphdef,

@@ -9,6 +9,7 @@ every other head (`sbo_`, `rtd_`). `loss` turns one batch's sums into the traini
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 
 import jax
@@ -16,6 +17,8 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from lm_jax import objectives
+from lm_jax.batch import Batch
 from lm_jax.models.config import TransformerConfig
 from lm_jax.models.electra import Electra
 from lm_jax.models.encoder import (
@@ -26,7 +29,10 @@ from lm_jax.models.encoder import (
 from lm_jax.models.seq2seq import EncoderDecoder, Seq2SeqConfig
 from lm_jax.models.xlnet import XLNet
 from lm_jax.objectives import electra_replace
+from lm_jax.objectives.registry import Model, ObjectiveSpec
 from lm_jax.train.losses import weighted_cross_entropy
+from lm_jax.train.step import StepTask
+from lm_jax.vocab import VocabInfo
 
 # ELECTRA's discriminator loss weight (Clark et al. 2020, lambda = 50).
 ELECTRA_DISCRIMINATOR_WEIGHT = 50.0
@@ -48,16 +54,11 @@ class Task:
       build: the model from the shared `TransformerConfig` (families adapt it).
       sums: (model, batch, key, deterministic, rngs) -> sums of every head.
       loss: sums -> the scalar training loss.
-      rows: the data layout it reads: "packed" documents (`lm_jax.data.packing`),
-        "documents", one document per row with sentence starts (`lm_jax.data.sentences`),
-        packed "entities" with entity ids from an annotated corpus (`lm_jax.data.entities`),
-        or translation "pairs" with language ids, one per row (`lm_jax.data.parallel`).
     """
 
     build: Callable[[TransformerConfig, nnx.Rngs], nnx.Module]
     sums: Callable[..., dict[str, jax.Array]]
     loss: Callable[[dict], jax.Array] = _mean
-    rows: str = "packed"
 
 
 def _lm_sums(model, batch, key, deterministic, rngs):
@@ -114,7 +115,6 @@ def _sentence_pair_task(labels: int) -> Task:
         lambda cfg, rngs: EncoderForPreTraining(cfg, labels, rngs=rngs),
         _sentence_pair_sums,
         lambda s: _mean(s) + _mean(s, "sentence_"),
-        rows="documents",
     )
 
 
@@ -142,35 +142,48 @@ def _mpnet(cfg: TransformerConfig, rngs: nnx.Rngs) -> EncoderForMaskedLM:
     return EncoderForMaskedLM(cfg, head_activation="gelu", rngs=rngs)
 
 
-_LM = Task(_encoder, _lm_sums)
-_TWO_WAY_SENTENCE = _sentence_pair_task(2)
-_SEQ2SEQ_BART = Task(_seq2seq("bart"), _seq2seq_sums)
-
-TASKS: dict[str, Task] = {
-    "mlm": _LM,
-    "wwm": _LM,
-    "ngram": _LM,
-    "entity": Task(_encoder, _lm_sums, rows="entities"),
-    "tlm": Task(_encoder, _lm_sums, rows="pairs"),
-    "unilm": _LM,
-    "clm": _LM,
-    "prefix_lm": _LM,
-    "mpnet": Task(_mpnet, _lm_sums),
-    "span": Task(
+# The model and losses of each `lm_jax.objectives.registry.Model`.
+TASKS: dict[Model, Task] = {
+    Model.MASKED_LM: Task(_encoder, _lm_sums),
+    Model.MPNET: Task(_mpnet, _lm_sums),
+    Model.SPAN_BOUNDARY: Task(
         lambda cfg, rngs: EncoderForSpanBoundary(cfg, rngs=rngs),
         _span_sums,
         lambda s: _mean(s) + _mean(s, "sbo_"),
     ),
-    "electra": Task(
+    Model.REPLACED_TOKEN: Task(
         lambda cfg, rngs: Electra(cfg, rngs=rngs),
         _electra_sums,
         lambda s: _mean(s) + ELECTRA_DISCRIMINATOR_WEIGHT * _mean(s, "rtd_"),
     ),
-    "plm": Task(lambda cfg, rngs: XLNet(cfg, rngs=rngs), _xlnet_sums),
-    "t5": Task(_seq2seq("t5"), _seq2seq_sums),
-    "bart": _SEQ2SEQ_BART,
-    "mass": _SEQ2SEQ_BART,
-    "nsp": _TWO_WAY_SENTENCE,
-    "sop": _TWO_WAY_SENTENCE,
-    "structbert": _sentence_pair_task(3),
+    Model.TWO_STREAM: Task(lambda cfg, rngs: XLNet(cfg, rngs=rngs), _xlnet_sums),
+    Model.T5: Task(_seq2seq("t5"), _seq2seq_sums),
+    Model.BART: Task(_seq2seq("bart"), _seq2seq_sums),
+    Model.NEXT_SENTENCE: _sentence_pair_task(2),
+    Model.SENTENCE_STRUCTURE: _sentence_pair_task(3),
 }
+
+
+def task_of(objective: str) -> Task:
+    """The model and losses that objective `objective` trains (its spec's `model`)."""
+    return TASKS[objectives.spec(objective).model]
+
+
+def apply_objective(
+    spec: ObjectiveSpec, options: dict, vocab: VocabInfo, key: jax.Array, rows: dict
+) -> Batch:
+    """The objective's batch from `rows`: `tokens`, `segment_ids` and the features of
+    `spec.inputs` that the rows hold (word starts, sentence starts, entity or language ids)."""
+    inputs = {k: rows[k] for k in spec.inputs if k in rows}
+    objective = objectives.get(spec.name)
+    return objective(
+        key, rows["tokens"], vocab=vocab, segment_ids=rows["segment_ids"], **options, **inputs
+    )
+
+
+def step_task(objective: str, options: dict, vocab: VocabInfo) -> StepTask:
+    """The train / eval step's task for one objective with its options."""
+    spec = objectives.spec(objective)
+    task = TASKS[spec.model]
+    prepare = functools.partial(apply_objective, spec, dict(options), vocab)
+    return StepTask(prepare=prepare, sums=task.sums, loss=task.loss)

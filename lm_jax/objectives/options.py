@@ -1,15 +1,19 @@
-"""Allowed values of the objectives' keyword options, checked before any work is done.
-
-Objectives check their arguments too, but only when first traced, after the tokenizer is
-trained; a NaN rate passes `0 < x < 1`-style checks written the other way round. These rules,
-keyed by option name (the objectives share their names), run in config validation.
+"""Objective options: each objective declares them as a frozen dataclass of `Options`, whose
+fields are checked against the rules below when it is made (by a call or by config validation),
+before any work is done; a NaN rate fails here rather than passing a check written the other
+way round. Rules are keyed by option name: the objectives share their names.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import types
+import typing
 from collections.abc import Callable
 from typing import Any
+
+from lm_jax.errors import ConfigError
 
 Rule = tuple[Callable[[Any], bool], str]
 
@@ -44,12 +48,13 @@ def _weights(length: int | None = None) -> Rule:
 OPTION_RULES: dict[str, Rule] = {
     **{
         name: (_open_fraction, "must be in (0, 1)")
-        for name in ("rate", "noise_density", "mask_ratio", "trigram_rate", "fragment_ratio")
+        for name in ("rate", "noise_density", "trigram_rate", "fragment_ratio")
     },
     **{
         name: (_probability, "must be in [0, 1]")
         for name in (
             "mask_prob",
+            "mask_ratio",  # 0: no span masking (fairseq allows it)
             "random_prob",
             "short_seq_prob",
             "insert_ratio",
@@ -90,3 +95,38 @@ def option_problem(name: str, value: Any, options: dict[str, Any]) -> str | None
         if options["mask_prob"] + value > 1:
             return f"plus mask_prob ({options['mask_prob']}) must be at most 1, got {value!r}"
     return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """Base of every objective's options; an invalid value raises `ConfigError` naming it."""
+
+    def __post_init__(self) -> None:
+        values = dataclasses.asdict(self)
+        for name, value in values.items():
+            if isinstance(value, list):  # ml_collections and JSON give lists
+                object.__setattr__(self, name, tuple(value))
+            problem = option_problem(name, value, values)
+            if problem:
+                raise ConfigError(f"{name} {problem}")
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def value_types(cls) -> dict[str, type]:
+        """Each option's value type (`int` for `int | None`), for typed config placeholders."""
+        hints = typing.get_type_hints(cls)
+        out = {}
+        for name in cls.names():
+            hint = hints[name]
+            if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+                hint = next(a for a in typing.get_args(hint) if a is not type(None))
+            out[name] = typing.get_origin(hint) or hint
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class NoOptions(Options):
+    """Options of an objective that has none (clm, prefix_lm)."""
