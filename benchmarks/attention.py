@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lm_jax.attention import AttentionMask, dot_product_attention
-from lm_jax.host_memory import reuse_freed_host_memory
+from lm_jax.runtime import reuse_freed_host_memory
 
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense, per device
 

@@ -31,8 +31,8 @@ from flax import nnx
 import lm_jax.objectives as objectives
 from lm_jax.attention import AttentionMask
 from lm_jax.batch import ReplacedTokenBatch, Seq2SeqBatch
-from lm_jax.host_memory import reuse_freed_host_memory
 from lm_jax.models.convert import from_hf_state_dict
+from lm_jax.runtime import reuse_freed_host_memory
 from lm_jax.vocab import VocabInfo
 
 FAMILIES = ("bert", "electra", "mpnet", "xlnet", "bart", "t5")

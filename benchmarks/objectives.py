@@ -8,8 +8,9 @@ Peers (optional dependencies: `pip install -e .[bench]`): `DataCollatorForLangua
 (return_tensors="np") for mlm, and whole-word masking for wwm; and
 `DataCollatorForPermutationLanguageModeling` (PyTorch tensors, its only fully supported
 path) for plm; for t5, a faithful NumPy per-example port of the reference span corruption
-(`reference_ports.py`), one example at a time as the Hugging Face Flax T5 example does it, padded
-into a batch. T5 rows are `t5_raw_length(length)` raw tokens (568 for 512-token inputs). Peers
+(`tests/reference_ports.py`), one example at a time as the Hugging Face Flax T5 example does it,
+padded into a batch. T5 rows are `t5_raw_length(length)` raw tokens (568 for 512-token inputs).
+Peers
 get the same token rows as lists of examples, as a data loader would hand them. Timings are
 medians of `--repeats` calls after a warm-up (compilation excluded; reported separately).
 Prints tokens/s and our speed-up over each peer.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import lm_jax.objectives as objectives
-from lm_jax.host_memory import reuse_freed_host_memory
+from lm_jax.runtime import reuse_freed_host_memory
 from lm_jax.vocab import VocabInfo
 
 VOCAB_SIZE = 30522  # BERT's
@@ -99,7 +101,8 @@ def offsets_from_word_starts(word_starts: np.ndarray) -> np.ndarray:
 
 def t5_peer(tokens, vocab: VocabInfo, repeats: int) -> tuple[float, float]:
     """The reference span corruption, one example at a time, padded into a batch."""
-    from reference_ports import t5_span_corruption
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from reference_ports import t5_span_corruption  # the port the tests check against
 
     inputs_len, targets_len = objectives.t5_lengths(tokens.shape[1])
     rng = np.random.default_rng(0)

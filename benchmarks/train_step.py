@@ -30,13 +30,13 @@ import transformers
 from flax import nnx
 from models import add_shape_arguments, median_times  # benchmarks/models.py, beside this script
 
-from lm_jax.host_memory import reuse_freed_host_memory
 from lm_jax.models import TransformerConfig
+from lm_jax.pretrain.tasks import step_task, task_of
+from lm_jax.runtime import reuse_freed_host_memory
 from lm_jax.sharding import global_batch, make_mesh
 from lm_jax.train.metrics import matmul_rate
 from lm_jax.train.optimizer import make_optimizer
 from lm_jax.train.step import init_train_state, make_train_step
-from lm_jax.train.tasks import step_task, task_of
 from lm_jax.vocab import VocabInfo
 
 

@@ -6,7 +6,7 @@ parameter sharing is not part of lm_jax.
     python -m lm_jax.pretrain --config=configs/albert.py:large --config.mesh.fsdp=8
 """
 
-from lm_jax.config import sized_config
+from lm_jax.pretrain.recipes import sized_config
 
 RECIPE = {
     "train.optimizer": "lamb",

@@ -7,7 +7,7 @@ BART-large, 12 + 12 layers of 1024.
     python -m lm_jax.pretrain --config=configs/bart.py:large --config.mesh.fsdp=8
 """
 
-from lm_jax.config import sized_config
+from lm_jax.pretrain.recipes import sized_config
 
 RECIPE = {
     "train.b2": 0.98,

@@ -7,7 +7,7 @@ rows. Base: batch 256, 766k steps, mask rate 0.15; large: batch 2048, 1.75M step
     python -m lm_jax.pretrain --config=configs/electra.py:base --config.data.data_dir=...
 """
 
-from lm_jax.config import sized_config
+from lm_jax.pretrain.recipes import sized_config
 
 RECIPE = {"train.b2": 0.999, "train.eps": 1e-6, "train.weight_decay": 0.01, "train.decay": "linear"}
 SIZES = {

@@ -10,7 +10,7 @@ task is not part of lm_jax. For a real base run bring your annotated corpus:
         --config.data.corpus=annotated_jsonl --config.data.path=zh_entities.jsonl
 """
 
-from lm_jax.config import BERT_RECIPE, BERT_SIZES, sized_config
+from lm_jax.pretrain.recipes import BERT_RECIPE, BERT_SIZES, sized_config
 
 RECIPE = {**BERT_RECIPE, "data.corpus": "peoples_daily", "tokenizer.model_type": "char"}
 

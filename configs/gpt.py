@@ -6,7 +6,7 @@
     python -m lm_jax.pretrain --config=configs/gpt.py:base --config.data.data_dir=...
 """
 
-from lm_jax.config import sized_config
+from lm_jax.pretrain.recipes import sized_config
 
 RECIPE = {"train.b2": 0.999, "train.eps": 1e-8, "train.weight_decay": 0.01, "train.decay": "cosine"}
 SIZES = {

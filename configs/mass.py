@@ -7,7 +7,7 @@ paper), same recipe.
     python -m lm_jax.pretrain --config=configs/mass.py:base --config.data.data_dir=...
 """
 
-from lm_jax.config import sized_config
+from lm_jax.pretrain.recipes import sized_config
 
 RECIPE = {
     "train.b2": 0.98,

@@ -6,7 +6,7 @@ position buckets.
     python -m lm_jax.pretrain --config=configs/mpnet.py:base --config.mesh.fsdp=8
 """
 
-from lm_jax.config import sized_config
+from lm_jax.pretrain.recipes import sized_config
 
 RECIPE = {"train.b2": 0.98, "train.eps": 1e-6, "train.weight_decay": 0.01, "train.decay": "linear"}
 SIZES = {

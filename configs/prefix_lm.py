@@ -1,12 +1,12 @@
 """Prefix LM (Raffel et al. 2020, sec. 3.2.1: a fully visible prefix, causal continuation) with
-T5's pretraining recipe (`T5_RECIPE`, `T5_SIZES` in lm_jax/config.py: Adafactor,
+T5's pretraining recipe (`T5_RECIPE`, `T5_SIZES` in lm_jax/pretrain/recipes.py: Adafactor,
 inverse-square-root learning rate peaking at 0.01 after 10^4 steps, batch 128, 2^19 steps;
 568-token rows at base / large, as T5's raw rows).
 
     python -m lm_jax.pretrain --config=configs/prefix_lm.py:base --config.data.data_dir=...
 """
 
-from lm_jax.config import T5_RECIPE, T5_SIZES, sized_config
+from lm_jax.pretrain.recipes import T5_RECIPE, T5_SIZES, sized_config
 
 
 def get_config(size: str = "tiny"):

@@ -9,8 +9,8 @@ objectives of one model family (each step trains one, drawn by weight):
     python -m lm_jax.pretrain --config=configs/pretrain.py:mlm=0.5,clm=0.25,prefix_lm=0.25
 """
 
-from lm_jax.config import mixture_config, pretraining_config
 from lm_jax.errors import ConfigError
+from lm_jax.pretrain.schema import mixture_config, pretraining_config
 
 
 def get_config(objective: str = "mlm"):

@@ -6,7 +6,7 @@ batch 8k, 500k steps). No token types (type_vocab_size 1).
     python -m lm_jax.pretrain --config=configs/roberta.py:large --config.mesh.fsdp=8
 """
 
-from lm_jax.config import sized_config
+from lm_jax.pretrain.recipes import sized_config
 
 RECIPE = {
     "train.b2": 0.98,

@@ -5,7 +5,7 @@ lr 1e-4 warmed up over 10k steps then linearly decayed, batch 256 x 512 tokens, 
     python -m lm_jax.pretrain --config=configs/spanbert.py:base --config.data.data_dir=...
 """
 
-from lm_jax.config import sized_config
+from lm_jax.pretrain.recipes import sized_config
 
 RECIPE = {
     "train.b2": 0.999,

@@ -3,12 +3,13 @@ paper's R-denoisers (span corruption with mean span 3 or 8 at 15% noise) and X-d
 3 or 8 at 50% noise; mean 64 at 15% or 50%), equally weighted, each step training one drawn
 from (seed, step). Not included: the S-denoiser (sequence-to-sequence prefix LM; lm_jax's
 prefix_lm trains the encoder family) and the paradigm tokens ([NLU], [NLG], [S2S]) prepended to
-inputs. Optimiser and sizes: T5's (`T5_RECIPE`, `T5_SIZES` in lm_jax/config.py).
+inputs. Optimiser and sizes: T5's (`T5_RECIPE`, `T5_SIZES` in lm_jax/pretrain/recipes.py).
 
     python -m lm_jax.pretrain --config=configs/ul2.py:base --config.mesh.fsdp=8
 """
 
-from lm_jax.config import MIXTURE, T5_RECIPE, T5_SIZES, objective_options, sized_config
+from lm_jax.pretrain.recipes import T5_RECIPE, T5_SIZES, sized_config
+from lm_jax.pretrain.schema import MIXTURE, objective_options
 
 DENOISERS = {  # name: (mean span length, noise density)
     "r3": (3.0, 0.15),

@@ -7,7 +7,7 @@ scratch unless you load them).
     python -m lm_jax.pretrain --config=configs/unilm.py:large --config.mesh.fsdp=8
 """
 
-from lm_jax.config import sized_config
+from lm_jax.pretrain.recipes import sized_config
 
 RECIPE = {
     "train.b2": 0.999,

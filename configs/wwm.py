@@ -4,7 +4,7 @@ segmenter): BERT's masking decided per word, with BERT's recipe (configs/bert.py
     python -m lm_jax.pretrain --config=configs/wwm.py:base --config.data.data_dir=...
 """
 
-from lm_jax.config import BERT_RECIPE, BERT_SIZES, sized_config
+from lm_jax.pretrain.recipes import BERT_RECIPE, BERT_SIZES, sized_config
 
 
 def get_config(size: str = "tiny"):

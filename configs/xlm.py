@@ -5,14 +5,14 @@ Adam (0.9, 0.98) at lr 1e-4 under an inverse-square-root schedule (4,000 warmup 
 paper counts training in epochs, so the 100k steps and the batch of 32 here are lm_jax's
 choice: set them for your corpus. XLM alternates TLM with MLM on monolingual streams;
 lm_jax's mixtures need one row layout, so this config trains TLM alone. Offline the pairs
-are Django's interface strings in five languages (`lm_jax.data.parallel`); bring your own
+are Django's interface strings in five languages (`lm_jax.data.translation`); bring your own
 corpus for a real run:
 
     python -m lm_jax.pretrain --config=configs/xlm.py:base \\
         --config.data.corpus=parallel_tsv --config.data.path=pairs.tsv --config.data.languages=fr,de
 """
 
-from lm_jax.config import sized_config
+from lm_jax.pretrain.recipes import sized_config
 
 RECIPE = {
     "data.corpus": "django_translations",

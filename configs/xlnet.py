@@ -7,7 +7,7 @@ batches in the trainer (rows are independent packed documents).
     python -m lm_jax.pretrain --config=configs/xlnet.py:base --config.train.steps=2000
 """
 
-from lm_jax.config import sized_config
+from lm_jax.pretrain.recipes import sized_config
 
 RECIPE = {
     "train.b2": 0.999,

@@ -11,4 +11,4 @@ class Rows(enum.Enum):
     PACKED = "packed"  # documents packed into rows, with word starts (data/packing.py)
     DOCUMENTS = "documents"  # one document per row, with sentence starts (data/sentences.py)
     ENTITIES = "entities"  # packed rows of an annotated corpus, with entity ids (entities.py)
-    PAIRS = "pairs"  # translation pairs, one per row, with language ids (data/parallel.py)
+    PAIRS = "pairs"  # translation pairs, one per row, with language ids (data/translation.py)

@@ -18,12 +18,10 @@ active mesh (`jax.set_mesh`), `constrain` does nothing, so models run unchanged 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from typing import Any
 
 import jax
-import ml_collections
 import numpy as np
 from flax import nnx
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
@@ -63,49 +61,6 @@ def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices=None) -> M
             f"{len(devices)} available"
         )
     return jax.make_mesh(tuple(sizes), MESH_AXES, axis_types=(AxisType.Auto,) * 3, devices=devices)
-
-
-def cpu_device_count(config: ml_collections.ConfigDict, cores: int) -> int:
-    """How many JAX devices a CPU-only host with `cores` usable cores is split into for the
-    pretraining `config`: `config.mesh.cpu_devices` when set (> 0); otherwise (0) the mesh's
-    size when none of mesh.data, fsdp, tensor is -1, and when data or fsdp is -1, the most ways
-    for it that fit the cores (next to the fixed axes) and divide `config.train.batch_size`.
-    A multi-host run (`config.distributed.initialize`), a -1 tensor axis or invalid sizes (left
-    to `lm_jax.config.validate`) keep one device per process."""
-    m = config.mesh
-    if m.cpu_devices > 0:
-        return m.cpu_devices
-    sizes = {"data": m.data, "fsdp": m.fsdp, "tensor": m.tensor}
-    if config.distributed.initialize or any(v == 0 or v < -1 for v in sizes.values()):
-        return 1
-    fixed = math.prod(v for v in sizes.values() if v != -1)
-    free = [axis for axis, v in sizes.items() if v == -1]
-    if not free:
-        return fixed
-    if len(free) > 1 or free[0] == "tensor":
-        return 1
-    other_batch_ways = sizes["fsdp" if free[0] == "data" else "data"]
-    ways = max(1, cores // fixed)
-    while ways > 1 and config.train.batch_size % (ways * other_batch_ways):
-        ways -= 1
-    return ways * fixed
-
-
-def use_cpu_cores(config: ml_collections.ConfigDict) -> int | None:
-    """Split the host CPU into `cpu_device_count` JAX devices (`jax_num_cpu_devices`), so that a
-    CPU-only run is a data mesh of programs running side by side on half-size (or smaller)
-    batches rather than one program that XLA:CPU spreads over threads op by op; for this
-    library's many small ops that is faster: the BERT-small MLM step of
-    benchmarks/train_step.py took 10-20% less time on two devices than on one on this
-    project's 2-core VM (4 devices there were slower than 2; larger hosts were not measured).
-    Accelerators' devices are not affected. Call before the first JAX computation (the
-    command line does). Returns the count set, or None when XLA_FLAGS already sets
-    --xla_force_host_platform_device_count (left as it is)."""
-    if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
-        return None
-    count = cpu_device_count(config, len(os.sched_getaffinity(0)))
-    jax.config.update("jax_num_cpu_devices", count)
-    return count
 
 
 def logical_to_spec(

@@ -10,13 +10,19 @@ from pathlib import Path
 
 import pytest
 
-from lm_jax.data.sources import shared_data_dir
+from lm_jax import runtime
 from lm_jax.data.tokenizer import VocabInfo
-from lm_jax.host_memory import reuse_freed_host_memory
 
-reuse_freed_host_memory()  # each test process, before its first JAX computation
+runtime.prepare()  # each test process, before its first JAX computation: one CPU device
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path:
+    """The folder of real data used by tests: `$LM_JAX_DATA_DIR` when set, else `../shared/data`
+    beside the repository root."""
+    env = os.environ.get("LM_JAX_DATA_DIR")
+    return Path(env) if env else ROOT.parent / "shared" / "data"
 
 
 @pytest.fixture(scope="session")
@@ -60,7 +66,8 @@ def wiki_tokenizer(wiki_docs, tmp_path_factory):
 
 def tiny_config(**overrides):
     """The default pretraining config shrunk for CPU tests; overrides as dotted keys."""
-    from lm_jax.config import override, pretraining_config
+    from lm_jax.config_tools import override
+    from lm_jax.pretrain.schema import pretraining_config
 
     c = pretraining_config()
     c.data.corpus = "python_docs"
@@ -84,10 +91,11 @@ def tiny_config(**overrides):
 
 def tiny_cli_overrides(**overrides) -> list[str]:
     """The command-line flags (--config.FIELD=VALUE) that give tiny_config(**overrides)."""
-    from lm_jax.config import _flatten, pretraining_config
+    from lm_jax.config_tools import flatten
+    from lm_jax.pretrain.schema import pretraining_config
 
-    default = _flatten(pretraining_config().to_dict())
-    tiny = _flatten(tiny_config(**overrides).to_dict())
+    default = flatten(pretraining_config().to_dict())
+    tiny = flatten(tiny_config(**overrides).to_dict())
     return [f"--config.{k}={v}" for k, v in tiny.items() if default.get(k) != v]
 
 
@@ -113,7 +121,7 @@ def run_python(code: str, devices: int = 1, timeout: int = 600) -> str:
 
 def interrupt_at(monkeypatch, step: int, action) -> None:
     """Make the loop's train step call `action()` once the state reaches `step`."""
-    from lm_jax.train import loop
+    from lm_jax.pretrain import run as loop
 
     real = loop.make_train_step
 

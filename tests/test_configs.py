@@ -7,9 +7,11 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
-from lm_jax.config import MODEL_SIZES, override, validate
+from lm_jax.config_tools import override
 from lm_jax.errors import ConfigError
-from lm_jax.train.loop import pretrain
+from lm_jax.pretrain.recipes import MODEL_SIZES
+from lm_jax.pretrain.run import pretrain
+from lm_jax.pretrain.validation import validate
 
 PAPER_CONFIGS = sorted(p for p in (ROOT / "configs").glob("*.py") if p.stem != "pretrain")
 

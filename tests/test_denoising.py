@@ -1,26 +1,19 @@
 """Seq2seq denoising objectives: T5 span corruption, BART, MASS (shared/OBJECTIVES.md)."""
 
 import functools
-import importlib.util
 import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import ROOT
+import reference_ports as reference
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import lm_jax.objectives as obj
 from lm_jax.data.tokenizer import VocabInfo
 from lm_jax.objectives.denoising import poisson_span_lengths
-
-spec = importlib.util.spec_from_file_location(
-    "reference_ports", ROOT / "benchmarks" / "reference_ports.py"
-)
-reference = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(reference)
 
 V = 1000
 VOCAB = VocabInfo(

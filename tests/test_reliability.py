@@ -17,8 +17,8 @@ import pytest
 from conftest import ROOT, interrupt_at, tiny_cli_overrides, tiny_config
 
 from lm_jax.errors import CheckpointError, OutputError
+from lm_jax.pretrain.run import pretrain
 from lm_jax.train.checkpoint import CHECKSUM_FILE, RUN_CONFIG_FILE, checkpoint_steps, file_checksums
-from lm_jax.train.loop import pretrain
 from lm_jax.train.metrics import read_metrics
 from lm_jax.train.run_directory import RunDirectoryLock
 

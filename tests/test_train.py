@@ -17,11 +17,11 @@ import pytest
 from conftest import ROOT, interrupt_at, tiny_config
 
 import lm_jax.objectives as objectives
-from lm_jax.config import override
+from lm_jax.config_tools import override
 from lm_jax.data.entities import peoples_daily
 from lm_jax.errors import CheckpointError, ConfigError, TrainingDivergedError
+from lm_jax.pretrain.run import pretrain
 from lm_jax.train.checkpoint import Checkpointer, checkpoint_steps
-from lm_jax.train.loop import pretrain
 from lm_jax.train.metrics import read_metrics
 
 
@@ -147,7 +147,7 @@ def test_mismatched_or_corrupt_checkpoint_is_refused_untouched(finished_run, tmp
 
 
 def test_config_validation_names_fields():
-    from lm_jax.config import validate
+    from lm_jax.pretrain.validation import validate
 
     for overrides, message in [
         ({"train.steps": 0}, "config.train.steps must be > 0"),
@@ -185,7 +185,8 @@ def test_config_validation_names_fields():
     ],
 )
 def test_objective_options_are_validated(objective, option, value, message):
-    from lm_jax.config import pretraining_config, validate
+    from lm_jax.pretrain.schema import pretraining_config
+    from lm_jax.pretrain.validation import validate
 
     config = pretraining_config(objective)
     config.objective_options[option] = value
@@ -194,7 +195,8 @@ def test_objective_options_are_validated(objective, option, value, message):
 
 
 def test_mixture_weights_must_be_finite():
-    from lm_jax.config import mixture_config, validate
+    from lm_jax.pretrain.schema import mixture_config
+    from lm_jax.pretrain.validation import validate
 
     for weight in (float("nan"), float("inf"), 0.0):
         config = mixture_config({"mlm": 1.0, "clm": 1.0})
@@ -272,7 +274,7 @@ def test_cli_empty_and_too_small_corpus(tmp_path):
 @pytest.mark.slow
 def test_default_main_job_learns(tmp_path):
     """The README's main job exactly (default config, 1000 steps): held-out loss falls clearly."""
-    from lm_jax.config import pretraining_config
+    from lm_jax.pretrain.schema import pretraining_config
 
     run = pretrain(pretraining_config(), tmp_path / "main", progress=False)
     assert run.last_eval_loss < run.first_eval_loss - 2.0, (run.first_eval_loss, run.last_eval_loss)
@@ -307,7 +309,7 @@ SLOW = pytest.mark.slow
 )
 def test_every_trainable_objective_learns(objective, tmp_path):
     """Each objective with its own model (lm_jax.train.tasks) learns on real text."""
-    from lm_jax.config import pretraining_config
+    from lm_jax.pretrain.schema import pretraining_config
 
     base = tiny_config(
         **{
@@ -351,7 +353,7 @@ def test_every_objective_beats_the_unigram_baseline_on_the_default_corpus(object
     context-free unigram model's.
     Span masking and the sentence-pair rows (text cut for [CLS] A [SEP] B [SEP]) are harder to
     predict and get 600 steps (at 300 they are 0.08-0.10 nats below the baseline)."""
-    from lm_jax.config import pretraining_config
+    from lm_jax.pretrain.schema import pretraining_config
 
     steps = 600 if objective in ("span", "nsp", "sop", "structbert") else 300
     config = override(
@@ -371,7 +373,7 @@ def test_next_sentence_head_learns(tmp_path):
     takes the held-out sentence loss clearly below chance (ln 2 = 0.693). A 3,000-step run
     reached 0.58 / 71% accuracy; 600 steps, with the learning rate decayed to 0 by then, stay at
     chance."""
-    from lm_jax.config import pretraining_config
+    from lm_jax.pretrain.schema import pretraining_config
 
     config = override(
         pretraining_config("nsp"),
@@ -384,7 +386,8 @@ def test_next_sentence_head_learns(tmp_path):
 
 
 def test_foreign_options_are_refused():
-    from lm_jax.config import pretraining_config, validate
+    from lm_jax.pretrain.schema import pretraining_config
+    from lm_jax.pretrain.validation import validate
 
     config = pretraining_config("t5")
     config.tokenizer.extra_ids = 2
@@ -413,10 +416,10 @@ def test_gradient_accumulation_updates_every_second_step():
     from flax import nnx
 
     from lm_jax.data.tokenizer import VocabInfo
-    from lm_jax.train.loop import build_model
+    from lm_jax.pretrain.run import build_model
+    from lm_jax.pretrain.tasks import step_task
     from lm_jax.train.optimizer import make_optimizer
     from lm_jax.train.step import TrainState, make_train_step
-    from lm_jax.train.tasks import step_task
 
     config = tiny_config(**LAMB_ACCUMULATING)
     graphdef, params = nnx.split(build_model(config, 1000))
@@ -452,8 +455,8 @@ def test_lamb_with_gradient_accumulation_learns(tmp_path):
 def test_objective_mixture_trains_each_component(tmp_path):
     """A UL2-style mixture: each step trains one objective drawn by weight from (seed, step);
     metrics pool the components and report each; held-out loss falls for both."""
-    from lm_jax.config import mixture_config
-    from lm_jax.train.loop import choose_component
+    from lm_jax.pretrain.run import choose_component
+    from lm_jax.pretrain.schema import mixture_config
 
     draws = [choose_component(0, step, [3.0, 1.0]) for step in range(4000)]
     assert np.mean(np.array(draws) == 0) == pytest.approx(0.75, abs=0.02)
@@ -475,10 +478,10 @@ def test_vocabulary_checks_before_training(caplog):
     """A WordPiece vocabulary has no T5 sentinels; one that maps most text to [UNK] warns."""
     from types import SimpleNamespace
 
-    from lm_jax.config import pretraining_config
     from lm_jax.data.tokenizer import VocabInfo
     from lm_jax.errors import DataError
-    from lm_jax.train.loop import _check_vocabulary
+    from lm_jax.pretrain.run import _check_vocabulary
+    from lm_jax.pretrain.schema import pretraining_config
 
     vocab = VocabInfo(size=30, pad_id=0, unk_id=1, cls_id=2, sep_id=3, mask_id=4)
     tokens = np.array([[2, 1, 1, 1, 7, 3, 0, 0]])

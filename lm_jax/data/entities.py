@@ -28,8 +28,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from lm_jax.data.files import utf8_lines
 from lm_jax.data.packing import PackedRows, pack_documents
-from lm_jax.data.sources import utf8_lines
 from lm_jax.data.tokenizer import HAN, Tokenizer, chinese_word_ids, starts_of, token_span_ids
 from lm_jax.errors import DataError
 

@@ -29,7 +29,9 @@ class PackedRows:
     word_starts: np.ndarray  # bool, word-start flags (specials start their own word)
     sentence_starts: np.ndarray | None = None  # bool; document rows only (lm_jax.data.sentences)
     entity_ids: np.ndarray | None = None  # int32 span numbers, 0 outside (lm_jax.data.entities)
-    language_ids: np.ndarray | None = None  # int32; translation pairs only (lm_jax.data.parallel)
+    language_ids: np.ndarray | None = (
+        None  # int32; translation pairs only (lm_jax.data.translation)
+    )
 
     @classmethod
     def from_segments(

@@ -20,12 +20,6 @@ import numpy as np
 
 from lm_jax.data.entities import AnnotatedDocument, entity_rows, load_annotated_documents
 from lm_jax.data.packing import PackedRows, pack_documents
-from lm_jax.data.parallel import (
-    TranslationPair,
-    load_translation_pairs,
-    pair_rows,
-    parse_languages,
-)
 from lm_jax.data.sentences import document_rows
 from lm_jax.data.sources import load_documents
 from lm_jax.data.tokenizer import (
@@ -33,6 +27,12 @@ from lm_jax.data.tokenizer import (
     encode_with_word_starts,
     load_tokenizer,
     train_sentencepiece,
+)
+from lm_jax.data.translation import (
+    TranslationPair,
+    load_translation_pairs,
+    pair_rows,
+    parse_languages,
 )
 from lm_jax.errors import DataError
 from lm_jax.layout import Rows

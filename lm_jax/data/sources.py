@@ -22,29 +22,15 @@ import os
 import re
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
+from lm_jax.data.entities import load_annotated_documents
+from lm_jax.data.files import BLANK_LINES, existing, text_files, utf8_lines
 from lm_jax.errors import DataError
 
 log = logging.getLogger(__name__)
-DATA_DIR_ENV = "LM_JAX_DATA_DIR"
-
-
-def shared_data_dir() -> Path:
-    """The folder of real data used by tests and benchmarks.
-
-    `$LM_JAX_DATA_DIR` when set, else `../shared/data` beside the repository root.
-    """
-    env = os.environ.get(DATA_DIR_ENV)
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[3] / "shared" / "data"
-
-
 _WIKI_HEADING = re.compile(r"^\s*=+\s*(.*?)\s*=+\s*$", re.MULTILINE)
 _WIKI_QUOTES = re.compile(r"'{2,}")
 _SPACES = re.compile(r"[ \t]+")
-_BLANK_LINES = re.compile(r"\n\s*\n+")
 
 
 def wikipedia_sample() -> list[str]:
@@ -65,7 +51,7 @@ def wikipedia_sample() -> list[str]:
             text = filter_wiki(markup)
             text = _WIKI_HEADING.sub(r"\1", text)
             text = _WIKI_QUOTES.sub("", text)
-            paragraphs = [_SPACES.sub(" ", p).strip() for p in _BLANK_LINES.split(text)]
+            paragraphs = [_SPACES.sub(" ", p).strip() for p in BLANK_LINES.split(text)]
             text = "\n".join(p for p in paragraphs if p)
             if text:
                 docs.append(text)
@@ -79,44 +65,10 @@ def python_docs() -> list[str]:
     return [t.strip() for _, t in sorted(topics.items()) if t.strip()]
 
 
-def _existing(path: str | os.PathLike, what: str, file: bool = False) -> Path:
-    if not path:
-        raise DataError(f"the {what} corpus needs a path (config.data.path)")
-    p = Path(path).expanduser()
-    if not p.exists():
-        raise DataError(f"corpus path does not exist: {p}")
-    if file and not p.is_file():
-        raise DataError(f"the {what} corpus must be a file; {p} is a directory")
-    return p
-
-
-def utf8_lines(p: Path):
-    """(line number, line) of a UTF-8 file; invalid UTF-8 is a `DataError` naming the line."""
-    with p.open("rb") as f:
-        for n, raw in enumerate(f, 1):
-            try:
-                yield n, raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise DataError(f"{p}:{n} is not UTF-8 text ({e.reason} at byte {e.start})") from e
-
-
-def text_files(path: str | os.PathLike) -> list[str]:
-    """Documents from a text file or a folder of `*.txt` files, split on blank lines."""
-    p = _existing(path, "text")
-    files = sorted(f for f in p.rglob("*.txt") if f.is_file()) if p.is_dir() else [p]
-    if not files:
-        raise DataError(f"the text corpus folder {p} holds no .txt files")
-    docs = []
-    for f in files:
-        content = "".join(line for _, line in utf8_lines(f))
-        docs.extend(d.strip() for d in _BLANK_LINES.split(content) if d.strip())
-    return docs
-
-
 def jsonl_file(path: str | os.PathLike, field: str = "text") -> list[str]:
     """Documents from field `field` of each line of a JSON-lines file; the field must be a
     string (null, numbers, lists and objects are errors, not documents)."""
-    p = _existing(path, "jsonl", file=True)
+    p = existing(path, "jsonl", file=True)
     docs = []
     for n, line in utf8_lines(p):
         if not line.strip():
@@ -139,7 +91,7 @@ def jsonl_file(path: str | os.PathLike, field: str = "text") -> list[str]:
 def tsv_file(path: str | os.PathLike, field: str = "text") -> list[str]:
     """Documents from column `field` of a tab-separated file with a header row; rows too short
     to have the column are skipped with a warning that counts them."""
-    p = _existing(path, "tsv", file=True)
+    p = existing(path, "tsv", file=True)
     csv.field_size_limit(sys.maxsize)
     reader = csv.DictReader(
         (line for _, line in utf8_lines(p)), delimiter="\t", quoting=csv.QUOTE_NONE
@@ -195,8 +147,6 @@ def tfds_dataset(
 
 def _annotated_texts(corpus: str) -> Callable[..., list[str]]:
     def texts(path: str | os.PathLike = "", field: str = "text") -> list[str]:
-        from lm_jax.data.entities import load_annotated_documents
-
         return [doc.text for doc in load_annotated_documents(corpus, str(path))]
 
     return texts

@@ -14,6 +14,9 @@ from pathlib import Path
 
 import tensorflow_datasets as tfds
 
+from lm_jax.data.files import text_files
+from lm_jax.errors import DataError
+
 NAME = "local_text_files"
 
 
@@ -33,16 +36,12 @@ class LocalTextFiles(tfds.core.GeneratorBasedBuilder):
         return {"train": self._generate_examples(Path(dl_manager.manual_dir))}
 
     def _generate_examples(self, path: Path):
-        from lm_jax.data.sources import text_files
-
         for i, doc in enumerate(text_files(path)):
             yield i, {"text": doc}
 
 
 def prepare_local_text_dataset(text_path: str | os.PathLike, data_dir: str | os.PathLike) -> Path:
     """Build `local_text_files` from `text_path` under `data_dir`; returns the dataset folder."""
-    from lm_jax.errors import DataError
-
     text_path = Path(text_path)
     if not text_path.exists():
         raise DataError(f"corpus path does not exist: {text_path}")

@@ -103,9 +103,3 @@ class TransformerConfig:
         if self.dtype == "auto":
             return jnp.dtype(jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16)
         return jnp.dtype(self.dtype)
-
-    def non_embedding_params(self) -> int:
-        """Parameters outside the embeddings and MLM head (for model FLOPs)."""
-        h, i = self.hidden_size, self.intermediate_size
-        per_layer = 4 * h * h + 4 * h + 2 * h * i + i + h + 4 * h
-        return self.num_layers * per_layer

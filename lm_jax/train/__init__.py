@@ -1,1 +1,1 @@
-"""Training: optimiser, jitted steps, checkpoints, metrics and the pretraining loop."""
+"""The generic trainer: optimiser, jitted sharded steps, the loop, checkpoints, metrics."""

@@ -6,6 +6,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
+OPTIMIZERS = ("adamw", "lamb", "adafactor")
+DECAYS = ("linear", "cosine", "rsqrt")
+
 
 def learning_rate_schedule(
     peak: float, warmup_steps: int, total_steps: int, decay: str = "linear"
@@ -22,7 +25,7 @@ def learning_rate_schedule(
         start = max(1, warmup_steps)
         after = lambda step: peak * jnp.sqrt(start / (jnp.maximum(step, 0) + start))
     else:
-        raise ValueError(f"decay must be linear, cosine or rsqrt, got {decay!r}")
+        raise ValueError(f"decay must be one of {list(DECAYS)}, got {decay!r}")
     warmup = optax.linear_schedule(0.0, peak, max(1, warmup_steps))
     return optax.join_schedules([warmup, after], [warmup_steps])
 

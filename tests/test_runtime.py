@@ -15,7 +15,7 @@ import pytest
 FAULTS = textwrap.dedent(
     """
     import ctypes, resource, sys
-    from lm_jax.host_memory import reuse_freed_host_memory
+    from lm_jax.runtime import reuse_freed_host_memory
 
     applied = reuse_freed_host_memory() if sys.argv[1] == "reuse" else False
     libc = ctypes.CDLL("libc.so.6")

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lm_jax.data.files import utf8_lines
 from lm_jax.data.packing import PackedRows
-from lm_jax.data.sources import utf8_lines
 from lm_jax.data.tokenizer import Tokenizer
 from lm_jax.errors import DataError
 

@@ -20,11 +20,12 @@ from pathlib import Path
 from absl import flags
 from ml_collections import config_flags
 
+from lm_jax import objectives
+from lm_jax.config_tools import flatten
 from lm_jax.errors import LmJaxError
-from lm_jax.host_memory import reuse_freed_host_memory
-from lm_jax.sharding import use_cpu_cores
+from lm_jax.pretrain.schema import objective_options, pretraining_config
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "pretrain.py"
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "pretrain.py"
 
 
 def _parse_config(argv: list[str]):
@@ -41,9 +42,7 @@ def _parse_config(argv: list[str]):
 
 def _explain_flag_error(argv: list[str], error: Exception) -> str:
     """Name the offending --config.FIELD when an override does not exist."""
-    from lm_jax.config import _flatten, pretraining_config
-
-    fields = _flatten(pretraining_config().to_dict())
+    fields = flatten(pretraining_config().to_dict())
     for arg in argv[1:]:
         if arg.startswith("--config.objective_options.") and "=" in arg:
             option = arg[len("--config.objective_options.") :].split("=", 1)[0]
@@ -75,8 +74,6 @@ def _objective_of(argv: list[str]) -> str:
 def _foreign_option(argv: list[str], option: str) -> str | None:
     """An objective option the run's objective does not have: say whose it is (None: the
     objective has it)."""
-    from lm_jax import objectives
-    from lm_jax.config import objective_options
 
     objective = _objective_of(argv)
     if objective not in objectives.names():
@@ -116,9 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         "matplotlib",
     ):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    reuse_freed_host_memory()  # both before the first JAX computation
-    use_cpu_cores(config)
-    from lm_jax.train.loop import pretrain
+    from lm_jax.pretrain.run import pretrain
 
     try:
         summary = pretrain(config)
@@ -159,7 +154,3 @@ def main(argv: list[str] | None = None) -> int:
     if summary.tokenizer_path:
         print(f"  tokenizer     : {summary.tokenizer_path.absolute()}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

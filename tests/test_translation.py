@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from conftest import tiny_config
 
-from lm_jax.config import pretraining_config, validate
-from lm_jax.data.parallel import (
+from lm_jax.data.pipeline import build_pretraining_data
+from lm_jax.data.tokenizer import train_sentencepiece
+from lm_jax.data.translation import (
     TranslationPair,
     django_translations,
     load_translation_pairs,
@@ -15,10 +16,10 @@ from lm_jax.data.parallel import (
     parallel_tsv,
     read_mo,
 )
-from lm_jax.data.pipeline import build_pretraining_data
-from lm_jax.data.tokenizer import train_sentencepiece
 from lm_jax.errors import ConfigError, DataError
 from lm_jax.layout import Rows
+from lm_jax.pretrain.schema import pretraining_config
+from lm_jax.pretrain.validation import validate
 
 
 def write_mo(path, entries: dict[str, str]) -> None:

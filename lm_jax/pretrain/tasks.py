@@ -1,4 +1,4 @@
-"""What each objective trains: the model family it needs and how its batch becomes losses.
+"""What each objective trains: the model its spec names and how its batch becomes losses.
 
 A task's `sums` returns sums (not means) so that metrics over several batches combine exactly:
 `nll_sum` / `correct_sum` / `weight_sum` for the main prediction head (masked, next or decoder

@@ -13,8 +13,9 @@ import pytest
 from conftest import ROOT, run_python, tiny_cli_overrides, tiny_config
 from jax.sharding import PartitionSpec as P
 
-from lm_jax.sharding import cpu_device_count, logical_to_spec, make_mesh, state_shardings
-from lm_jax.train.loop import pretrain
+from lm_jax.pretrain.run import pretrain
+from lm_jax.runtime import cpu_device_count
+from lm_jax.sharding import logical_to_spec, make_mesh, state_shardings
 from lm_jax.train.metrics import read_metrics
 
 SHORT_RUN = {
@@ -97,7 +98,7 @@ def test_meshes_of_8_devices_match_one_device(one_device_run, tmp_path):
         sys.path.insert(0, "tests")
         from conftest import tiny_config
         from lm_jax.train import metrics
-        from lm_jax.train.loop import pretrain
+        from lm_jax.pretrain.run import pretrain
         from lm_jax.train.metrics import read_metrics
         metrics.matmul_rate = lambda: 1e11  # the 8 CPU devices share this process's cores
         result = {{"peak": metrics.peak_flops()[0]}}

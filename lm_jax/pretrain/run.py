@@ -1,0 +1,343 @@
+"""Pretraining runs: the configured corpus, objective (or mixture) and model, trained by the
+generic loop (`lm_jax.train.loop`), with a summary of where the outputs went.
+
+The run directory is locked for the whole run (`RunDirectoryLock`): a second run into it fails
+with `OutputError` before writing anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import jax
+import ml_collections
+import numpy as np
+from flax import nnx
+from tqdm.auto import tqdm
+
+from lm_jax import objectives, runtime
+from lm_jax.data.pipeline import (
+    TOKENIZER_FILE,
+    batch_iterator,
+    build_pretraining_data,
+    eval_batches,
+    train_batches,
+)
+from lm_jax.errors import ConfigError, DataError
+from lm_jax.models import TransformerConfig
+from lm_jax.pretrain.schema import components
+from lm_jax.pretrain.tasks import step_task, task_of
+from lm_jax.pretrain.validation import t5_sentinels_needed, validate
+from lm_jax.sharding import batch_split, global_batch, make_mesh
+from lm_jax.train.checkpoint import Checkpointer, check_run_config
+from lm_jax.train.loop import (
+    Loop,
+    Records,
+    add_sums,
+    initialize_distributed,
+    model_flops,
+    prepare_run_directory,
+    resume,
+    run_loop,
+    schedule_note,
+)
+from lm_jax.train.losses import summarize, unigram_cross_entropy
+from lm_jax.train.metrics import MetricsWriter, peak_flops, plot_loss_curve, read_metrics
+from lm_jax.train.optimizer import make_optimizer
+from lm_jax.train.run_directory import RunDirectoryLock
+from lm_jax.train.step import (
+    INIT_STREAM,
+    MIXTURE_STREAM,
+    TrainState,
+    init_train_state,
+    make_eval_step,
+    make_train_step,
+    stream_key,
+)
+
+log = logging.getLogger(__name__)
+UNK_WARNING_FRACTION = 0.01
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSummary:
+    """Where a run's outputs are, how its held-out loss moved, and its final state."""
+
+    workdir: Path
+    checkpoint_dir: Path
+    metrics_path: Path
+    plot_path: Path | None  # None when the picture could not be written
+    tokenizer_path: Path | None
+    final_step: int
+    first_eval_loss: float
+    last_eval_loss: float
+    unigram_baseline: float
+    state: TrainState
+    interrupted: bool  # stopped early by a signal, with a checkpoint at final_step
+    trained_steps: int = 0  # steps trained by this call (0: the run was already done)
+    signal: str | None = None  # SIGTERM or SIGINT when interrupted
+
+
+def default_workdir(config: ml_collections.ConfigDict) -> Path:
+    return Path(config.output_dir or f"runs/{config.objective}")
+
+
+def build_model(config: ml_collections.ConfigDict, vocab_size: int) -> nnx.Module:
+    """The objectives' model (`lm_jax.pretrain.tasks`; a mixture's objectives share one),
+    initialised from the run's seed."""
+    model_cfg = TransformerConfig(vocab_size=vocab_size, **config.model.to_dict())
+    init_key = stream_key(config.seed, INIT_STREAM)
+    objective = components(config)[0].objective
+    return task_of(objective).build(model_cfg, nnx.Rngs(params=init_key))
+
+
+def choose_component(seed: int, step: int, weights: Sequence[float]) -> int:
+    """Index of the mixture component trained at `step`: drawn with probability proportional
+    to `weights`, from (seed, step) only, so a resumed run draws the same sequence."""
+    if len(weights) == 1:
+        return 0
+    p = np.asarray(weights, np.float64) / sum(weights)
+    return int(np.random.default_rng([seed, MIXTURE_STREAM, step]).choice(len(p), p=p))
+
+
+def summarize_components(sums: dict[str, dict]) -> dict[str, float]:
+    """Metrics of one objective, or of a mixture: the loss and accuracy pooled over every
+    component's main-head predictions, then `<component>/<metric>` for each of them."""
+    if len(sums) == 1:
+        return summarize(next(iter(sums.values())))
+    keys = ("nll_sum", "correct_sum", "weight_sum")
+    out = summarize({k: sum(float(s[k]) for s in sums.values()) for k in keys})
+    for name, component_sums in sums.items():
+        out.update({f"{name}/{k}": v for k, v in summarize(component_sums).items()})
+    return out
+
+
+def evaluate(eval_steps: dict, params, batches) -> dict[str, float]:
+    """Every objective of the run on the same held-out batches (fixed masks per batch)."""
+    sums = {}
+    for name, eval_step in eval_steps.items():
+        for i, rows in enumerate(batches):
+            sums[name] = add_sums(sums.get(name), eval_step(params, rows, np.int32(i)))
+    return summarize_components(sums)
+
+
+def _check_vocabulary(config, data) -> None:
+    """Refuse a vocabulary the objectives cannot use; warn when it does not fit the corpus."""
+    vocab = data.tokenizer.vocab
+    if not len(vocab.regular_ids()):
+        raise DataError(
+            f"the tokenizer's vocabulary ({vocab.size} ids) holds only special tokens: there is "
+            "nothing to predict or to sample as a replacement (config.tokenizer.path)"
+        )
+    for c in components(config):
+        if c.objective == "t5":
+            need = t5_sentinels_needed(config.data.seq_len, c.options)
+            if len(vocab.sentinel_ids) < need:
+                raise DataError(
+                    f"t5 on rows of {config.data.seq_len} tokens needs {need} sentinel ids; the "
+                    f"tokenizer has {len(vocab.sentinel_ids)} (SentencePiece: raise "
+                    "config.tokenizer.extra_ids; a WordPiece vocab.txt has none: use a "
+                    "SentencePiece model)"
+                )
+    real = data.train.tokens[data.train.segment_ids != 0]
+    unknown = float(np.mean(real == vocab.unk_id)) if real.size else 0.0
+    if unknown > UNK_WARNING_FRACTION:
+        log.warning(
+            "%.1f%% of the training tokens are [UNK]: the tokenizer does not fit this corpus "
+            "(another language or script? config.tokenizer.lowercase?)",
+            100 * unknown,
+        )
+
+
+def pretrain(
+    config: ml_collections.ConfigDict, workdir: Path | None = None, progress: bool = True
+) -> RunSummary:
+    """Pretrain (or resume) the configured run; returns where its outputs went.
+
+    The run directory is locked for the whole run (`RunDirectoryLock`): a second run into it
+    fails with `OutputError` before writing anything."""
+    validate(config)
+    runtime.prepare(config)  # before the first JAX computation
+    if config.distributed.initialize:
+        initialize_distributed(config.distributed)
+    workdir = Path(workdir or default_workdir(config))
+    if jax.process_index() != 0:
+        return _pretrain_locked(config, workdir, progress)
+    with RunDirectoryLock(workdir):
+        return _pretrain_locked(config, workdir, progress)
+
+
+def _pretrain_locked(config, workdir: Path, progress: bool) -> RunSummary:
+    main_process = jax.process_index() == 0
+    resuming = prepare_run_directory(config, workdir, main_process)
+    rows = objectives.spec(components(config)[0].objective).rows
+    data = build_pretraining_data(config, workdir, reuse_tokenizer=resuming, rows=rows)
+    _check_vocabulary(config, data)
+    if not resuming and main_process:
+        check_run_config(workdir, config.to_dict(), resuming=False)
+    log.info(
+        "corpus: %d train / %d held-out documents -> %d / %d rows of %d tokens",
+        *data.num_documents,
+        len(data.train),
+        len(data.eval),
+        config.data.seq_len,
+    )
+    loop = _build_loop(config, workdir, data, main_process)
+    try:
+        return _train(config, workdir, data, loop, progress, main_process)
+    finally:
+        loop.checkpointer.close()
+
+
+def _mesh(config):
+    mesh = make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
+    if config.train.batch_size % batch_split(mesh):
+        raise ConfigError(
+            f"config.train.batch_size ({config.train.batch_size}) must be divisible by the "
+            f"mesh's data x fsdp = {batch_split(mesh)} ways"
+        )
+    log.info("mesh %s over %d device(s)", dict(mesh.shape), mesh.size)
+    return mesh
+
+
+def _build_loop(config, workdir: Path, data, main_process: bool) -> Loop:
+    """The mesh, the (restored) sharded state and the jitted steps of every component."""
+    t, vocab = config.train, data.tokenizer.vocab
+    mesh = _mesh(config)
+    optimizer, schedule = make_optimizer(t)
+    graphdef, state, state_sharding = init_train_state(
+        functools.partial(build_model, config, vocab.size), optimizer, mesh
+    )
+    shard = dict(process_index=jax.process_index(), process_count=jax.process_count())
+    batches = batch_iterator(train_batches(data.train, t.batch_size, config.seed, **shard))
+    checkpointer = Checkpointer(
+        workdir / "checkpoints",
+        keep=t.keep_checkpoints,
+        config=config.to_dict(),
+        write_checksums=main_process,
+    )
+    fingerprint = hashlib.sha256(
+        (data.train.fingerprint() + data.eval.fingerprint()).encode()
+    ).hexdigest()
+    try:
+        state, start = resume(checkpointer, state, batches, fingerprint)
+        schedule_note(config, start, schedule, checkpointer)
+    except BaseException:
+        checkpointer.close()
+        raise
+    train_steps, eval_steps = {}, {}
+    for c in components(config):
+        task = step_task(c.objective, c.options, vocab)
+        train_steps[c.name] = make_train_step(
+            graphdef, optimizer, task, config.seed, mesh, state_sharding
+        )
+        eval_steps[c.name] = make_eval_step(
+            graphdef, task, config.seed, mesh, state_sharding.params
+        )
+    held_out = [
+        global_batch(b, mesh)
+        for b in eval_batches(data.eval, t.batch_size, t.eval_batches, **shard)
+    ]
+    with jax.set_mesh(mesh):
+        step_flops = {
+            n: model_flops(f, state.params, held_out[0], np.int32(0)) for n, f in eval_steps.items()
+        }
+    return Loop(
+        mesh=mesh,
+        state=state,
+        schedule=schedule,
+        train_steps=train_steps,
+        evaluate=functools.partial(evaluate, eval_steps, batches=held_out),
+        batches=batches,
+        checkpointer=checkpointer,
+        start=start,
+        fingerprint=fingerprint,
+        step_flops=step_flops,
+        summarize=summarize_components,
+    )
+
+
+def _train(config, workdir: Path, data, loop: Loop, progress: bool, main_process: bool):
+    """Run the generic loop over the run's components; then the summary."""
+    t = config.train
+    names, weights = zip(*((c.name, c.weight) for c in components(config)))
+    if loop.start >= t.steps:
+        log.warning(
+            "nothing to train: the latest checkpoint is step %d, at or past "
+            "config.train.steps=%d; raise config.train.steps to continue",
+            loop.start,
+            t.steps,
+        )
+    metrics = None
+    if main_process:
+        metrics = MetricsWriter(
+            workdir / "metrics.jsonl",
+            drop_after=loop.start if loop.start else -1,
+            tensorboard_dir=workdir / "tensorboard",
+        )
+    peak, peak_source = peak_flops()
+    log.info(
+        "model FLOPs per step %s; MFU against %.3g FLOP/s (%s)", loop.step_flops, peak, peak_source
+    )
+    bar = tqdm(
+        range(loop.start, t.steps),
+        initial=loop.start,
+        total=t.steps,
+        disable=not progress or not main_process,
+        desc=f"pretrain {'+'.join(names)}",
+        unit="step",
+        dynamic_ncols=True,
+    )
+    records = Records(metrics)
+    try:
+        result = run_loop(
+            loop,
+            t,
+            lambda step: names[choose_component(config.seed, step, weights)],
+            records,
+            peak,
+            bar,
+        )
+    finally:
+        if metrics is not None:
+            metrics.close()
+    return _summary(config, workdir, data, loop, result, records.evaluations, main_process)
+
+
+def _summary(config, workdir, data, loop, result, evaluations, main_process) -> RunSummary:
+    vocab = data.tokenizer.vocab
+    names = [c.name for c in components(config)]
+    plot_path = workdir / "loss.png"
+    if main_process:
+        plot_path = plot_loss_curve(
+            workdir / "metrics.jsonl",
+            plot_path,
+            title=f"{'+'.join(names)} on {config.data.corpus}",
+        )
+    # Process 0 holds the whole history (a resumed run's earlier evaluations included).
+    records = read_metrics(workdir / "metrics.jsonl") if main_process else evaluations
+    evals = sorted((r for r in records if r["split"] == "eval"), key=lambda r: r["step"])
+    tokenizer_path = None if config.tokenizer.path else workdir / TOKENIZER_FILE
+    return RunSummary(
+        workdir=workdir,
+        checkpoint_dir=loop.checkpointer.directory,
+        metrics_path=workdir / "metrics.jsonl",
+        plot_path=plot_path,
+        tokenizer_path=tokenizer_path,
+        final_step=result.final_step,
+        trained_steps=result.final_step - loop.start,
+        first_eval_loss=evals[0]["loss"] if evals else math.nan,
+        last_eval_loss=evals[-1]["loss"] if evals else math.nan,
+        unigram_baseline=unigram_cross_entropy(
+            data.train.tokens, data.eval.tokens, vocab.size, vocab.special_ids
+        ),
+        state=result.state,
+        interrupted=result.signal is not None,
+        signal=result.signal,
+    )
