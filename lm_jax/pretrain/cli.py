@@ -99,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     if len(rest) > 1:
         print(f"lm_jax: error: unexpected arguments {rest[1:]}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="[lm_jax] %(message)s")
+    # force: a library imported above may have given the root logger a handler already.
+    logging.basicConfig(level=logging.INFO, format="[lm_jax] %(message)s", force=True)
     # A failed checkpoint save is reported by lm_jax's own error; orbax's background threads
     # and their asyncio tasks would log the same failure again, with tracebacks, many times.
     for quiet in ("orbax", "asyncio"):
