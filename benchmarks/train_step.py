@@ -90,7 +90,7 @@ def our_step(objective: str, a, devices: list[jax.Device]):
     )
     optimizer, _ = make_optimizer(train)
     graphdef, state, state_sharding = init_train_state(
-        lambda: task.build(cfg, nnx.Rngs(0)), optimizer, mesh
+        lambda: task.build(cfg, task.settings(), nnx.Rngs(0)), optimizer, mesh
     )
     step = make_train_step(
         graphdef, optimizer, step_task(objective, {}, vocab), 0, mesh, state_sharding

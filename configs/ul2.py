@@ -9,7 +9,7 @@ inputs. Optimiser and sizes: T5's (`T5_RECIPE`, `T5_SIZES` in lm_jax/pretrain/re
 """
 
 from lm_jax.pretrain.recipes import T5_RECIPE, T5_SIZES, sized_config
-from lm_jax.pretrain.schema import MIXTURE, objective_options
+from lm_jax.pretrain.schema import MIXTURE, family_defaults, objective_options
 
 DENOISERS = {  # name: (mean span length, noise density)
     "r3": (3.0, 0.15),
@@ -24,6 +24,7 @@ RECIPE = {**T5_RECIPE, "tokenizer.extra_ids": 100}
 
 def get_config(size: str = "tiny"):
     c = sized_config(MIXTURE, size, RECIPE, T5_SIZES)
+    family_defaults(c, "t5")  # T5 v1.0: ReLU, 32 relative buckets
     for name, (mean_span, density) in DENOISERS.items():
         c.mixture[name] = {"objective": "t5", "weight": 1.0}
         c.mixture[name].options = objective_options("t5")

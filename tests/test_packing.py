@@ -1,12 +1,13 @@
 """Document-aware packing: exact layout, segment ids, positions."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lm_jax.data.packing import pack_documents, segments_to_positions
+from lm_jax.data.packing import pack_documents
 from lm_jax.errors import DataError
-from lm_jax.objectives.registry import positions_from_segments
+from lm_jax.layout import positions_from_segments
 
 
 def test_pack_exact_layout(vocab):
@@ -44,13 +45,14 @@ def test_pack_errors(vocab):
 
 
 def test_positions_numpy_and_jax_agree():
+    """One function for the host pipeline (NumPy) and the objectives (JAX, under jit)."""
     rng = np.random.default_rng(0)
     seg = np.sort(rng.integers(0, 5, size=(16, 40)), axis=1)
+    on_host = positions_from_segments(seg)
+    assert isinstance(on_host, np.ndarray) and on_host.dtype == np.int32
+    np.testing.assert_array_equal(on_host, jax.jit(positions_from_segments)(jnp.asarray(seg)))
     np.testing.assert_array_equal(
-        segments_to_positions(seg), positions_from_segments(jnp.asarray(seg))
-    )
-    np.testing.assert_array_equal(
-        segments_to_positions(np.array([1, 1, 2, 2, 2, 0])), [0, 1, 0, 1, 2, 0]
+        positions_from_segments(np.array([1, 1, 2, 2, 2, 0])), [0, 1, 0, 1, 2, 0]
     )
 
 

@@ -245,6 +245,10 @@ def run_cli(*args, cwd=ROOT):
             "corpus path does not exist",
         ),
         (["--config=configs/missing.py"], "configs/missing.py"),
+        (
+            ["--config.model_options.gated_feed_forward=true"],
+            "config.model_options.gated_feed_forward is not a setting of the model that 'mlm'",
+        ),
     ],
 )
 def test_cli_bad_input_exits_2(args, message, tmp_path):

@@ -14,8 +14,11 @@ Implementations (`implementation=`):
 - "tokamax": `tokamax.dot_product_attention` (optional dependency), which picks its own best
   kernel per backend: Pallas Mosaic on TPU and GPU, Triton on GPU, XLA on CPU. The compact mask
   is densified for it.
-- None (default): chosen per backend and shape by `choose_implementation`.
-An implementation that cannot run the given call falls back to "xla" with a logged reason.
+- None (default): chosen per backend and shape by `choose_implementation`, among the
+  implementations whose tests ran on that backend (`VERIFIED`): today the pure-XLA ones.
+Every implementation returns zeros for a query row that sees no key (the kernels differ on such
+rows, so the fused ones are masked afterwards). An implementation that cannot run the given
+call falls back to "xla" with a logged reason.
 """
 
 from __future__ import annotations
@@ -50,11 +53,16 @@ def unsupported_reason(implementation: str, query: jnp.ndarray) -> str | None:
     return None
 
 
+# Implementations the automatic choice may pick, per backend: those whose comparison with the
+# reference (tests/test_attention.py) has run there. "cudnn" has never run on a GPU here and
+# the tokamax kernels only on CPU (its XLA path), so both are used only when asked for.
+VERIFIED = {"cpu": ("xla", "chunked"), "gpu": ("xla", "chunked"), "tpu": ("xla", "chunked")}
+
+
 def choose_implementation(query: jnp.ndarray, key: jnp.ndarray) -> str:
-    """cuDNN where it runs (GPU, half precision), "chunked" for long sequences, else "xla"."""
-    if unsupported_reason("cudnn", query) is None:
-        return "cudnn"
-    if query.shape[1] * key.shape[1] > CHUNKED_THRESHOLD:
+    """ "chunked" above `CHUNKED_THRESHOLD` (query, key) pairs, else "xla" (see `VERIFIED`)."""
+    verified = VERIFIED.get(jax.default_backend(), ("xla",))
+    if "chunked" in verified and query.shape[1] * key.shape[1] > CHUNKED_THRESHOLD:
         return "chunked"
     return "xla"
 
@@ -107,15 +115,11 @@ def dot_product_attention(
     if implementation == "chunked":
         return _chunked(query, key, value, mask, bias, scale, q_chunk, kv_chunk)
     if implementation == "cudnn":
-        return jax.nn.dot_product_attention(
-            query,
-            key,
-            value,
-            bias=bias,
-            mask=mask.dense()[:, None],
-            scale=scale,
-            implementation="cudnn",
+        allowed = mask.dense()[:, None]  # [batch, 1, q, kv]
+        out = jax.nn.dot_product_attention(
+            query, key, value, bias=bias, mask=allowed, scale=scale, implementation="cudnn"
         )
+        return _zero_unseen_rows(out, allowed, query.dtype)
     if implementation == "tokamax":
         return _tokamax(query, key, value, mask, bias, scale)
     return _reference(query, key, value, mask, bias, scale)
@@ -132,9 +136,14 @@ def _tokamax(query, key, value, mask, bias, scale):
 
     allowed = mask.dense()[:, None]  # [batch, 1, q, kv]
     out = tokamax.dot_product_attention(query, key, value, bias=bias, mask=allowed, scale=scale)
-    # Our contract: a query that sees no key returns zeros (kernels differ on such rows).
+    return _zero_unseen_rows(out, allowed, query.dtype)
+
+
+def _zero_unseen_rows(out, allowed, dtype):
+    """The contract of every implementation: a query that sees no key returns zeros (fused
+    kernels differ on such rows). `allowed` is the dense mask [batch, 1, q, kv]."""
     visible = allowed.any(-1)[:, 0, :, None, None]
-    return jnp.where(visible, out, 0).astype(query.dtype)
+    return jnp.where(visible, out, 0).astype(dtype)
 
 
 def two_stream_attention(

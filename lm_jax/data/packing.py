@@ -17,6 +17,7 @@ import numpy as np
 
 from lm_jax.data.tokenizer import VocabInfo
 from lm_jax.errors import DataError
+from lm_jax.layout import positions_from_segments
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,8 +38,8 @@ class PackedRows:
     def from_segments(
         cls, tokens: np.ndarray, segment_ids: np.ndarray, word_starts: np.ndarray, **fields
     ) -> PackedRows:
-        """Rows whose positions restart at 0 with each segment (`segments_to_positions`)."""
-        positions = segments_to_positions(segment_ids)
+        """Rows whose positions restart at 0 with each segment (`positions_from_segments`)."""
+        positions = positions_from_segments(np.asarray(segment_ids))
         return cls(tokens, segment_ids, positions, word_starts, **fields)
 
     def __len__(self) -> int:
@@ -58,17 +59,6 @@ class PackedRows:
     def row(self, i: int) -> dict[str, np.ndarray]:
         fields = (f.name for f in dataclasses.fields(self))
         return {name: getattr(self, name)[i] for name in fields if getattr(self, name) is not None}
-
-
-def segments_to_positions(segment_ids: np.ndarray) -> np.ndarray:
-    """Positions restarting at 0 wherever the segment id changes along the last axis; 0 on
-    padding (segment 0)."""
-    seg = np.asarray(segment_ids)
-    idx = np.broadcast_to(np.arange(seg.shape[-1]), seg.shape)
-    change = np.ones(seg.shape, dtype=bool)
-    change[..., 1:] = seg[..., 1:] != seg[..., :-1]
-    start = np.maximum.accumulate(np.where(change, idx, 0), axis=-1)
-    return np.where(seg != 0, idx - start, 0).astype(np.int32)
 
 
 def pack_documents(

@@ -17,7 +17,13 @@ from lm_jax.models.heads import (
     SpanBoundaryHead,
     gather_positions,
 )
-from lm_jax.models.layers import Embeddings, EncoderLayer, RelativePositionBias, dense
+from lm_jax.models.layers import (
+    Embeddings,
+    EncoderLayer,
+    RelativePositionBias,
+    dense,
+    layer_runner,
+)
 
 
 class Encoder(nnx.Module):
@@ -119,11 +125,12 @@ class Encoder(nnx.Module):
         returned, and the last layer computes only those (nothing reads its other rows)."""
         bias = None if self.relative_bias is None else self.relative_bias(q_positions, kv_positions)
 
-        def run(layer, x, mask, bias, context, rngs):
-            return layer(x, mask, bias, context=context, deterministic=deterministic, rngs=rngs)
-
-        if self.cfg.remat:
-            run = nnx.remat(run)
+        run = layer_runner(
+            self.cfg,
+            lambda layer, x, mask, bias, context, rngs: layer(
+                x, mask, bias, context=context, deterministic=deterministic, rngs=rngs
+            ),
+        )
         for i, layer in enumerate(self.layers):
             context = None
             if query_start is not None and i == len(self.layers) - 1:

@@ -51,6 +51,13 @@ def dense(
     )
 
 
+def layer_runner(cfg: TransformerConfig, call):
+    """`call(layer, *inputs)`, recomputed in the backward pass when `cfg.remat` (`nnx.remat`,
+    i.e. `jax.checkpoint`: each layer's activations are not stored). Every family runs its
+    layers through this, so `remat` means the same everywhere."""
+    return nnx.remat(call) if cfg.remat else call
+
+
 def rms_norm(cfg: TransformerConfig, rngs: nnx.Rngs) -> nnx.RMSNorm:
     """RMSNorm (scale only, no mean subtraction), T5's "layer norm"."""
     return nnx.RMSNorm(

@@ -30,6 +30,7 @@ from lm_jax.models.layers import (
     dense,
     embed,
     layer_norm,
+    layer_runner,
     rms_norm,
     vocabulary_logits,
 )
@@ -188,8 +189,14 @@ class EncoderDecoder(nnx.Module):
         bias = None
         if self.cfg.family == "t5":
             bias = self.encoder_relative_bias(batch.positions, batch.positions)
+        run = layer_runner(
+            self.cfg,
+            lambda layer, x, mask, bias, rngs: layer(
+                x, mask, bias, deterministic=deterministic, rngs=rngs
+            ),
+        )
         for layer in self.encoder_layers:
-            x = layer(x, batch.attention, bias, deterministic=deterministic, rngs=rngs)
+            x = run(layer, x, batch.attention, bias, rngs)
         if self.cfg.family == "t5":
             x = self.dropout(self.encoder_final_norm(x), deterministic=deterministic, rngs=rngs)
         return x
@@ -208,16 +215,14 @@ class EncoderDecoder(nnx.Module):
         bias = None
         if self.cfg.family == "t5":
             bias = self.decoder_relative_bias(positions, positions)
+        run = layer_runner(
+            self.cfg,
+            lambda layer, x, mask, bias, encoded, cross, rngs: layer(
+                x, mask, bias, encoded, cross, deterministic=deterministic, rngs=rngs
+            ),
+        )
         for layer in self.decoder_layers:
-            x = layer(
-                x,
-                batch.decoder_attention,
-                bias,
-                encoded,
-                batch.cross_attention,
-                deterministic=deterministic,
-                rngs=rngs,
-            )
+            x = run(layer, x, batch.decoder_attention, bias, encoded, batch.cross_attention, rngs)
         if self.cfg.family == "t5":
             x = self.dropout(self.decoder_final_norm(x), deterministic=deterministic, rngs=rngs)
             if self.cfg.scale_decoder_outputs:

@@ -20,7 +20,13 @@ from flax import nnx, struct
 from lm_jax.attention import AttentionMask, dot_product_attention
 from lm_jax.batch import Batch, TwoStreamBatch
 from lm_jax.models.config import TransformerConfig
-from lm_jax.models.layers import HIDDEN_AXES, FeedForward, layer_norm, vocabulary_logits
+from lm_jax.models.layers import (
+    HIDDEN_AXES,
+    FeedForward,
+    layer_norm,
+    layer_runner,
+    vocabulary_logits,
+)
 from lm_jax.sharding import constrain
 
 # Memory keys rank below everything, so every query of the row's first document sees them.
@@ -224,6 +230,12 @@ class XLNet(nnx.Module):
         )
         x = jnp.concatenate([h, g], axis=-2) if two_stream else h
         new_memory = []
+        run = layer_runner(
+            self.cfg,
+            lambda layer, x, keys, mask, relative, rngs: layer(
+                x, keys, mask, relative, deterministic=deterministic, rngs=rngs
+            ),
+        )
         for i, layer in enumerate(self.layers):
             content = x[..., :length, :]
             keys = content if memory is None else jnp.concatenate([memory[i], content], -2)
@@ -238,7 +250,7 @@ class XLNet(nnx.Module):
                 x = x[..., length:, :]
                 mask = mask.query_rows(length)
                 relative = relative.query_rows(length)
-            x = layer(x, keys, mask, relative, deterministic=deterministic, rngs=rngs)
+            x = run(layer, x, keys, mask, relative, rngs)
         out = drop(x)
         logits = vocabulary_logits(out, self.word, self.bias[...])
         return logits, new_memory

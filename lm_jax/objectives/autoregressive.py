@@ -10,18 +10,10 @@ import jax.numpy as jnp
 
 from lm_jax.attention.mask import AttentionMask
 from lm_jax.batch import Batch
-from lm_jax.objectives.masking import (
-    candidates_of,
-    check_rates,
-    corrupt,
-    default_max_predictions,
-    prediction_budget,
-    select_ngram_units,
-    sparse_layout,
-    unit_ids,
-)
+from lm_jax.layout import positions_from_segments
+from lm_jax.objectives.masking import check_rates, default_max_predictions, masked_row
 from lm_jax.objectives.options import Options
-from lm_jax.objectives.registry import Model, map_rows, positions_from_segments, register
+from lm_jax.objectives.registry import Model, map_rows, register
 from lm_jax.vocab import VocabInfo
 
 UNILM_MODES = ("bidirectional", "left_to_right", "right_to_left", "seq2seq")
@@ -147,7 +139,9 @@ def _unilm_row(
     mask_prob,
     random_prob,
 ):
-    k_mode, k_prefix, k_budget, k_select, k_corrupt = jax.random.split(key, 5)
+    """One UniLM row: a mode, its attention ranks and LM identifiers, and the shared cloze
+    masking of every masked-LM objective (`masked_row`, with every token a unit)."""
+    k_mode, k_prefix, k_mask = jax.random.split(key, 3)
     mode = jax.random.categorical(k_mode, mode_logits)
     positions = positions_from_segments(segment_ids)
     source = _random_prefix(k_prefix, segment_ids, positions)
@@ -161,30 +155,23 @@ def _unilm_row(
     )[mode]
     types = jnp.asarray([UNILM_TOKEN_TYPES[m] for m in UNILM_MODES])[mode]
     token_types = jnp.where(mode == 3, (positions >= source).astype(jnp.int32), types)
-
-    candidates = candidates_of(tokens, segment_ids, vocab)
-    count = prediction_budget(
-        k_budget, (segment_ids != 0).sum(), rate, max_predictions, "round", tokens.shape[-1]
+    masked = masked_row(
+        k_mask,
+        tokens,
+        segment_ids,
+        jnp.ones(tokens.shape, bool),
+        vocab=vocab,
+        rate=rate,
+        max_predictions=max_predictions,
+        budget="round",
+        ngram_probs=ngram_probs,
+        mask_prob=mask_prob,
+        random_prob=random_prob,
+        random_excludes_specials=True,
     )
-    units = unit_ids(jnp.ones_like(candidates), candidates, segment_ids)
-    selected = select_ngram_units(k_select, units, segment_ids, count, ngram_probs)
-    masked_positions, masked_targets, masked_weights = sparse_layout(
-        selected, tokens, max_predictions, vocab.pad_id
-    )
-    inputs = corrupt(
-        k_corrupt, tokens, masked_positions, masked_weights, vocab, mask_prob, random_prob
-    )
-    return Batch(
-        inputs=inputs,
-        targets=tokens,
-        loss_weights=selected.astype(jnp.float32),
-        positions=positions,
-        segment_ids=segment_ids,
+    return masked.replace(
         attention=AttentionMask.ordered(segment_ids, ranks),
         token_type_ids=jnp.where(segment_ids != 0, token_types, 0),
-        masked_positions=masked_positions,
-        masked_targets=masked_targets,
-        masked_weights=masked_weights,
     )
 
 

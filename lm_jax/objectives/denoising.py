@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from lm_jax.batch import Seq2SeqBatch
-from lm_jax.objectives.masking import random_tokens, select_positions
+from lm_jax.objectives.masking import corrupt, random_order, random_tokens, select_positions
 from lm_jax.objectives.options import Options
 from lm_jax.objectives.registry import Model, map_rows, register
 from lm_jax.vocab import VocabInfo
@@ -203,15 +203,6 @@ def t5(
 # ---------------------------------------------------------------------------------------------
 # BART text denoising (Lewis et al. 2020; fairseq denoising_dataset.py)
 
-REPLACE_LENGTHS = (-1, 0, 1)
-SPAN_LENGTHS = ("poisson", "word")
-
-
-def _random_order(key: jax.Array, eligible: jnp.ndarray) -> jnp.ndarray:
-    """Indices of the eligible entries in uniformly random order, then the others ([L])."""
-    keys = jnp.where(eligible, jax.random.uniform(key, eligible.shape), 2.0)
-    return jnp.argsort(keys)
-
 
 def _permute_sentences(key, tokens, word_starts, n, full_stop_id: int, ratio: float):
     """fairseq's `permute_sentences`: sentences end after a run of full stops (the token before
@@ -231,10 +222,10 @@ def _permute_sentences(key, tokens, word_starts, n, full_stop_id: int, ratio: fl
     begins = jnp.cumsum(sizes) - sizes + 1  # first position of each sentence (after bos)
     k_choose, k_shuffle = jax.random.split(key)
     exists = idx < count
-    chosen_rank = jnp.argsort(_random_order(k_choose, exists))  # random rank of each sentence
+    chosen_rank = jnp.argsort(random_order(k_choose, exists))  # random rank of each sentence
     chosen = exists & (chosen_rank < jnp.ceil(count * ratio))
     slots = jnp.nonzero(chosen, size=length, fill_value=length)[0]  # chosen sentences, ascending
-    shuffled = _random_order(k_shuffle, chosen)  # chosen sentences in random order
+    shuffled = random_order(k_shuffle, chosen)  # chosen sentences in random order
     ordering = idx.at[slots].set(shuffled, mode="drop")  # sentence placed in each slot
     placed_sizes = sizes[ordering]
     new_begin_of_slot = jnp.cumsum(placed_sizes) - placed_sizes + 1
@@ -295,7 +286,7 @@ def _whole_word_mask(
         span_lengths, num_spans, inserts = poisson_span_lengths(k_len, budget, lam, length)
     else:
         span_lengths, num_spans, inserts = jnp.ones(length, jnp.int32), budget, jnp.int32(0)
-    order = _random_order(k_start, starts)  # word starts in random order
+    order = random_order(k_start, starts)  # word starts in random order
     span_valid = idx < num_spans
     span_start = jnp.where(span_valid, order, length)
     word_rank = jnp.cumsum(starts) - 1
@@ -467,72 +458,28 @@ def bart(
     reconstructs the original row, fed the row shifted right after eos (fairseq's
     `prev_output_tokens`).
     """
-    (
-        mask_ratio,
-        span_lengths,
-        poisson_lambda,
-        random_ratio,
-        replace_length,
-        permute_sentence_ratio,
-        rotate_ratio,
-        insert_ratio,
-        full_stop_id,
-        inputs_length,
-        random_excludes_specials,
-    ) = (
-        options.mask_ratio,
-        options.span_lengths,
-        options.poisson_lambda,
-        options.random_ratio,
-        options.replace_length,
-        options.permute_sentence_ratio,
-        options.rotate_ratio,
-        options.insert_ratio,
-        options.full_stop_id,
-        options.inputs_length,
-        options.random_excludes_specials,
-    )
-    if span_lengths not in SPAN_LENGTHS:
-        raise ValueError(f"span_lengths must be one of {SPAN_LENGTHS}, got {span_lengths!r}")
-    if replace_length not in REPLACE_LENGTHS:
-        raise ValueError(f"replace_length must be one of {REPLACE_LENGTHS}, got {replace_length}")
-    for name, value in (
-        ("mask_ratio", mask_ratio),
-        ("random_ratio", random_ratio),
-        ("permute_sentence_ratio", permute_sentence_ratio),
-        ("rotate_ratio", rotate_ratio),
-        ("insert_ratio", insert_ratio),
-    ):
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f"{name} must be in [0, 1], got {value}")
-    if poisson_lambda < 0:
-        raise ValueError(f"poisson_lambda must be >= 0, got {poisson_lambda}")
+    # Options are validated by BARTOptions (span_lengths, replace_length, ratios, lambda).
     tokens = jnp.asarray(tokens)
     length = tokens.shape[-1] if tokens.ndim else 0
-    inputs_length = length if inputs_length is None else inputs_length
+    inputs_length = length if options.inputs_length is None else options.inputs_length
     if inputs_length < 2:
         raise ValueError(f"inputs_length must be >= 2, got {inputs_length}")
     if segment_ids is None:
         segment_ids = (tokens != vocab.pad_id).astype(jnp.int32)
     if word_starts is None:
         word_starts = jnp.ones(tokens.shape, bool)
+    row_options = dataclasses.asdict(options)
+    del row_options["inputs_length"]
+    if options.full_stop_id is None:
+        row_options["full_stop_id"] = vocab.eos_id
     fields = map_rows(
         _bart_row,
         key,
         tokens,
         {"segment_ids": segment_ids, "word_starts": jnp.asarray(word_starts, bool)},
         vocab=vocab,
-        mask_ratio=mask_ratio,
-        span_lengths=span_lengths,
-        poisson_lambda=poisson_lambda,
-        random_ratio=random_ratio,
-        replace_length=replace_length,
-        permute_sentence_ratio=permute_sentence_ratio,
-        rotate_ratio=rotate_ratio,
-        insert_ratio=insert_ratio,
-        full_stop_id=vocab.eos_id if full_stop_id is None else full_stop_id,
         inputs_len=inputs_length,
-        random_excludes_specials=random_excludes_specials,
+        **row_options,
     )
     return Seq2SeqBatch.from_packed(**fields)
 
@@ -547,23 +494,19 @@ def _mass_row(key, tokens, segment_ids, *, vocab, ratio, mask_prob, random_prob,
     idx = jnp.arange(length)
     content = jnp.maximum(n - 2, 0)  # between bos and eos
     k = jnp.clip(jnp.round(content * ratio), 1, jnp.minimum(content, size)).astype(jnp.int32)
-    k_where, k_uniform, k_action, k_tokens = jax.random.split(key, 4)
+    k_where, k_uniform, k_corrupt = jax.random.split(key, 3)
     # The reference's `mask_start(end)`: 20% the first content token, 20% the last possible
     # start, 60% uniform in [1, end).
     end = jnp.maximum(n - 1 - k, 1)
     u = jax.random.uniform(k_where)
     uniform_start = jax.random.randint(k_uniform, (), 1, jnp.maximum(end, 2))
     start = jnp.where(u >= 0.8, 1, jnp.where(u >= 0.6, end, jnp.minimum(uniform_start, end)))
-    fragment = (idx >= start) & (idx < start + k) & (content > 0)
-    action = jax.random.uniform(k_action, (length,))
-    replacement = random_tokens(k_tokens, (length,), vocab, excludes)
-    corrupted = jnp.where(action < mask_prob, vocab.mask_id, tokens)
-    corrupted = jnp.where(action >= 1.0 - random_prob, replacement, corrupted)
-    inputs = jnp.where(fragment, corrupted, tokens)
-    # Decoder: predict the fragment, fed the previous original tokens, at original positions.
+    # The fragment as `size` slots; 80/10/10 on them as BERT's (`corrupt`).
     slot = jnp.arange(size)
     real = (slot < k) & (content > 0)
     source = jnp.clip(start + slot, 0, length - 1)
+    inputs = corrupt(k_corrupt, tokens, source, real, vocab, mask_prob, random_prob, excludes)
+    # Decoder: predict the fragment, fed the previous original tokens, at original positions.
     return dict(
         inputs=jnp.where(idx < n, inputs, vocab.pad_id),
         segment_ids=(idx < n).astype(jnp.int32),

@@ -16,86 +16,15 @@ import jax.numpy as jnp
 from lm_jax.batch import Batch, ReplacedTokenBatch
 from lm_jax.layout import Rows
 from lm_jax.objectives.masking import (
-    candidates_of,
     check_rates,
-    corrupt,
     default_max_predictions,
-    masked_batch_fields,
-    prediction_budget,
-    select_ngram_units,
-    select_positions,
-    sparse_layout,
-    unit_ids,
+    masked_row,
 )
 from lm_jax.objectives.options import Options
 from lm_jax.objectives.registry import Model, map_rows, register
 from lm_jax.vocab import VocabInfo
 
 ALBERT_NGRAM_PROBS = (6 / 11, 3 / 11, 2 / 11)  # p(n) proportional to 1/n, n <= 3
-
-
-def _masked_batch(
-    k_corrupt,
-    tokens,
-    segment_ids,
-    selected,
-    *,
-    vocab,
-    max_predictions,
-    mask_prob,
-    random_prob,
-    random_excludes_specials,
-) -> Batch:
-    positions, targets, weights = sparse_layout(selected, tokens, max_predictions, vocab.pad_id)
-    inputs = corrupt(
-        k_corrupt,
-        tokens,
-        positions,
-        weights,
-        vocab,
-        mask_prob,
-        random_prob,
-        random_excludes_specials,
-    )
-    return Batch(
-        **masked_batch_fields(tokens, inputs, selected, segment_ids, positions, targets, weights)
-    )
-
-
-def _masked_row(
-    key,
-    tokens,
-    segment_ids,
-    unit_starts,
-    *,
-    vocab,
-    rate,
-    max_predictions,
-    budget,
-    ngram_probs,
-    **corruption,
-):
-    """One row of every masked-LM objective: tokens chosen one by one (`unit_starts` None) or
-    as whole-unit n-grams, then 80/10/10 on the sparse slots."""
-    k_budget, k_select, k_corrupt = jax.random.split(key, 3)
-    candidates = candidates_of(tokens, segment_ids, vocab)
-    count = prediction_budget(
-        k_budget, (segment_ids != 0).sum(), rate, max_predictions, budget, tokens.shape[-1]
-    )
-    if unit_starts is None:
-        selected = select_positions(k_select, candidates, count, max_predictions)
-    else:
-        units = unit_ids(unit_starts, candidates, segment_ids)
-        selected = select_ngram_units(k_select, units, segment_ids, count, ngram_probs)
-    return _masked_batch(
-        k_corrupt,
-        tokens,
-        segment_ids,
-        selected,
-        vocab=vocab,
-        max_predictions=max_predictions,
-        **corruption,
-    )
 
 
 def _mask(
@@ -118,7 +47,7 @@ def _mask(
         tokens, vocab, segment_ids, rate, max_predictions, mask_prob, random_prob
     )
     return map_rows(
-        _masked_row,
+        masked_row,
         key,
         tokens,
         {"segment_ids": segment_ids, "unit_starts": unit_starts},

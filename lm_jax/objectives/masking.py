@@ -13,7 +13,8 @@ import jax
 import jax.numpy as jnp
 
 from lm_jax.attention.mask import AttentionMask
-from lm_jax.objectives.registry import positions_from_segments
+from lm_jax.batch import Batch
+from lm_jax.layout import positions_from_segments
 from lm_jax.vocab import VocabInfo
 
 BUDGETS = ("round", "probabilistic")
@@ -256,8 +257,8 @@ def select_ngram_units(
     sampled_n = jax.random.categorical(k_n, logits) + 1  # [U]
     ngram_len = cum_len[jnp.minimum(follow + 1, length)] - cum_len[:length, None]  # [U, max_n]
 
-    priority = jnp.where(exists, jax.random.uniform(k_order, (length,)), 2.0)
-    covered = greedy_ngram_cover(jnp.argsort(priority), sampled_n, ngram_len, exists, budget)
+    order = random_order(k_order, exists)
+    covered = greedy_ngram_cover(order, sampled_n, ngram_len, exists, budget)
     return valid_token & covered[jnp.maximum(units, 0)]
 
 
@@ -293,3 +294,86 @@ def greedy_ngram_cover(
     init = (jnp.zeros((), jnp.int32), jnp.zeros(num, bool))
     (_, covered), _ = jax.lax.scan(visit, init, order)
     return covered
+
+
+def _masked_batch(
+    k_corrupt,
+    tokens,
+    segment_ids,
+    selected,
+    *,
+    vocab,
+    max_predictions,
+    mask_prob,
+    random_prob,
+    random_excludes_specials,
+) -> Batch:
+    positions, targets, weights = sparse_layout(selected, tokens, max_predictions, vocab.pad_id)
+    inputs = corrupt(
+        k_corrupt,
+        tokens,
+        positions,
+        weights,
+        vocab,
+        mask_prob,
+        random_prob,
+        random_excludes_specials,
+    )
+    return Batch(
+        **masked_batch_fields(tokens, inputs, selected, segment_ids, positions, targets, weights)
+    )
+
+
+def masked_row(
+    key,
+    tokens,
+    segment_ids,
+    unit_starts,
+    *,
+    vocab,
+    rate,
+    max_predictions,
+    budget,
+    ngram_probs,
+    **corruption,
+):
+    """One row of every masked-LM objective (mlm, wwm, ngram, entity, electra, unilm's cloze):
+    a budget, tokens chosen one by one (`unit_starts` None) or as whole-unit n-grams, then
+    80/10/10 on the sparse slots. Returns the row's `Batch` (bidirectional attention)."""
+    k_budget, k_select, k_corrupt = jax.random.split(key, 3)
+    candidates = candidates_of(tokens, segment_ids, vocab)
+    count = prediction_budget(
+        k_budget, (segment_ids != 0).sum(), rate, max_predictions, budget, tokens.shape[-1]
+    )
+    if unit_starts is None:
+        selected = select_positions(k_select, candidates, count, max_predictions)
+    else:
+        units = unit_ids(unit_starts, candidates, segment_ids)
+        selected = select_ngram_units(k_select, units, segment_ids, count, ngram_probs)
+    return _masked_batch(
+        k_corrupt,
+        tokens,
+        segment_ids,
+        selected,
+        vocab=vocab,
+        max_predictions=max_predictions,
+        **corruption,
+    )
+
+
+def random_order(key: jax.Array, eligible: jnp.ndarray) -> jnp.ndarray:
+    """Indices of the eligible entries in uniformly random order, then the others ([L])."""
+    keys = jnp.where(eligible, jax.random.uniform(key, eligible.shape), 2.0)
+    return jnp.argsort(keys)
+
+
+def random_ranks(key: jax.Array, length: int, share: jnp.ndarray | None = None) -> jnp.ndarray:
+    """Distinct random int32 ranks of `length` positions (a uniformly random order, ties broken
+    by position) below 2**30, so doubled ranks fit int32: random high bits, the position in the
+    low bits. `share` [L] gives the position whose random bits each position takes (a word's
+    tokens share its first token's: the word stays contiguous in the order)."""
+    shift = max(1, math.ceil(math.log2(length)))
+    bits = (jax.random.bits(key, (length,)) >> (32 - (30 - shift))).astype(jnp.int32)
+    if share is not None:
+        bits = bits[share]
+    return (bits << shift) | jnp.arange(length, dtype=jnp.int32)

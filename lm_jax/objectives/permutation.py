@@ -12,28 +12,22 @@ import jax.numpy as jnp
 
 from lm_jax.attention.mask import AttentionMask
 from lm_jax.batch import TwoStreamBatch
+from lm_jax.layout import positions_from_segments
 from lm_jax.objectives.masking import (
     candidates_of,
     check_rates,
     corrupt,
     count_table,
+    random_ranks,
     select_positions,
     word_layout,
 )
 from lm_jax.objectives.options import Options
-from lm_jax.objectives.registry import Model, map_rows, positions_from_segments, register
+from lm_jax.objectives.registry import Model, map_rows, register
 from lm_jax.vocab import VocabInfo
 
 XLNET_NGRAM_PROBS = tuple(1.0 / n for n in range(1, 6))  # n-gram spans 1..5, p ∝ 1/n
 TARGET_SELECTIONS = ("plain", "span")
-
-
-def _random_ranks(key, length: int) -> jnp.ndarray:
-    """Distinct random int ranks (a uniformly random order, ties broken by position) that stay
-    below 2**30, so doubled ranks fit int32: random high bits, the position in the low bits."""
-    shift = max(1, math.ceil(math.log2(length)))
-    bits = jax.random.bits(key, (length,)) >> (32 - (30 - shift))
-    return (bits.astype(jnp.int32) << shift) | jnp.arange(length, dtype=jnp.int32)
 
 
 def xlnet_span_targets(
@@ -110,10 +104,10 @@ def _plm_row(
     real = segment_ids != 0
     goal = jnp.minimum(jnp.round(real.sum() / partial_prediction), max_predictions)
     goal = jnp.minimum(goal, candidates.sum()).astype(jnp.int32)
-    rank = _random_ranks(k_perm, length)  # a uniformly random factorisation order
+    rank = random_ranks(k_perm, length)  # a uniformly random factorisation order
     if target_selection == "plain":
         # The last `goal` maskable tokens of the factorisation order.
-        order = jnp.where(candidates, rank.astype(jnp.float32), -1.0)
+        order = jnp.where(candidates, rank, -1)
         _, last = jax.lax.top_k(order, max_predictions)
         is_target = jnp.zeros(length, bool).at[last].set(jnp.arange(max_predictions) < goal)
     else:
@@ -211,6 +205,38 @@ def plm(
     )
 
 
+def _mpnet_intervals(length: int, a, p, P: int):
+    """MPNet's visible key intervals, two per query row: the key layout is [non-predicted (a),
+    predicted (p), unused (L - a - p = 0)] + [P mask slots]. Returns (content rows [L, 2, 2],
+    content rows of the mask slots [P, 2, 2], query-stream rows [P, 2, 2])."""
+    idx, i = jnp.arange(length), jnp.arange(P)
+    nonpred_rows = jnp.stack(
+        [
+            jnp.stack([jnp.zeros_like(idx), jnp.full_like(idx, a)], -1),
+            jnp.stack([jnp.full_like(idx, length), length + jnp.full_like(idx, p)], -1),
+        ],
+        -2,
+    )
+    k_of_slot = idx - a  # index among predicted for content slots >= a
+    pred_rows = jnp.stack(
+        [
+            jnp.stack([jnp.zeros_like(idx), idx + 1], -1),
+            jnp.stack([length + k_of_slot + 1, jnp.full_like(idx, length) + p], -1),
+        ],
+        -2,
+    )
+    content_x = jnp.where((idx >= a)[:, None, None], pred_rows, nonpred_rows)
+    content_m = jnp.broadcast_to(nonpred_rows[:1], (P, 2, 2))
+    query = jnp.stack(
+        [
+            jnp.stack([jnp.zeros_like(i), a + i], -1),
+            jnp.stack([length + i, jnp.full_like(i, length) + p], -1),
+        ],
+        -2,
+    )
+    return content_x, content_m, query
+
+
 def _mpnet_row(
     key,
     tokens,
@@ -233,14 +259,13 @@ def _mpnet_row(
     p = jnp.minimum(
         count_table(length, lambda n: min(round(n * rate), P))[real.sum()], candidates.sum()
     )
-    # Order keys (float32, exact integers): random high bits, position low bits. Whole words
-    # share their first token's random bits, so a word stays contiguous in the order.
-    shift = max(1, math.ceil(math.log2(length)))
-    bits = (jax.random.bits(k_perm, (length,)) >> (32 - (24 - shift))).astype(jnp.int32)
+    # A random order of the maskable tokens; whole words share their first token's random
+    # bits, so a word stays contiguous in the order.
+    share = None
     if whole_word:
         _, word_index, _, word_first, _ = word_layout(candidates, segment_ids, word_starts)
-        bits = bits[jnp.where(word_index >= 0, word_first, idx)]
-    order = jnp.where(candidates, ((bits << shift) | idx).astype(jnp.float32), -1.0)
+        share = jnp.where(word_index >= 0, word_first, idx)
+    order = jnp.where(candidates, random_ranks(k_perm, length, share), -1)
     # The permutation: non-predicted tokens (in their original order: they all see each other,
     # so their order does not matter), then the p predicted ones, the last p maskable tokens of
     # the random order, in that order (top_k returns them last first).
@@ -269,32 +294,7 @@ def _mpnet_row(
         random_excludes_specials,
     )
 
-    # Key layout: [non-predicted (a), predicted (p), unused (L - a - p = 0)] + [P mask slots].
-    i = jnp.arange(P)
-    nonpred_rows = jnp.stack(
-        [
-            jnp.stack([jnp.zeros_like(idx), jnp.full_like(idx, a)], -1),
-            jnp.stack([jnp.full_like(idx, length), length + jnp.full_like(idx, p)], -1),
-        ],
-        -2,
-    )
-    k_of_slot = idx - a  # index among predicted for content slots >= a
-    pred_rows = jnp.stack(
-        [
-            jnp.stack([jnp.zeros_like(idx), idx + 1], -1),
-            jnp.stack([length + k_of_slot + 1, jnp.full_like(idx, length) + p], -1),
-        ],
-        -2,
-    )
-    content_x = jnp.where((idx >= a)[:, None, None], pred_rows, nonpred_rows)
-    content_m = jnp.broadcast_to(nonpred_rows[:1], (P, 2, 2))
-    query = jnp.stack(
-        [
-            jnp.stack([jnp.zeros_like(i), a + i], -1),
-            jnp.stack([length + i, jnp.full_like(i, length) + p], -1),
-        ],
-        -2,
-    )
+    content_x, content_m, query = _mpnet_intervals(length, a, p, P)
     content_seg = jnp.concatenate([perm_seg, pred_seg])
     inputs = jnp.concatenate([perm_tokens, mask_slots])
     return TwoStreamBatch(

@@ -170,21 +170,6 @@ def get(name: str) -> Objective:
     return _CHECKED[name]
 
 
-def positions_from_segments(segment_ids: jnp.ndarray) -> jnp.ndarray:
-    """Positions restarting at 0 wherever the segment id changes along the last axis; 0 on
-    padding (segment 0)."""
-    idx = jnp.broadcast_to(jnp.arange(segment_ids.shape[-1]), segment_ids.shape)
-    change = jnp.concatenate(
-        [
-            jnp.ones_like(segment_ids[..., :1], dtype=bool),
-            segment_ids[..., 1:] != segment_ids[..., :-1],
-        ],
-        axis=-1,
-    )
-    start = jax.lax.cummax(jnp.where(change, idx, 0), axis=segment_ids.ndim - 1)
-    return jnp.where(segment_ids != 0, idx - start, 0).astype(jnp.int32)
-
-
 def map_rows(
     row_fn: Callable[..., Any],
     key: jax.Array,

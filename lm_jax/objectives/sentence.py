@@ -18,11 +18,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from lm_jax.batch import Batch, SentencePairBatch
-from lm_jax.layout import Rows
+from lm_jax.layout import Rows, positions_from_segments
 from lm_jax.objectives.masked_lm import mlm
 from lm_jax.objectives.masking import select_positions, sparse_layout
 from lm_jax.objectives.options import Options
-from lm_jax.objectives.registry import Model, positions_from_segments, register
+from lm_jax.objectives.registry import Model, register
 from lm_jax.vocab import VocabInfo
 
 # Sentence-pair modes: which second segments occur, and their labels.

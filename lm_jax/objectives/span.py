@@ -36,6 +36,41 @@ def span_length_probs(p: float = 0.2, max_length: int = 10) -> np.ndarray:
     return probs / probs.sum()
 
 
+def _select_spans(key, candidates, segment_ids, word_starts, budget, log_probs):
+    """SpanBERT's span selection on one row: spans of whole words (lengths in words drawn from
+    `log_probs`) at uniform anchors, added until exactly `budget` tokens are masked."""
+    length = candidates.shape[-1]
+    idx = jnp.arange(length)
+    _, word_index, word_begin, word_first, run_end = word_layout(
+        candidates, segment_ids, word_starts
+    )
+
+    def add_span(state):
+        count, masked, step_key = state
+        step_key, k_anchor, k_len = jax.random.split(step_key, 3)
+        open_ = candidates & ~masked
+        # Uniform among open candidates (the reference redraws anchors that are already
+        # masked: the same distribution): the r-th open candidate for r ~ U{0..n_open-1}.
+        rank = jnp.floor(jax.random.uniform(k_anchor) * open_.sum()).astype(jnp.int32)
+        rank = jnp.minimum(rank, open_.sum() - 1)
+        anchor = jnp.argmax(jnp.cumsum(open_) > rank)
+        n_words = jax.random.categorical(k_len, log_probs) + 1
+        begin = word_first[anchor]
+        after = word_begin[jnp.minimum(word_index[anchor] + n_words, length)]
+        end = jnp.minimum(after, run_end[anchor])
+        new = (idx >= begin) & (idx < end) & ~masked
+        take = new & (jnp.cumsum(new) <= budget - count)
+        return count + take.sum(), masked | take, step_key
+
+    _, masked, _ = jax.lax.while_loop(
+        lambda s: s[0] < budget,
+        add_span,
+        (jnp.zeros((), jnp.int32), jnp.zeros(length, bool), key),
+    )
+
+    return masked
+
+
 def _span_row(
     key,
     tokens,
@@ -62,32 +97,7 @@ def _span_row(
         candidates.sum()
     ]
 
-    _, word_index, word_begin, word_first, run_end = word_layout(
-        candidates, segment_ids, word_starts
-    )
-
-    def add_span(state):
-        count, masked, step_key = state
-        step_key, k_anchor, k_len = jax.random.split(step_key, 3)
-        open_ = candidates & ~masked
-        # Uniform among open candidates (the reference redraws anchors that are already
-        # masked: the same distribution): the r-th open candidate for r ~ U{0..n_open-1}.
-        rank = jnp.floor(jax.random.uniform(k_anchor) * open_.sum()).astype(jnp.int32)
-        rank = jnp.minimum(rank, open_.sum() - 1)
-        anchor = jnp.argmax(jnp.cumsum(open_) > rank)
-        n_words = jax.random.categorical(k_len, log_probs) + 1
-        begin = word_first[anchor]
-        after = word_begin[jnp.minimum(word_index[anchor] + n_words, length)]
-        end = jnp.minimum(after, run_end[anchor])
-        new = (idx >= begin) & (idx < end) & ~masked
-        take = new & (jnp.cumsum(new) <= budget - count)
-        return count + take.sum(), masked | take, step_key
-
-    _, masked, _ = jax.lax.while_loop(
-        lambda s: s[0] < budget,
-        add_span,
-        (jnp.zeros((), jnp.int32), jnp.zeros(length, bool), k_loop),
-    )
+    masked = _select_spans(k_loop, candidates, segment_ids, word_starts, budget, log_probs)
 
     # Merged spans are the maximal runs of masked tokens (touching spans merge, as in the
     # reference's merge_intervals).

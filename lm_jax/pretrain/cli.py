@@ -23,7 +23,7 @@ from ml_collections import config_flags
 from lm_jax import objectives
 from lm_jax.config_tools import flatten
 from lm_jax.errors import LmJaxError
-from lm_jax.pretrain.schema import objective_options, pretraining_config
+from lm_jax.pretrain.schema import model_options, objective_options, pretraining_config
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "pretrain.py"
 
@@ -49,9 +49,18 @@ def _explain_flag_error(argv: list[str], error: Exception) -> str:
             foreign = _foreign_option(argv, option)
             if foreign:
                 return foreign
+        if arg.startswith("--config.model_options.") and "=" in arg:
+            setting = arg[len("--config.model_options.") :].split("=", 1)[0]
+            objective = _objective_of(argv)
+            if objective in objectives.names() and setting not in model_options(objective):
+                return (
+                    f"config.model_options.{setting} is not a setting of the model that "
+                    f"{objective!r} trains; it accepts {sorted(model_options(objective))}"
+                )
         if arg.startswith("--config.") and "=" in arg:
             name = arg[len("--config.") :].split("=", 1)[0]
-            if name not in fields and not name.startswith(("objective_options.", "mixture.")):
+            free = ("objective_options.", "mixture.", "model_options.")
+            if name not in fields and not name.startswith(free):
                 close = difflib.get_close_matches(name, fields, n=1)
                 hint = f" (did you mean config.{close[0]}?)" if close else ""
                 return f"unknown config field config.{name}{hint}"

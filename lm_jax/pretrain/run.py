@@ -31,8 +31,8 @@ from lm_jax.data.pipeline import (
 )
 from lm_jax.errors import ConfigError, DataError
 from lm_jax.models import TransformerConfig
-from lm_jax.pretrain.schema import components
-from lm_jax.pretrain.tasks import step_task, task_of
+from lm_jax.pretrain.schema import components, schema_defaults
+from lm_jax.pretrain.tasks import model_settings, step_task, task_of
 from lm_jax.pretrain.validation import t5_sentinels_needed, validate
 from lm_jax.sharding import batch_split, global_batch, make_mesh
 from lm_jax.train.checkpoint import Checkpointer, check_run_config
@@ -91,10 +91,17 @@ def default_workdir(config: ml_collections.ConfigDict) -> Path:
 def build_model(config: ml_collections.ConfigDict, vocab_size: int) -> nnx.Module:
     """The objectives' model (`lm_jax.pretrain.tasks`; a mixture's objectives share one),
     initialised from the run's seed."""
-    model_cfg = TransformerConfig(vocab_size=vocab_size, **config.model.to_dict())
+    fields = config.model.to_dict()
+    attention = fields.pop("attention")
+    model_cfg = TransformerConfig(
+        vocab_size=vocab_size,
+        attention_implementation=None if attention == "auto" else attention,
+        **fields,
+    )
     init_key = stream_key(config.seed, INIT_STREAM)
     objective = components(config)[0].objective
-    return task_of(objective).build(model_cfg, nnx.Rngs(params=init_key))
+    settings = model_settings(objective, config.model_options.to_dict())
+    return task_of(objective).build(model_cfg, settings, nnx.Rngs(params=init_key))
 
 
 def choose_component(seed: int, step: int, weights: Sequence[float]) -> int:
@@ -175,7 +182,7 @@ def pretrain(
 
 def _pretrain_locked(config, workdir: Path, progress: bool) -> RunSummary:
     main_process = jax.process_index() == 0
-    resuming = prepare_run_directory(config, workdir, main_process)
+    resuming = prepare_run_directory(config, workdir, main_process, schema_defaults(config))
     rows = objectives.spec(components(config)[0].objective).rows
     data = build_pretraining_data(config, workdir, reuse_tokenizer=resuming, rows=rows)
     _check_vocabulary(config, data)
@@ -232,8 +239,9 @@ def _build_loop(config, workdir: Path, data, main_process: bool) -> Loop:
         checkpointer.close()
         raise
     train_steps, eval_steps = {}, {}
+    settings = model_settings(components(config)[0].objective, config.model_options.to_dict())
     for c in components(config):
-        task = step_task(c.objective, c.options, vocab)
+        task = step_task(c.objective, c.options, vocab, settings)
         train_steps[c.name] = make_train_step(
             graphdef, optimizer, task, config.seed, mesh, state_sharding
         )

@@ -15,6 +15,8 @@ from typing import Any, NamedTuple
 import ml_collections
 
 from lm_jax import objectives
+from lm_jax.config_tools import flatten
+from lm_jax.pretrain.tasks import task_of
 from lm_jax.train.settings import distributed_settings, mesh_settings, train_settings
 
 
@@ -31,6 +33,20 @@ def objective_options(name: str) -> ml_collections.ConfigDict:
         else:
             options[option] = default
     return options
+
+
+def model_options(objective: str) -> ml_collections.ConfigDict:
+    """The settings of the model family `objective` trains, with their defaults
+    (`lm_jax.pretrain.tasks`: T5's buckets, decoder depth and gating, ELECTRA's generator size
+    and discriminator weight, MPNet's buckets, BART's decoder depth; empty for the others)."""
+    return ml_collections.ConfigDict(task_of(objective).settings.defaults())
+
+
+def family_defaults(c: ml_collections.ConfigDict, objective: str) -> None:
+    """Set the defaults of the model family `objective` trains (`config.model` fields that
+    differ for it, e.g. T5's ReLU, and `config.model_options`)."""
+    c.model.update(task_of(objective).model_defaults)
+    c.model_options = model_options(objective)
 
 
 MIXTURE = "mixture"  # config.objective of a run that mixes the objectives of config.mixture
@@ -68,6 +84,8 @@ def mixture_config(weights: Mapping[str, float]) -> ml_collections.ConfigDict:
     for name, weight in weights.items():
         c.mixture[name] = {"objective": name, "weight": float(weight)}
         c.mixture[name].options = objective_options(name)
+    if weights:  # the components share one model (validated): the first one's defaults
+        family_defaults(c, next(iter(weights)))
     return c
 
 
@@ -115,6 +133,13 @@ def pretraining_config(objective: str = "mlm") -> ml_collections.ConfigDict:
     c.model.activation = "gelu"
     c.model.dtype = "auto"  # compute dtype: bf16 on GPU/TPU, fp32 on CPU; parameters stay fp32
     c.model.remat = False  # recompute layer activations in the backward pass (saves memory)
+    # Attention implementation (lm_jax.attention): auto | xla | chunked | cudnn | tokamax; auto
+    # picks only implementations verified on the backend.
+    c.model.attention = "auto"
+    # Settings of the objective's model family (lm_jax.pretrain.tasks; empty for most).
+    c.model_options = ml_collections.ConfigDict()
+    if objective != MIXTURE:
+        family_defaults(c, objective)
 
     # Keyword options of the objective (empty for a mixture).
     c.objective_options = (
@@ -125,3 +150,12 @@ def pretraining_config(objective: str = "mlm") -> ml_collections.ConfigDict:
 
     c.train, c.mesh, c.distributed = train_settings(), mesh_settings(), distributed_settings()
     return c
+
+
+def schema_defaults(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """Every field's default for `config`'s objective (a mixture: its first component's model
+    family), flattened: what a run recorded before a field existed is taken to have used."""
+    defaults = pretraining_config(config.objective)
+    if config.objective == MIXTURE and config.mixture:
+        family_defaults(defaults, components(config)[0].objective)
+    return flatten(defaults.to_dict())

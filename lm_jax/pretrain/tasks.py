@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Callable
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -19,8 +21,10 @@ from flax import nnx
 
 from lm_jax import objectives
 from lm_jax.batch import Batch
+from lm_jax.config_tools import Rule
+from lm_jax.errors import ConfigError
 from lm_jax.models.config import TransformerConfig
-from lm_jax.models.electra import Electra
+from lm_jax.models.electra import Electra, generator_config
 from lm_jax.models.encoder import (
     EncoderForMaskedLM,
     EncoderForPreTraining,
@@ -34,9 +38,6 @@ from lm_jax.train.losses import weighted_cross_entropy
 from lm_jax.train.step import StepTask
 from lm_jax.vocab import VocabInfo
 
-# ELECTRA's discriminator loss weight (Clark et al. 2020, lambda = 50).
-ELECTRA_DISCRIMINATOR_WEIGHT = 50.0
-
 
 def _mean(sums: dict, prefix: str = "") -> jax.Array:
     return sums[f"{prefix}nll_sum"] / (sums[f"{prefix}weight_sum"] + 1e-5)
@@ -47,18 +48,93 @@ def _prefixed(prefix: str, sums: dict) -> dict:
 
 
 @dataclasses.dataclass(frozen=True)
+class ModelSettings:
+    """A model family's own settings (`config.model_options`), checked on creation against
+    `RULES`; families without any use this class itself."""
+
+    RULES: ClassVar[dict[str, Rule]] = {}
+
+    def __post_init__(self) -> None:
+        for name, (ok, must) in self.RULES.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not ok(value):
+                raise ConfigError(f"{name} {must}, got {value!r}")
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        return {f.name: f.default for f in dataclasses.fields(cls)}
+
+
+_AT_LEAST_ONE = (lambda x: isinstance(x, int) and x >= 1, "must be an integer >= 1")
+_DEPTH = (lambda x: isinstance(x, int) and x >= 0, "must be an integer >= 0 (0: the encoder's)")
+
+
+@dataclasses.dataclass(frozen=True)
+class MPNetSettings(ModelSettings):
+    """MPNet's relative-position buckets (Song et al. 2020: 32, shared by all layers)."""
+
+    RULES: ClassVar[dict[str, Rule]] = {"relative_attention_buckets": _AT_LEAST_ONE}
+    relative_attention_buckets: int = 32
+
+
+@dataclasses.dataclass(frozen=True)
+class BARTSettings(ModelSettings):
+    """BART's decoder depth (0: as deep as the encoder, `config.model.num_layers`)."""
+
+    RULES: ClassVar[dict[str, Rule]] = {"num_decoder_layers": _DEPTH}
+    num_decoder_layers: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class T5Settings(ModelSettings):
+    """T5's settings: relative-position buckets (32), decoder depth (0: the encoder's), and
+    `gated_feed_forward` for T5 v1.1 (gated GeLU; set `config.model.activation` to
+    "gelu_tanh" as v1.1 does; v1.0, the default, is ReLU)."""
+
+    RULES: ClassVar[dict[str, Rule]] = {
+        "relative_attention_buckets": _AT_LEAST_ONE,
+        "num_decoder_layers": _DEPTH,
+    }
+    relative_attention_buckets: int = 32
+    num_decoder_layers: int = 0
+    gated_feed_forward: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class ElectraSettings(ModelSettings):
+    """ELECTRA (Clark et al. 2020, Table 6): the generator's width as a fraction of the
+    discriminator's (1/4 for Small and Large, 1/3 for Base) and the discriminator's loss weight
+    (lambda = 50)."""
+
+    RULES: ClassVar[dict[str, Rule]] = {
+        "generator_size": (lambda x: 0 < x <= 1, "must be in (0, 1]"),
+        "discriminator_weight": (lambda x: 0 < x < math.inf, "must be finite and > 0"),
+    }
+    generator_size: float = 0.25
+    discriminator_weight: float = 50.0
+
+
+def _main_loss(sums: dict, settings: ModelSettings) -> jax.Array:
+    return _mean(sums)
+
+
+@dataclasses.dataclass(frozen=True)
 class Task:
     """An objective's model and losses.
 
     Attributes:
-      build: the model from the shared `TransformerConfig` (families adapt it).
+      build: (the shared `TransformerConfig`, the family's settings, rngs) -> the model.
       sums: (model, batch, key, deterministic, rngs) -> sums of every head.
-      loss: sums -> the scalar training loss.
+      loss: (sums, settings) -> the scalar training loss.
+      settings: the family's own settings (`config.model_options`).
+      model_defaults: `config.model` fields whose default differs for this family.
     """
 
-    build: Callable[[TransformerConfig, nnx.Rngs], nnx.Module]
+    build: Callable[[TransformerConfig, ModelSettings, nnx.Rngs], nnx.Module]
     sums: Callable[..., dict[str, jax.Array]]
-    loss: Callable[[dict], jax.Array] = _mean
+    loss: Callable[[dict, ModelSettings], jax.Array] = _main_loss
+    settings: type[ModelSettings] = ModelSettings
+    model_defaults: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def _lm_sums(model, batch, key, deterministic, rngs):
@@ -112,9 +188,9 @@ def _sentence_pair_sums(model, batch, key, deterministic, rngs):
 
 def _sentence_pair_task(labels: int) -> Task:
     return Task(
-        lambda cfg, rngs: EncoderForPreTraining(cfg, labels, rngs=rngs),
+        lambda cfg, settings, rngs: EncoderForPreTraining(cfg, labels, rngs=rngs),
         _sentence_pair_sums,
-        lambda s: _mean(s) + _mean(s, "sentence_"),
+        lambda sums, settings: _mean(sums) + _mean(sums, "sentence_"),
     )
 
 
@@ -123,42 +199,51 @@ def _seq2seq_sums(model, batch, key, deterministic, rngs):
     return weighted_cross_entropy(logits, batch.decoder_targets, batch.decoder_loss_weights)
 
 
-def _seq2seq(family: str) -> Callable[[TransformerConfig, nnx.Rngs], nnx.Module]:
-    def build(cfg: TransformerConfig, rngs: nnx.Rngs) -> EncoderDecoder:
+def _seq2seq(family: str) -> Callable[[TransformerConfig, ModelSettings, nnx.Rngs], nnx.Module]:
+    def build(cfg: TransformerConfig, settings, rngs: nnx.Rngs) -> EncoderDecoder:
         fields = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
-        if family == "t5":
-            fields.update(relative_attention_buckets=32, activation="relu")
-        return EncoderDecoder(Seq2SeqConfig(**fields, family=family), rngs=rngs)
+        family_fields = dataclasses.asdict(settings)
+        family_fields["num_decoder_layers"] = family_fields["num_decoder_layers"] or None
+        return EncoderDecoder(
+            Seq2SeqConfig(**{**fields, **family_fields}, family=family), rngs=rngs
+        )
 
     return build
 
 
-def _encoder(cfg: TransformerConfig, rngs: nnx.Rngs) -> EncoderForMaskedLM:
+def _encoder(cfg: TransformerConfig, settings, rngs: nnx.Rngs) -> EncoderForMaskedLM:
     return EncoderForMaskedLM(cfg, rngs=rngs)
 
 
-def _mpnet(cfg: TransformerConfig, rngs: nnx.Rngs) -> EncoderForMaskedLM:
-    cfg = dataclasses.replace(cfg, relative_attention_buckets=32)
+def _mpnet(cfg: TransformerConfig, settings: MPNetSettings, rngs: nnx.Rngs) -> EncoderForMaskedLM:
+    cfg = dataclasses.replace(cfg, relative_attention_buckets=settings.relative_attention_buckets)
     return EncoderForMaskedLM(cfg, head_activation="gelu", rngs=rngs)
+
+
+def _electra(cfg: TransformerConfig, settings: ElectraSettings, rngs: nnx.Rngs) -> Electra:
+    return Electra(cfg, generator_config(cfg, settings.generator_size), rngs=rngs)
 
 
 # The model and losses of each `lm_jax.objectives.registry.Model`.
 TASKS: dict[Model, Task] = {
     Model.MASKED_LM: Task(_encoder, _lm_sums),
-    Model.MPNET: Task(_mpnet, _lm_sums),
+    Model.MPNET: Task(_mpnet, _lm_sums, settings=MPNetSettings),
     Model.SPAN_BOUNDARY: Task(
-        lambda cfg, rngs: EncoderForSpanBoundary(cfg, rngs=rngs),
+        lambda cfg, settings, rngs: EncoderForSpanBoundary(cfg, rngs=rngs),
         _span_sums,
-        lambda s: _mean(s) + _mean(s, "sbo_"),
+        lambda sums, settings: _mean(sums) + _mean(sums, "sbo_"),
     ),
     Model.REPLACED_TOKEN: Task(
-        lambda cfg, rngs: Electra(cfg, rngs=rngs),
+        _electra,
         _electra_sums,
-        lambda s: _mean(s) + ELECTRA_DISCRIMINATOR_WEIGHT * _mean(s, "rtd_"),
+        lambda sums, settings: _mean(sums) + settings.discriminator_weight * _mean(sums, "rtd_"),
+        settings=ElectraSettings,
     ),
-    Model.TWO_STREAM: Task(lambda cfg, rngs: XLNet(cfg, rngs=rngs), _xlnet_sums),
-    Model.T5: Task(_seq2seq("t5"), _seq2seq_sums),
-    Model.BART: Task(_seq2seq("bart"), _seq2seq_sums),
+    Model.TWO_STREAM: Task(lambda cfg, settings, rngs: XLNet(cfg, rngs=rngs), _xlnet_sums),
+    Model.T5: Task(
+        _seq2seq("t5"), _seq2seq_sums, settings=T5Settings, model_defaults={"activation": "relu"}
+    ),
+    Model.BART: Task(_seq2seq("bart"), _seq2seq_sums, settings=BARTSettings),
     Model.NEXT_SENTENCE: _sentence_pair_task(2),
     Model.SENTENCE_STRUCTURE: _sentence_pair_task(3),
 }
@@ -167,6 +252,21 @@ TASKS: dict[Model, Task] = {
 def task_of(objective: str) -> Task:
     """The model and losses that objective `objective` trains (its spec's `model`)."""
     return TASKS[objectives.spec(objective).model]
+
+
+def model_settings(objective: str, values: dict[str, Any]) -> ModelSettings:
+    """The settings of the model `objective` trains from `config.model_options` values; a name
+    the family does not have is a `ConfigError` naming what it accepts."""
+    task = task_of(objective)
+    accepted = list(task.settings.defaults())
+    unknown = sorted(set(values) - set(accepted))
+    if unknown:
+        model = objectives.spec(objective).model.value
+        raise ConfigError(
+            f"{unknown[0]} is not a setting of the {model} model that {objective!r} trains; it "
+            f"accepts {accepted or 'none'}"
+        )
+    return task.settings(**values)
 
 
 def apply_objective(
@@ -181,9 +281,15 @@ def apply_objective(
     )
 
 
-def step_task(objective: str, options: dict, vocab: VocabInfo) -> StepTask:
-    """The train / eval step's task for one objective with its options."""
+def step_task(
+    objective: str, options: dict, vocab: VocabInfo, settings: ModelSettings | None = None
+) -> StepTask:
+    """The train / eval step's task for one objective with its options and its model's
+    settings (None: the family's defaults)."""
     spec = objectives.spec(objective)
     task = TASKS[spec.model]
+    settings = task.settings() if settings is None else settings
     prepare = functools.partial(apply_objective, spec, dict(options), vocab)
-    return StepTask(prepare=prepare, sums=task.sums, loss=task.loss)
+    return StepTask(
+        prepare=prepare, sums=task.sums, loss=functools.partial(task.loss, settings=settings)
+    )

@@ -11,6 +11,7 @@ from typing import Any
 import ml_collections
 
 from lm_jax import objectives
+from lm_jax.attention.kernel import IMPLEMENTATIONS
 from lm_jax.config_tools import Rule, check_fields
 from lm_jax.data.entities import ANNOTATED_CORPORA
 from lm_jax.data.sources import CORPORA
@@ -21,6 +22,7 @@ from lm_jax.layout import Rows
 from lm_jax.models.config import ACTIVATIONS, DTYPES
 from lm_jax.objectives import t5_lengths
 from lm_jax.pretrain.schema import MIXTURE, pretraining_config
+from lm_jax.pretrain.tasks import model_settings
 from lm_jax.train.settings import RULES as TRAINER_RULES
 
 
@@ -55,6 +57,10 @@ _RULES: dict[str, Rule] = {
     "model.dropout_rate": (lambda x: 0.0 <= x < 1.0, "must be in [0, 1)"),
     "model.activation": (lambda x: x in ACTIVATIONS, f"must be one of {ACTIVATIONS}"),
     "model.dtype": (lambda x: x in DTYPES, f"must be one of {list(DTYPES)}"),
+    "model.attention": (
+        lambda x: x == "auto" or x in IMPLEMENTATIONS,
+        f"must be auto or one of {list(IMPLEMENTATIONS)}",
+    ),
     **TRAINER_RULES,
 }
 
@@ -62,13 +68,27 @@ _RULES: dict[str, Rule] = {
 def validate(config: ml_collections.ConfigDict) -> None:
     """Raise `ConfigError` naming the first unknown field, mistyped value or invalid value."""
     # Objective options and mixtures are checked against the objectives' specs below.
-    check_fields(config, pretraining_config(), _RULES, free=("objective_options.", "mixture."))
+    check_fields(
+        config,
+        pretraining_config(),
+        _RULES,
+        free=("objective_options.", "mixture.", "model_options."),
+    )
     if config.objective == MIXTURE:
         _validate_mixture(config)
     else:
         if config.mixture:
             raise ConfigError('config.mixture is only read when config.objective is "mixture"')
         _validate_objective(config, "config.objective", config.objective, config.objective_options)
+    objective = (
+        config.mixture[next(iter(config.mixture))].objective
+        if config.objective == MIXTURE
+        else config.objective
+    )
+    try:
+        model_settings(objective, config.model_options.to_dict())
+    except ConfigError as e:
+        raise ConfigError(f"config.model_options.{e}") from None
     m = config.model
     if m.hidden_size % m.num_heads:
         raise ConfigError(

@@ -23,6 +23,7 @@ import grain
 import jax
 import orbax.checkpoint as ocp
 
+from lm_jax.config_tools import flatten
 from lm_jax.errors import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,8 @@ RESUMABLE_CHANGES = (
     "train.eval_batches",
     "train.checkpoint_every",
     "train.keep_checkpoints",
+    "model.attention",  # the same attention, computed another way
+    "model.remat",  # the same gradients, recomputed instead of stored
     "mesh.data",  # a checkpoint restores onto any mesh
     "mesh.fsdp",
     "mesh.tensor",
@@ -47,13 +50,6 @@ RESUMABLE_CHANGES = (
     "distributed.num_processes",
     "distributed.process_id",
 )
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for k, v in d.items():
-        out.update(_flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-    return out
 
 
 def checkpoint_steps(directory: Path) -> list[int]:
@@ -106,10 +102,15 @@ def restore_run_config(workdir: Path, saved_config: dict[str, Any]) -> None:
 
 
 def check_run_config(
-    workdir: Path, config_dict: dict[str, Any], resuming: bool, write: bool = True
+    workdir: Path,
+    config_dict: dict[str, Any],
+    resuming: bool,
+    write: bool = True,
+    defaults: dict[str, Any] | None = None,
 ) -> None:
     """Record the configuration of a fresh run (when `write`: process 0 of a multi-host run);
-    for a resumed run, refuse incompatible changes."""
+    for a resumed run, refuse incompatible changes. A field the record lacks (added to the
+    schema after the run started) counts as its value in `defaults` (flattened names)."""
     path = Path(workdir) / RUN_CONFIG_FILE
     if not resuming:
         if not write:
@@ -120,14 +121,15 @@ def check_run_config(
         tmp.replace(path)
         return
     try:
-        recorded = _flatten(json.loads(path.read_text()))
+        recorded = flatten(json.loads(path.read_text()))
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(
             f"{path} is unreadable or corrupt ({e}); every checkpoint holds the run's "
             "configuration too: delete the file and rerun, and it is restored from the latest "
             "checkpoint; the run directory was left untouched"
         ) from e
-    current = _flatten(config_dict)
+    current = flatten(config_dict)
+    recorded = {**{k: v for k, v in (defaults or {}).items() if k in current}, **recorded}
     changed = sorted(
         k
         for k in set(recorded) | set(current)

@@ -160,10 +160,13 @@ def check_finite(sums: dict, first: int, last: int, checkpointer: Checkpointer) 
     )
 
 
-def prepare_run_directory(config, workdir: Path, main_process: bool) -> bool:
+def prepare_run_directory(
+    config, workdir: Path, main_process: bool, defaults: dict | None = None
+) -> bool:
     """Whether the run resumes; checks the run's configuration record against `config` (a
-    fresh run's record is written by its owner once its data is ready). A missing record of a
-    resumed run is restored from its latest checkpoint."""
+    fresh run's record is written by its owner once its data is ready; fields the record lacks
+    count as their `defaults`). A missing record of a resumed run is restored from its latest
+    checkpoint."""
     steps = checkpoint_steps(workdir / "checkpoints")
     if steps and main_process and not (workdir / RUN_CONFIG_FILE).exists():
         checkpointer = Checkpointer(workdir / "checkpoints", keep=config.train.keep_checkpoints)
@@ -172,7 +175,7 @@ def prepare_run_directory(config, workdir: Path, main_process: bool) -> bool:
         finally:
             checkpointer.close()
     if steps:
-        check_run_config(workdir, config.to_dict(), resuming=True)
+        check_run_config(workdir, config.to_dict(), resuming=True, defaults=defaults)
     return bool(steps)
 
 
