@@ -249,8 +249,9 @@ def test_sentence_classification_and_qa_heads(cfg, vocab):
     batch = make_batch(vocab)
     mlm, sentence = EncoderForPreTraining(cfg, 3, rngs=nnx.Rngs(0))(batch)
     assert mlm.shape[-1] == vocab.size and sentence.shape == (4, 3)
-    assert EncoderForSequenceClassification(cfg, 1, rngs=nnx.Rngs(0))(batch).shape == (4, 1)
-    start, end = EncoderForQuestionAnswering(cfg, rngs=nnx.Rngs(0))(batch)
+    arrays = (batch.inputs, batch.positions, batch.attention)  # no pretraining fields needed
+    assert EncoderForSequenceClassification(cfg, 1, rngs=nnx.Rngs(0))(*arrays).shape == (4, 1)
+    start, end = EncoderForQuestionAnswering(cfg, rngs=nnx.Rngs(0))(*arrays)
     assert start.shape == end.shape == batch.inputs.shape
     with pytest.raises(ValueError, match="num_labels"):
         EncoderForSequenceClassification(cfg, 0, rngs=nnx.Rngs(0))

@@ -75,6 +75,10 @@ def our_outputs(model, architecture, ids, real, types):
         segment_ids=segments,
         attention=AttentionMask.bidirectional(segments),
     )
+    if architecture in ("BertForSequenceClassification", "BertForQuestionAnswering"):
+        # Fine-tuning models take arrays and the compact mask, no pretraining batch.
+        out = model(fields["inputs"], positions, fields["attention"], jnp.asarray(types))
+        return [np.asarray(o) for o in (out if isinstance(out, tuple) else (out,))]
     if architecture == "ElectraForPreTraining":
         batch = ReplacedTokenBatch(
             **fields, labels=segments, loss_weights=segments, token_type_ids=jnp.asarray(types)

@@ -230,10 +230,19 @@ class EncoderForSequenceClassification(nnx.Module):
         self.head = SequenceClassificationHead(cfg, num_labels, rngs=rngs)
 
     def __call__(
-        self, batch: Batch, *, deterministic: bool = True, rngs: nnx.Rngs | None = None
+        self,
+        input_ids: jnp.ndarray,
+        positions: jnp.ndarray,
+        attention: AttentionMask,
+        token_type_ids: jnp.ndarray | None = None,
+        *,
+        deterministic: bool = True,
+        rngs: nnx.Rngs | None = None,
     ) -> jnp.ndarray:
-        """fp32 logits [batch, num_labels]."""
-        hidden = encode_batch(self.encoder, batch, deterministic, rngs)
+        """fp32 logits [batch, num_labels] from arrays and the compact mask (no batch type)."""
+        hidden = self.encoder(
+            input_ids, positions, attention, token_type_ids, deterministic=deterministic, rngs=rngs
+        )
         return self.head(hidden, deterministic=deterministic, rngs=rngs)
 
 
@@ -246,7 +255,17 @@ class EncoderForQuestionAnswering(nnx.Module):
         self.head = QuestionAnsweringHead(cfg, rngs=rngs)
 
     def __call__(
-        self, batch: Batch, *, deterministic: bool = True, rngs: nnx.Rngs | None = None
+        self,
+        input_ids: jnp.ndarray,
+        positions: jnp.ndarray,
+        attention: AttentionMask,
+        token_type_ids: jnp.ndarray | None = None,
+        *,
+        deterministic: bool = True,
+        rngs: nnx.Rngs | None = None,
     ) -> tuple[jnp.ndarray, jnp.ndarray]:
-        """fp32 (start logits, end logits), each [batch, L]."""
-        return self.head(encode_batch(self.encoder, batch, deterministic, rngs))
+        """fp32 (start logits, end logits), each [batch, L], from arrays and the compact mask."""
+        hidden = self.encoder(
+            input_ids, positions, attention, token_type_ids, deterministic=deterministic, rngs=rngs
+        )
+        return self.head(hidden)

@@ -1,7 +1,7 @@
-"""BERT / RoBERTa masked LM against the reference behaviour in shared/OBJECTIVES.md."""
+"""lm_jax.objectives.masked_lm: BERT / RoBERTa masked LM, whole-word, n-gram and entity masking,
+ELECTRA's masking and replacement sampling, against the references in shared/OBJECTIVES.md."""
 
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
@@ -9,26 +9,66 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from objective_rows import (
+    bert_budget,
+    call,
+    random_rows,
+    rows,
+)
 
 import lm_jax.objectives as obj
 from lm_jax.data.tokenizer import VocabInfo
 from lm_jax.errors import ConfigError
 
 
-def random_rows(vocab, batch, length, seed=0, lengths=None):
-    """[CLS] tokens [SEP] rows of regular tokens, padded to `length` after `lengths[i]` tokens."""
-    rng = np.random.default_rng(seed)
-    regular = vocab.regular_ids()
-    tokens = regular[rng.integers(0, len(regular), (batch, length))]
-    lengths = np.full(batch, length) if lengths is None else np.asarray(lengths)
-    for i, n in enumerate(lengths):
-        tokens[i, 0], tokens[i, n - 1] = vocab.cls_id, vocab.sep_id
-        tokens[i, n:] = vocab.pad_id
-    return jnp.asarray(tokens)
+def word_spans(starts_row, candidates_row):
+    words, current = [], []
+    for i, (s, c) in enumerate(zip(starts_row, candidates_row)):
+        if not c or s or not current:
+            if current:
+                words.append(current)
+            current = [i] if c else []
+        else:
+            current.append(i)
+    if current:
+        words.append(current)
+    return words
 
 
-def bert_budget(n, rate=0.15, max_predictions=20):
-    return min(max_predictions, max(1, int(round(n * rate))))
+@st.composite
+def odd_rows(draw):
+    length = draw(st.sampled_from([1, 2, 9, 31, 70]))  # few shapes: one compilation each
+    batch = draw(st.sampled_from([1, 3]))
+    ids = st.integers(0, 999)
+    tokens = np.array(
+        draw(
+            st.lists(
+                st.lists(ids, min_size=length, max_size=length), min_size=batch, max_size=batch
+            )
+        ),
+        dtype=np.int32,
+    )
+    # Packed segments: non-decreasing ids, padding (0) only at the end.
+    cuts = np.sort(np.array(draw(st.lists(st.integers(0, length), min_size=batch, max_size=batch))))
+    segs = np.zeros((batch, length), np.int32)
+    for i in range(batch):
+        n_docs = draw(st.integers(1, 4))
+        bounds = (
+            np.sort(
+                draw(st.lists(st.integers(0, length), min_size=n_docs - 1, max_size=n_docs - 1))
+            )
+            if n_docs > 1
+            else []
+        )
+        segs[i] = 1 + np.searchsorted(np.asarray(bounds), np.arange(length), side="right")
+        segs[i, cuts[i] :] = 0
+    tokens[segs == 0] = 0
+    return tokens, segs
+
+
+@functools.lru_cache(maxsize=None)
+def jitted_mlm(vocab, budget):
+    return jax.jit(lambda k, t, s: obj.mlm(k, t, vocab=vocab, segment_ids=s, budget=budget))
 
 
 def test_registry():
@@ -183,42 +223,6 @@ def test_bad_options(vocab):
         obj.mlm(jax.random.key(0), jnp.zeros((2, 0), jnp.int32), vocab=vocab)
 
 
-@st.composite
-def odd_rows(draw):
-    length = draw(st.sampled_from([1, 2, 9, 31, 70]))  # few shapes: one compilation each
-    batch = draw(st.sampled_from([1, 3]))
-    ids = st.integers(0, 999)
-    tokens = np.array(
-        draw(
-            st.lists(
-                st.lists(ids, min_size=length, max_size=length), min_size=batch, max_size=batch
-            )
-        ),
-        dtype=np.int32,
-    )
-    # Packed segments: non-decreasing ids, padding (0) only at the end.
-    cuts = np.sort(np.array(draw(st.lists(st.integers(0, length), min_size=batch, max_size=batch))))
-    segs = np.zeros((batch, length), np.int32)
-    for i in range(batch):
-        n_docs = draw(st.integers(1, 4))
-        bounds = (
-            np.sort(
-                draw(st.lists(st.integers(0, length), min_size=n_docs - 1, max_size=n_docs - 1))
-            )
-            if n_docs > 1
-            else []
-        )
-        segs[i] = 1 + np.searchsorted(np.asarray(bounds), np.arange(length), side="right")
-        segs[i, cuts[i] :] = 0
-    tokens[segs == 0] = 0
-    return tokens, segs
-
-
-@functools.lru_cache(maxsize=None)
-def jitted_mlm(vocab, budget):
-    return jax.jit(lambda k, t, s: obj.mlm(k, t, vocab=vocab, segment_ids=s, budget=budget))
-
-
 @settings(max_examples=10, deadline=None)
 @given(odd_rows(), st.sampled_from(["round", "probabilistic"]))
 def test_property_valid_batch_on_odd_inputs(vocab, rows, budget):
@@ -245,38 +249,113 @@ def test_property_valid_batch_on_odd_inputs(vocab, rows, budget):
             assert counts[i] <= min(candidates[i].sum(), int(0.15 * n) + 1)
 
 
-LENGTHS = np.arange(3, 1025)  # [CLS] + n - 2 tokens + [SEP], every row length up to 1024
+@pytest.mark.parametrize("name", ["wwm", "ngram"])
+def test_whole_words_are_all_or_nothing(name, vocab):
+    tokens, segs, starts = rows(vocab, 64, 64, docs=2)
+    batch = call(name, jax.random.key(4), tokens, vocab, segs, starts)
+    sel = np.asarray(batch.loss_weights) > 0
+    candidates = (np.asarray(segs) > 0) & ~np.isin(np.asarray(tokens), vocab.special_ids)
+    for r in range(64):
+        for word in word_spans(np.asarray(starts[r]), candidates[r]):
+            assert sel[r, word].all() or not sel[r, word].any()
+        assert sel[r].sum() <= max(1, round(0.15 * 64))
 
 
-def predicted_per_row(batch) -> list[int]:
-    return np.asarray(batch.masked_weights > 0).sum(-1).tolist()
-
-
-@pytest.mark.parametrize(
-    "name,reference",
-    [
-        # BERT's create_pretraining_data.py: round(len(tokens) * masked_lm_prob), Python floats.
-        ("mlm", lambda n: max(1, round(n * 0.15))),
-        # MPNet: round(0.15 n) of the n real tokens predicted.
-        ("mpnet", lambda n: round(n * 0.15)),
-        # SpanBERT: math.ceil(sent_length * mask_ratio) of the maskable tokens.
-        ("span", lambda n: math.ceil((n - 2) * 0.15)),
-        # ELECTRA's TF code: tf.round(num_tokens * mask_prob) in float32.
-        ("electra", lambda n: max(1, int(np.round(np.float32(n) * np.float32(0.15))))),
-    ],
-)
-def test_budgets_match_the_references_at_every_length(name, reference, vocab):
-    """Every row length 3..1024: the number of predictions is the reference formula, computed
-    as the reference computes it (Python float64, or float32 where the reference is TF)."""
-    tokens = random_rows(vocab, len(LENGTHS), 1024, lengths=LENGTHS)
-    kwargs = {"word_starts": jnp.ones(tokens.shape, bool)} if name == "span" else {}
-    batch = jax.jit(lambda k, t: obj.get(name)(k, t, vocab=vocab, **kwargs))(
-        jax.random.key(0), tokens
+def test_wwm_with_single_token_words_hits_the_budget_and_accepts_word_ids(vocab):
+    tokens, segs, _ = rows(vocab, 16, 50)
+    batch = obj.wwm(
+        jax.random.key(0), tokens, vocab=vocab, word_ids=jnp.arange(50)[None].repeat(16, 0)
     )
-    counts = predicted_per_row(batch)
-    if name == "span":
-        counts = np.asarray(batch.loss_weights > 0).sum(-1).tolist()
-    cap = {"electra": int(0.155 * 1024)}.get(name, math.ceil(0.15 * 1024))
-    expected = [min(reference(n), cap, n - 2) for n in LENGTHS]
-    wrong = [(n, c, e) for n, c, e in zip(LENGTHS, counts, expected) if c != e]
-    assert not wrong, f"(length, ours, reference) where they differ: {wrong[:10]}"
+    assert (np.asarray(batch.loss_weights).sum(-1) == round(0.15 * 50)).all()
+    # Chinese: word ids from a segmenter; characters of one word share an id.
+    word_ids = jnp.asarray(np.repeat(np.arange(25), 2))[None].repeat(16, 0)
+    batch = obj.wwm(jax.random.key(1), tokens, vocab=vocab, word_ids=word_ids)
+    sel = np.asarray(batch.loss_weights) > 0
+    pairs = sel[:, 2:48].reshape(16, 23, 2)  # words 1..23 lie fully between [CLS] and [SEP]
+    assert (pairs[..., 0] == pairs[..., 1]).all()
+    with pytest.raises(ValueError, match="exactly one"):
+        obj.wwm(jax.random.key(0), tokens, vocab=vocab)
+
+
+def test_ngram_lengths_follow_one_over_n(vocab):
+    """With one-token words and a small rate, selected runs are the sampled n-grams."""
+    tokens, segs, _ = rows(vocab, 512, 512)
+    batch = jax.jit(
+        lambda k: obj.ngram(
+            k,
+            tokens,
+            vocab=vocab,
+            segment_ids=segs,
+            word_starts=jnp.ones_like(tokens, bool),
+            rate=0.03,
+        )
+    )(jax.random.key(5))
+    sel = np.asarray(batch.loss_weights) > 0
+    runs = []
+    for r in sel:
+        edges = np.diff(np.concatenate([[0], r.astype(int), [0]]))
+        runs += (np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)).tolist()
+    hist = np.bincount(runs, minlength=5)[1:4] / len(runs)
+    # Budget shortening and rare touching n-grams move a little mass; the shape is 1/n.
+    np.testing.assert_allclose(hist, [6 / 11, 3 / 11, 2 / 11], atol=0.05)
+
+
+def test_entity_spans_masked_whole(vocab):
+    tokens, segs, _ = rows(vocab, 256, 40)
+    entity_ids = np.zeros((256, 40), np.int32)
+    entity_ids[:, 5:9], entity_ids[:, 9:11], entity_ids[:, 20:24] = 1, 2, 3
+    batch = obj.entity(
+        jax.random.key(6), tokens, vocab=vocab, segment_ids=segs, entity_ids=jnp.asarray(entity_ids)
+    )
+    sel = np.asarray(batch.loss_weights) > 0
+    for a, b in [(5, 9), (9, 11), (20, 24)]:
+        assert ((sel[:, a:b].all(1)) | (~sel[:, a:b].any(1))).all()
+    assert sel[:, 5:9].all(1).mean() > 0.05  # entities do get masked
+
+
+def test_electra_masking_85_15_no_random(vocab):
+    tokens, segs, _ = rows(vocab, 1024, 128)
+    batch = jax.jit(lambda k: obj.electra(k, tokens, vocab=vocab, segment_ids=segs))(
+        jax.random.key(9)
+    )
+    assert batch.masked_positions.shape[-1] == int((0.15 + 0.005) * 128)
+    sel = np.asarray(batch.loss_weights) > 0
+    inputs, orig = np.asarray(batch.inputs)[sel], np.asarray(tokens)[sel]
+    assert abs((inputs == vocab.mask_id).mean() - 0.85) < 0.01
+    assert ((inputs == vocab.mask_id) | (inputs == orig)).all()  # never a random token
+
+
+def test_electra_replace_labels_and_gumbel_sampling(vocab):
+    tokens, segs, _ = rows(vocab, 2048, 32)
+    batch = obj.electra(jax.random.key(10), tokens, vocab=vocab, segment_ids=segs)
+    P = batch.masked_positions.shape[-1]
+    # A generator that always predicts the original: nothing is labelled replaced.
+    perfect = jax.nn.one_hot(batch.masked_targets, vocab.size) * 1e4
+    out = obj.electra_replace(jax.random.key(0), batch, perfect)
+    np.testing.assert_array_equal(out.inputs, tokens)
+    assert int(out.labels.sum()) == 0
+    # Logits over three tokens: samples follow the softmax; labels mark real replacements only.
+    logits = jnp.full((2048, P, vocab.size), -1e9).at[..., 10].set(0.0).at[..., 11].set(1.0)
+    logits = logits.at[..., 12].set(2.0)
+    out = obj.electra_replace(jax.random.key(1), batch, logits)
+    w = np.asarray(batch.masked_weights) > 0
+    sampled = np.take_along_axis(np.asarray(out.inputs), np.asarray(batch.masked_positions), 1)[w]
+    freq = np.bincount(sampled, minlength=13)[10:13] / w.sum()
+    np.testing.assert_allclose(freq, jax.nn.softmax(jnp.array([0.0, 1.0, 2.0])), atol=0.01)
+    np.testing.assert_array_equal(out.labels, np.asarray(out.inputs) != np.asarray(tokens))
+    np.testing.assert_array_equal(out.loss_weights, np.asarray(segs) > 0)
+
+
+def test_two_stage_sampling_follows_the_softmax_across_blocks():
+    """Ids in different blocks, a block with no possible id, -inf ids: the frequency of every id
+    in 200,000 draws lies within 5 standard errors of its softmax probability."""
+    from lm_jax.objectives.masked_lm import sample_from_logits
+
+    logits = 1.5 * jax.random.normal(jax.random.key(0), (300,))
+    logits = logits.at[128:256].set(-jnp.inf).at[::7].set(-jnp.inf)  # block 1 impossible
+    rows = jnp.broadcast_to(logits, (200_000, 300))
+    draws = np.asarray(jax.jit(sample_from_logits)(jax.random.key(1), rows))
+    freq = np.bincount(draws, minlength=300) / len(draws)
+    assert freq[128:256].sum() == 0 and freq[::7].sum() == 0
+    p = np.asarray(jax.nn.softmax(logits))
+    assert (np.abs(freq - p) <= 5 * np.sqrt(p * (1 - p) / len(draws))).all()
