@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import pytest
 from conftest import tiny_config
 
-from lm_jax.config_tools import flatten
+from lm_jax.config_tools import flatten, override
 from lm_jax.errors import CheckpointError, ConfigError
 from lm_jax.models.layers import GatedFeedForward
 from lm_jax.objectives.registry import Model
@@ -25,13 +25,7 @@ def _config(objective: str, **overrides):
     defaults = pretraining_config(objective)
     c.objective, c.objective_options = objective, defaults.objective_options
     c.model_options, c.model.activation = defaults.model_options, defaults.model.activation
-    for key, value in overrides.items():
-        node = c
-        *parents, leaf = key.split(".")
-        for name in parents:
-            node = node[name]
-        node[leaf] = value
-    validate(c)
+    validate(override(c, overrides))
     return c
 
 

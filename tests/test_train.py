@@ -247,7 +247,7 @@ def run_cli(*args, cwd=ROOT):
         (["--config=configs/missing.py"], "configs/missing.py"),
         (
             ["--config.model_options.gated_feed_forward=true"],
-            "config.model_options.gated_feed_forward is not a setting of the model that 'mlm'",
+            "config.model_options.gated_feed_forward is not a setting of the masked_lm model",
         ),
     ],
 )

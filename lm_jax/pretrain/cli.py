@@ -22,8 +22,9 @@ from ml_collections import config_flags
 
 from lm_jax import objectives
 from lm_jax.config_tools import flatten
-from lm_jax.errors import LmJaxError
-from lm_jax.pretrain.schema import model_options, objective_options, pretraining_config
+from lm_jax.errors import ConfigError, LmJaxError
+from lm_jax.pretrain.schema import objective_options, pretraining_config
+from lm_jax.pretrain.tasks import check_setting_names
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "pretrain.py"
 
@@ -52,11 +53,11 @@ def _explain_flag_error(argv: list[str], error: Exception) -> str:
         if arg.startswith("--config.model_options.") and "=" in arg:
             setting = arg[len("--config.model_options.") :].split("=", 1)[0]
             objective = _objective_of(argv)
-            if objective in objectives.names() and setting not in model_options(objective):
-                return (
-                    f"config.model_options.{setting} is not a setting of the model that "
-                    f"{objective!r} trains; it accepts {sorted(model_options(objective))}"
-                )
+            if objective in objectives.names():
+                try:
+                    check_setting_names(objective, [setting])
+                except ConfigError as e:
+                    return f"config.model_options.{e}"
         if arg.startswith("--config.") and "=" in arg:
             name = arg[len("--config.") :].split("=", 1)[0]
             free = ("objective_options.", "mixture.", "model_options.")

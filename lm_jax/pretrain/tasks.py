@@ -254,19 +254,24 @@ def task_of(objective: str) -> Task:
     return TASKS[objectives.spec(objective).model]
 
 
-def model_settings(objective: str, values: dict[str, Any]) -> ModelSettings:
-    """The settings of the model `objective` trains from `config.model_options` values; a name
-    the family does not have is a `ConfigError` naming what it accepts."""
-    task = task_of(objective)
-    accepted = list(task.settings.defaults())
-    unknown = sorted(set(values) - set(accepted))
+def check_setting_names(objective: str, names) -> None:
+    """A `ConfigError` for the first of `names` that the model `objective` trains lacks,
+    naming the settings it accepts."""
+    accepted = list(task_of(objective).settings.defaults())
+    unknown = sorted(set(names) - set(accepted))
     if unknown:
         model = objectives.spec(objective).model.value
         raise ConfigError(
             f"{unknown[0]} is not a setting of the {model} model that {objective!r} trains; it "
             f"accepts {accepted or 'none'}"
         )
-    return task.settings(**values)
+
+
+def model_settings(objective: str, values: dict[str, Any]) -> ModelSettings:
+    """The settings of the model `objective` trains from `config.model_options` values
+    (unknown names refused by `check_setting_names`)."""
+    check_setting_names(objective, values)
+    return task_of(objective).settings(**values)
 
 
 def apply_objective(
