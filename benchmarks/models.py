@@ -30,7 +30,7 @@ from flax import nnx
 
 import lm_jax.objectives as objectives
 from lm_jax.attention import AttentionMask
-from lm_jax.batch import ReplacedTokenBatch, Seq2SeqBatch
+from lm_jax.batch import ReplacedTokenBatch, Seq2SeqBatch, encoder_inputs, seq2seq_inputs
 from lm_jax.models.convert import from_hf_state_dict
 from lm_jax.runtime import reuse_freed_host_memory
 from lm_jax.vocab import VocabInfo
@@ -138,7 +138,8 @@ def steps(family: str, a) -> tuple[Callable[[], None], Callable[[], None]]:
         batch = objectives.mlm(jax.random.key(0), tokens, vocab=vocab)
 
         def our_loss(params):
-            logits = nnx.merge(graphdef, params)(batch)
+            model = nnx.merge(graphdef, params)
+            logits = model(*encoder_inputs(batch), batch.masked_positions)
             return cross_entropy(logits, batch.masked_targets, batch.masked_weights)
 
         labels = np.where(np.asarray(batch.loss_weights) > 0, np.asarray(tokens), -100)
@@ -157,7 +158,7 @@ def steps(family: str, a) -> tuple[Callable[[], None], Callable[[], None]]:
         )
 
         def our_loss(params):
-            logits = nnx.merge(graphdef, params)(batch)
+            logits = nnx.merge(graphdef, params)(*encoder_inputs(batch))
             return optax.sigmoid_binary_cross_entropy(logits, labels).mean()
 
         peer_loss = lambda: peer(input_ids=t(tokens), labels=t(labels)).loss
@@ -174,7 +175,12 @@ def steps(family: str, a) -> tuple[Callable[[], None], Callable[[], None]]:
         labels = np.where(used, np.asarray(batch.masked_targets), -100)
 
         def our_loss(params):
-            logits, _ = nnx.merge(graphdef, params)(batch)
+            logits, _ = nnx.merge(graphdef, params)(
+                *encoder_inputs(batch),
+                query_positions=batch.query_positions,
+                query_attention=batch.query_attention,
+                masked_positions=batch.masked_positions,
+            )
             return cross_entropy(logits, batch.masked_targets, batch.masked_weights)
 
         peer_loss = lambda: (
@@ -200,7 +206,7 @@ def steps(family: str, a) -> tuple[Callable[[], None], Callable[[], None]]:
         )
 
         def our_loss(params):
-            logits = nnx.merge(graphdef, params)(batch)
+            logits = nnx.merge(graphdef, params)(*seq2seq_inputs(batch))
             return cross_entropy(logits, batch.decoder_targets, batch.decoder_loss_weights)
 
         peer_loss = lambda: (

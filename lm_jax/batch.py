@@ -149,6 +149,26 @@ class Seq2SeqBatch:
         )
 
 
+def encoder_inputs(batch: "Batch | ReplacedTokenBatch") -> tuple:
+    """(input ids, positions, attention mask, token types): the first four arguments of every
+    encoder-side model (`lm_jax.models`), from an objective's batch."""
+    return batch.inputs, batch.positions, batch.attention, batch.token_type_ids
+
+
+def seq2seq_inputs(batch: Seq2SeqBatch) -> tuple:
+    """The arguments of `EncoderDecoder(...)` in its order: encoder ids, positions and mask,
+    decoder ids, positions and mask, cross-attention mask."""
+    return (
+        batch.inputs,
+        batch.positions,
+        batch.attention,
+        batch.decoder_inputs,
+        batch.decoder_positions,
+        batch.decoder_attention,
+        batch.cross_attention,
+    )
+
+
 @struct.dataclass(kw_only=True)
 class SentencePairBatch(Batch):
     """Masked LM on `[CLS] A [SEP] B [SEP]` rows plus a sentence-level label per row (NSP, SOP,

@@ -9,6 +9,7 @@ import pytest
 from flax import nnx
 
 import lm_jax.objectives as obj
+from lm_jax.batch import encoder_inputs, seq2seq_inputs
 from lm_jax.models import EncoderForMaskedLM, TransformerConfig
 
 
@@ -37,7 +38,7 @@ def test_forward_shapes_and_seeded_init(cfg, vocab):
     batch = make_batch(vocab)
     a = EncoderForMaskedLM(cfg, rngs=nnx.Rngs(0))
     b = EncoderForMaskedLM(cfg, rngs=nnx.Rngs(0))
-    forward = nnx.jit(lambda model, batch: model(batch))
+    forward = nnx.jit(lambda model, batch: model(*encoder_inputs(batch), batch.masked_positions))
     logits = forward(a, batch)
     assert logits.shape == (4, batch.masked_positions.shape[1], vocab.size)
     assert logits.dtype == jnp.float32
@@ -52,7 +53,12 @@ def test_functional_use_under_jit_and_grad(cfg, vocab):
     @jax.jit
     def loss(params, key):
         model = nnx.merge(graphdef, params)
-        logits = model(batch, deterministic=False, rngs=nnx.Rngs(dropout=key))
+        logits = model(
+            *encoder_inputs(batch),
+            batch.masked_positions,
+            deterministic=False,
+            rngs=nnx.Rngs(dropout=key),
+        )
         nll = -jax.nn.log_softmax(logits)[..., 0]
         return (nll * batch.masked_weights).sum()
 
@@ -109,7 +115,10 @@ def test_remat_gives_the_same_gradients(cfg, vocab):
 
         def loss(params):
             logits = nnx.merge(graphdef, params)(
-                batch, deterministic=False, rngs=nnx.Rngs(dropout=jax.random.key(3))
+                *encoder_inputs(batch),
+                batch.masked_positions,
+                deterministic=False,
+                rngs=nnx.Rngs(dropout=jax.random.key(3)),
             )
             return (jax.nn.logsumexp(logits, -1) * batch.masked_weights).sum()
 
@@ -128,7 +137,8 @@ def test_bfloat16_compute_keeps_fp32_parameters_and_logits(cfg, vocab):
     params = jax.tree.leaves(nnx.state(model, nnx.Param))
     assert all(p.dtype == jnp.float32 for p in params)
     batch = make_batch(vocab)
-    low, high = model(batch), reference(batch)
+    arrays = (*encoder_inputs(batch), batch.masked_positions)
+    low, high = model(*arrays), reference(*arrays)
     assert low.dtype == jnp.float32
     np.testing.assert_allclose(low, high, atol=0.05)  # bf16 compute: close, not equal
 
@@ -148,9 +158,9 @@ def test_electra_shares_one_embedding_module(cfg, vocab):
 
     def losses(params):
         model = nnx.merge(graphdef, params)
-        gen_logits = model.generator(batch)
+        gen_logits = model.generator(*encoder_inputs(batch), batch.masked_positions)
         replaced = obj.electra_replace(jax.random.key(1), batch, jax.lax.stop_gradient(gen_logits))
-        disc_logits = model.discriminator(replaced)
+        disc_logits = model.discriminator(*encoder_inputs(replaced))
         mlm = (jax.nn.logsumexp(gen_logits, -1) * batch.masked_weights).sum()
         rtd = (jax.nn.softplus(disc_logits) * replaced.loss_weights).sum()
         return mlm, rtd
@@ -172,7 +182,8 @@ def test_span_boundary_head(cfg, vocab):
 
     model = EncoderForSpanBoundary(cfg, rngs=nnx.Rngs(0))
     batch = obj.span(jax.random.key(0), make_batch(vocab).targets, vocab=vocab)
-    mlm, sbo = model(batch)
+    boundaries = (batch.sbo_left, batch.sbo_right, batch.sbo_offsets)
+    mlm, sbo = model(*encoder_inputs(batch), batch.masked_positions, boundaries)
     assert mlm.shape == sbo.shape == (*batch.masked_positions.shape, vocab.size)
     # The SBO logits of a token depend on its span's boundary states and offset only.
     hidden = model.encoder(batch.inputs, batch.positions, batch.attention)
@@ -228,8 +239,15 @@ def test_mpnet_two_stream_rows(cfg, vocab):
             True,
             None,
         )
-        queries_only = enc.two_stream(batch)  # its last layer computes the query rows only
-        return model(batch), content, both, alone, queries_only
+        query = (batch.query_inputs, batch.query_positions, batch.query_attention)
+        queries_only = enc.two_stream(*encoder_inputs(batch), *query)  # last layer: queries only
+        return (
+            model.query_stream(*encoder_inputs(batch), *query),
+            content,
+            both,
+            alone,
+            queries_only,
+        )
 
     logits, content, both, alone, queries_only = streams(state, batch)
     assert logits.shape == (*batch.query_positions.shape, vocab.size)
@@ -247,7 +265,8 @@ def test_sentence_classification_and_qa_heads(cfg, vocab):
     )
 
     batch = make_batch(vocab)
-    mlm, sentence = EncoderForPreTraining(cfg, 3, rngs=nnx.Rngs(0))(batch)
+    pretraining = EncoderForPreTraining(cfg, 3, rngs=nnx.Rngs(0))
+    mlm, sentence = pretraining(*encoder_inputs(batch), batch.masked_positions)
     assert mlm.shape[-1] == vocab.size and sentence.shape == (4, 3)
     arrays = (batch.inputs, batch.positions, batch.attention)  # no pretraining fields needed
     assert EncoderForSequenceClassification(cfg, 1, rngs=nnx.Rngs(0))(*arrays).shape == (4, 1)
@@ -291,6 +310,7 @@ def test_vocabulary_logits_and_loss_shortcuts_match_the_plain_formulas():
     assert float(sums["correct_sum"]) == float(correct.sum()) >= 5
 
 
+@pytest.mark.slow  # the default run checks the encoder (test_remat_gives_the_same_gradients)
 @pytest.mark.parametrize("family", ["xlnet", "t5", "bart"])
 def test_remat_gives_the_same_gradients_in_every_family(family, cfg, vocab):
     """`remat` is honoured by XLNet and the encoder-decoders too (not only the encoder)."""
@@ -317,10 +337,18 @@ def test_remat_gives_the_same_gradients_in_every_family(family, cfg, vocab):
         graphdef, params = nnx.split(model)
 
         def loss(params):
-            out = nnx.merge(graphdef, params)(
-                batch, deterministic=False, rngs=nnx.Rngs(dropout=jax.random.key(3))
-            )
-            logits = out[0] if family == "xlnet" else out
+            run = dict(deterministic=False, rngs=nnx.Rngs(dropout=jax.random.key(3)))
+            model = nnx.merge(graphdef, params)
+            if family == "xlnet":  # both streams, the query stream scored
+                logits, _ = model(
+                    *encoder_inputs(batch),
+                    query_positions=batch.query_positions,
+                    query_attention=batch.query_attention,
+                    masked_positions=batch.masked_positions,
+                    **run,
+                )
+            else:
+                logits = model(*seq2seq_inputs(batch), **run)
             return jax.nn.logsumexp(logits, -1).sum()
 
         program = str(jax.make_jaxpr(jax.grad(loss))(params))

@@ -7,6 +7,7 @@ import pytest
 from conftest import ROOT, run_python
 
 
+@pytest.mark.slow  # each notebook pretrains; the README main job test covers the same path
 @pytest.mark.parametrize(
     "notebook", sorted((ROOT / "notebooks").glob("*.ipynb")), ids=lambda p: p.name
 )

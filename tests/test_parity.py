@@ -11,7 +11,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from lm_jax.attention import AttentionMask  # noqa: E402
-from lm_jax.batch import Batch, ReplacedTokenBatch  # noqa: E402
+from lm_jax.batch import Seq2SeqBatch, encoder_inputs, seq2seq_inputs  # noqa: E402
 from lm_jax.errors import CheckpointError  # noqa: E402
 from lm_jax.models.convert import (  # noqa: E402
     ARCHITECTURES,
@@ -67,30 +67,11 @@ def inputs(kind):
 
 
 def our_outputs(model, architecture, ids, real, types):
+    """Every model takes arrays and the compact mask; no pretraining batch is needed."""
     segments = jnp.asarray(real.astype(np.int32))
     positions = jnp.asarray(np.where(real, np.cumsum(real, 1) - 1, 0))
-    fields = dict(
-        inputs=jnp.asarray(ids),
-        positions=positions,
-        segment_ids=segments,
-        attention=AttentionMask.bidirectional(segments),
-    )
-    if architecture in ("BertForSequenceClassification", "BertForQuestionAnswering"):
-        # Fine-tuning models take arrays and the compact mask, no pretraining batch.
-        out = model(fields["inputs"], positions, fields["attention"], jnp.asarray(types))
-        return [np.asarray(o) for o in (out if isinstance(out, tuple) else (out,))]
-    if architecture == "ElectraForPreTraining":
-        batch = ReplacedTokenBatch(
-            **fields, labels=segments, loss_weights=segments, token_type_ids=jnp.asarray(types)
-        )
-    else:
-        batch = Batch(
-            **fields,
-            targets=jnp.asarray(ids),
-            loss_weights=segments,
-            token_type_ids=jnp.asarray(types),
-        )
-    out = model(batch)
+    attention = AttentionMask.bidirectional(segments)
+    out = model(jnp.asarray(ids), positions, attention, jnp.asarray(types))
     return [np.asarray(o) for o in (out if isinstance(out, tuple) else (out,))]
 
 
@@ -220,7 +201,7 @@ def test_xlnet_content_stream_matches_hugging_face(vocab):
         attention=AttentionMask.bidirectional(batch.segment_ids),
         token_type_ids=jnp.asarray(types),
     )
-    logits, _ = ours(batch)
+    logits, _ = ours(*encoder_inputs(batch))
     with torch.no_grad():
         theirs = peer(
             input_ids=torch.tensor(ids),
@@ -238,7 +219,12 @@ def test_xlnet_two_stream_permutation_lm_matches_hugging_face(vocab):
     ids, types = xlnet_rows(vocab)
     batch = plm(jax.random.key(3), jnp.asarray(ids), vocab=vocab)
     batch = batch.replace(token_type_ids=jnp.asarray(types))
-    logits, _ = ours(batch)
+    logits, _ = ours(
+        *encoder_inputs(batch),
+        query_positions=batch.query_positions,
+        query_attention=batch.query_attention,
+        masked_positions=batch.masked_positions,
+    )
     # Hugging Face's form of the same factorisation: perm_mask[i, j] = 1 where i may not see j
     # (its content stream adds i itself back), target_mapping one-hot per prediction slot.
     content = np.asarray(batch.attention.dense())
@@ -278,9 +264,9 @@ def test_xlnet_memory_matches_hugging_face(vocab):
         batch = clm(jax.random.key(0), jnp.asarray(ids), vocab=vocab)
         return batch.replace(attention=AttentionMask.bidirectional(batch.segment_ids))
 
-    _, memory = ours(bidirectional(first), memory_len=8)
+    _, memory = ours(*encoder_inputs(bidirectional(first)), memory_len=8)
     assert [m.shape for m in memory] == [(2, 8, 32)] * 2
-    logits, _ = ours(bidirectional(second), memory=memory, memory_len=8)
+    logits, _ = ours(*encoder_inputs(bidirectional(second)), memory=memory, memory_len=8)
     with torch.no_grad():
         peer.transformer.mem_len = 8
         mems = peer(input_ids=torch.tensor(first), use_mems=True).mems
@@ -337,7 +323,6 @@ def hf_seq2seq(architecture, gated=False, tied=True):
 
 
 def seq2seq_outputs(ours, peer):
-    from lm_jax.batch import Seq2SeqBatch
 
     rng = np.random.default_rng(0)
     enc = rng.integers(5, 99, (2, 14))
@@ -361,7 +346,7 @@ def seq2seq_outputs(ours, peer):
             attention_mask=torch.tensor(real.astype(int)),
             decoder_input_ids=torch.tensor(dec),
         ).logits.numpy()
-    return np.asarray(ours(batch)), theirs
+    return np.asarray(ours(*seq2seq_inputs(batch))), theirs
 
 
 @pytest.mark.parametrize(

@@ -90,6 +90,7 @@ def one_device_run(tmp_path_factory):
     return run, [r["loss"] for r in read_metrics(run.metrics_path)]
 
 
+@pytest.mark.slow  # the default run keeps the CLI data mesh and the two-process run
 def test_meshes_of_8_devices_match_one_device(one_device_run, tmp_path):
     run, losses = one_device_run
     out = run_python(

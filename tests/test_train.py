@@ -284,8 +284,8 @@ def test_default_main_job_learns(tmp_path):
     assert run.last_eval_loss < run.first_eval_loss - 2.0, (run.first_eval_loss, run.last_eval_loss)
 
 
-# One objective per model family in the default run (mlm: test_heldout_loss_falls; the T5 family:
-# tests/test_configs.py trains configs/t5.py with Adafactor); the rest with -m slow.
+# One objective per model and head in the default run (mlm: test_heldout_loss_falls; the T5
+# family: tests/test_configs.py trains configs/t5.py with Adafactor); the rest with -m slow.
 SLOW = pytest.mark.slow
 
 
@@ -297,8 +297,8 @@ SLOW = pytest.mark.slow
         "electra",
         "plm",
         "nsp",
-        "entity",
-        "tlm",
+        pytest.param("entity", marks=SLOW),
+        pytest.param("tlm", marks=SLOW),
         pytest.param("t5", marks=SLOW),
         pytest.param("sop", marks=SLOW),
         pytest.param("structbert", marks=SLOW),

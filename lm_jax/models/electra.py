@@ -8,9 +8,9 @@ import dataclasses
 import jax.numpy as jnp
 from flax import nnx
 
-from lm_jax.batch import ReplacedTokenBatch
+from lm_jax.attention import AttentionMask
 from lm_jax.models.config import TransformerConfig
-from lm_jax.models.encoder import Encoder, EncoderForMaskedLM, encode_batch
+from lm_jax.models.encoder import Encoder, EncoderForMaskedLM
 from lm_jax.models.heads import ReplacedTokenHead
 
 
@@ -39,11 +39,21 @@ class ElectraDiscriminator(nnx.Module):
         self.rtd_head = ReplacedTokenHead(cfg, rngs=rngs)
 
     def __call__(
-        self, batch: ReplacedTokenBatch, *, deterministic: bool = True, rngs=None
+        self,
+        input_ids: jnp.ndarray,
+        positions: jnp.ndarray,
+        attention: AttentionMask,
+        token_type_ids: jnp.ndarray | None = None,
+        *,
+        deterministic: bool = True,
+        rngs: nnx.Rngs | None = None,
     ) -> jnp.ndarray:
         """fp32 logits [batch, L]; positive means "replaced". Token types (sentence A/B) are
         embedded as in Hugging Face's `ElectraModel`."""
-        return self.rtd_head(encode_batch(self.encoder, batch, deterministic, rngs))
+        hidden = self.encoder(
+            input_ids, positions, attention, token_type_ids, deterministic=deterministic, rngs=rngs
+        )
+        return self.rtd_head(hidden)
 
 
 class Electra(nnx.Module):

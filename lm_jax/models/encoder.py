@@ -8,7 +8,6 @@ import jax.numpy as jnp
 from flax import nnx
 
 from lm_jax.attention import AttentionMask
-from lm_jax.batch import Batch, SpanBatch, TwoStreamBatch
 from lm_jax.models.config import TransformerConfig
 from lm_jax.models.heads import (
     MaskedLMHead,
@@ -87,26 +86,36 @@ class Encoder(nnx.Module):
         return self.run_layers(x, mask, positions, positions, deterministic, rngs)
 
     def two_stream(
-        self, batch: TwoStreamBatch, *, deterministic: bool = True, rngs: nnx.Rngs | None = None
+        self,
+        input_ids: jnp.ndarray,
+        positions: jnp.ndarray,
+        attention: AttentionMask,
+        token_type_ids: jnp.ndarray | None,
+        query_ids: jnp.ndarray,
+        query_positions: jnp.ndarray,
+        query_attention: AttentionMask,
+        *,
+        deterministic: bool = True,
+        rngs: nnx.Rngs | None = None,
     ) -> jnp.ndarray:
         """MPNet's two-stream pass (Song et al. 2020): the content rows and the query-stream
-        rows run through the same layers, the query rows attending to the content rows only, in
-        one attention call per layer. Returns the query stream's hidden states [batch, P, H]."""
+        rows ([batch, P] ids, positions and a mask whose keys are the content rows) run through
+        the same layers, the query rows attending to the content rows only, in one attention
+        call per layer. Returns the query stream's hidden states [batch, P, H]."""
         embed = lambda ids, pos, types: self.embed(
             ids, pos, types, deterministic=deterministic, rngs=rngs
         )
-        content = embed(batch.inputs, batch.positions, batch.token_type_ids)
-        query = embed(batch.query_inputs, batch.query_positions, None)
-        hidden = self.run_layers(
+        content = embed(input_ids, positions, token_type_ids)
+        query = embed(query_ids, query_positions, None)
+        return self.run_layers(
             jnp.concatenate([content, query], axis=-2),
-            AttentionMask.concat_queries(batch.attention, batch.query_attention),
-            jnp.concatenate([batch.positions, batch.query_positions], axis=-1),
-            batch.positions,
+            AttentionMask.concat_queries(attention, query_attention),
+            jnp.concatenate([positions, query_positions], axis=-1),
+            positions,
             deterministic,
             rngs,
             query_start=content.shape[-2],
         )
-        return hidden
 
     def run_layers(
         self,
@@ -141,21 +150,10 @@ class Encoder(nnx.Module):
         return x
 
 
-def encode_batch(encoder: Encoder, batch, deterministic: bool, rngs) -> jnp.ndarray:
-    """The encoder's hidden states for a batch's inputs, positions, mask and token types."""
-    return encoder(
-        batch.inputs,
-        batch.positions,
-        batch.attention,
-        batch.token_type_ids,
-        deterministic=deterministic,
-        rngs=rngs,
-    )
-
-
 class EncoderForMaskedLM(nnx.Module):
-    """Encoder + tied LM head. With a sparse layout (masked LM) the head scores only
-    `batch.masked_positions`; without one (causal / prefix LM) it scores every position.
+    """Encoder + tied LM head. Given `masked_positions` (the sparse layout of masked LM) the
+    head scores only those; without (causal / prefix LM) it scores every position.
+    `query_stream` is MPNet's two-stream pass.
 
     Also ELECTRA's generator and MPNet, whose heads use GeLU whatever the encoder's activation
     (`head_activation="gelu"`).
@@ -168,16 +166,49 @@ class EncoderForMaskedLM(nnx.Module):
         self.mlm_head = MaskedLMHead(cfg, activation=head_activation, rngs=rngs)
 
     def __call__(
-        self, batch: Batch, *, deterministic: bool = True, rngs: nnx.Rngs | None = None
+        self,
+        input_ids: jnp.ndarray,
+        positions: jnp.ndarray,
+        attention: AttentionMask,
+        token_type_ids: jnp.ndarray | None = None,
+        masked_positions: jnp.ndarray | None = None,
+        *,
+        deterministic: bool = True,
+        rngs: nnx.Rngs | None = None,
     ) -> jnp.ndarray:
-        """fp32 logits [batch, max_predictions or L, vocab]; for a two-stream batch (MPNet),
-        the query stream's [batch, P, vocab]."""
-        if isinstance(batch, TwoStreamBatch):
-            hidden = self.encoder.two_stream(batch, deterministic=deterministic, rngs=rngs)
-        else:
-            hidden = encode_batch(self.encoder, batch, deterministic, rngs)
-            if batch.masked_positions is not None:
-                hidden = gather_positions(hidden, batch.masked_positions)
+        """fp32 logits [batch, max_predictions or L, vocab]."""
+        hidden = self.encoder(
+            input_ids, positions, attention, token_type_ids, deterministic=deterministic, rngs=rngs
+        )
+        if masked_positions is not None:
+            hidden = gather_positions(hidden, masked_positions)
+        return self.mlm_head(hidden, self.encoder.embeddings)
+
+    def query_stream(
+        self,
+        input_ids: jnp.ndarray,
+        positions: jnp.ndarray,
+        attention: AttentionMask,
+        token_type_ids: jnp.ndarray | None,
+        query_ids: jnp.ndarray,
+        query_positions: jnp.ndarray,
+        query_attention: AttentionMask,
+        *,
+        deterministic: bool = True,
+        rngs: nnx.Rngs | None = None,
+    ) -> jnp.ndarray:
+        """MPNet: fp32 logits [batch, P, vocab] of the query stream (`Encoder.two_stream`)."""
+        hidden = self.encoder.two_stream(
+            input_ids,
+            positions,
+            attention,
+            token_type_ids,
+            query_ids,
+            query_positions,
+            query_attention,
+            deterministic=deterministic,
+            rngs=rngs,
+        )
         return self.mlm_head(hidden, self.encoder.embeddings)
 
 
@@ -191,13 +222,23 @@ class EncoderForPreTraining(nnx.Module):
         self.sentence_head = SequenceClassificationHead(cfg, num_sentence_labels, rngs=rngs)
 
     def __call__(
-        self, batch: Batch, *, deterministic: bool = True, rngs: nnx.Rngs | None = None
+        self,
+        input_ids: jnp.ndarray,
+        positions: jnp.ndarray,
+        attention: AttentionMask,
+        token_type_ids: jnp.ndarray | None = None,
+        masked_positions: jnp.ndarray | None = None,
+        *,
+        deterministic: bool = True,
+        rngs: nnx.Rngs | None = None,
     ) -> tuple[jnp.ndarray, jnp.ndarray]:
-        """(MLM logits [batch, P, vocab], sentence logits [batch, labels])."""
-        hidden = encode_batch(self.encoder, batch, deterministic, rngs)
+        """(MLM logits [batch, P or L, vocab], sentence logits [batch, labels])."""
+        hidden = self.encoder(
+            input_ids, positions, attention, token_type_ids, deterministic=deterministic, rngs=rngs
+        )
         sentence = self.sentence_head(hidden, deterministic=deterministic, rngs=rngs)
-        if batch.masked_positions is not None:
-            hidden = gather_positions(hidden, batch.masked_positions)
+        if masked_positions is not None:
+            hidden = gather_positions(hidden, masked_positions)
         return self.mlm_head(hidden, self.encoder.embeddings), sentence
 
 
@@ -211,13 +252,25 @@ class EncoderForSpanBoundary(nnx.Module):
         self.sbo_head = SpanBoundaryHead(cfg, max_offsets=max_offsets, rngs=rngs)
 
     def __call__(
-        self, batch: SpanBatch, *, deterministic: bool = True, rngs: nnx.Rngs | None = None
+        self,
+        input_ids: jnp.ndarray,
+        positions: jnp.ndarray,
+        attention: AttentionMask,
+        token_type_ids: jnp.ndarray | None,
+        masked_positions: jnp.ndarray,
+        boundaries: tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray],
+        *,
+        deterministic: bool = True,
+        rngs: nnx.Rngs | None = None,
     ) -> tuple[jnp.ndarray, jnp.ndarray]:
-        """(MLM logits, SBO logits), each [batch, P, vocab] on the sparse layout."""
-        hidden = encode_batch(self.encoder, batch, deterministic, rngs)
+        """(MLM logits, SBO logits), each [batch, P, vocab] on the sparse layout; `boundaries`
+        is (left, right, offset) per prediction slot (`SpanBatch.sbo_*`)."""
+        hidden = self.encoder(
+            input_ids, positions, attention, token_type_ids, deterministic=deterministic, rngs=rngs
+        )
         embeddings = self.encoder.embeddings
-        mlm = self.mlm_head(gather_positions(hidden, batch.masked_positions), embeddings)
-        sbo = self.sbo_head(hidden, batch.sbo_left, batch.sbo_right, batch.sbo_offsets, embeddings)
+        mlm = self.mlm_head(gather_positions(hidden, masked_positions), embeddings)
+        sbo = self.sbo_head(hidden, *boundaries, embeddings)
         return mlm, sbo
 
 

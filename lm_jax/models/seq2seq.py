@@ -19,7 +19,7 @@ import dataclasses
 import jax.numpy as jnp
 from flax import nnx
 
-from lm_jax.batch import Seq2SeqBatch
+from lm_jax.attention import AttentionMask
 from lm_jax.models.config import TransformerConfig
 from lm_jax.models.layers import (
     HIDDEN_AXES,
@@ -132,8 +132,9 @@ class Seq2SeqLayer(nnx.Module):
 class EncoderDecoder(nnx.Module):
     """BART / T5 / MASS: shared token embeddings, encoder, decoder and the tied LM head.
 
-    `model(batch)` returns fp32 decoder logits [batch, L_dec, vocab] for a `Seq2SeqBatch`;
-    `encode` and `decode` expose the halves (for generation and scoring).
+    `model(...)` returns fp32 decoder logits [batch, L_dec, vocab] from the encoder and decoder
+    arrays and masks (the fields of a `Seq2SeqBatch`); `encode` and `decode` expose the halves
+    (for generation and scoring).
     """
 
     def __init__(self, cfg: Seq2SeqConfig, *, rngs: nnx.Rngs):
@@ -182,13 +183,19 @@ class EncoderDecoder(nnx.Module):
         return self.dropout(x, deterministic=deterministic, rngs=rngs)
 
     def encode(
-        self, batch: Seq2SeqBatch, *, deterministic: bool = True, rngs: nnx.Rngs | None = None
+        self,
+        input_ids: jnp.ndarray,
+        positions: jnp.ndarray,
+        attention: AttentionMask,
+        *,
+        deterministic: bool = True,
+        rngs: nnx.Rngs | None = None,
     ) -> jnp.ndarray:
-        """Encoder states [batch, L_enc, hidden]."""
-        x = self._embed(batch.inputs, batch.positions, "encoder", deterministic, rngs)
+        """Encoder states [batch, L_enc, hidden] (bidirectional `attention`)."""
+        x = self._embed(input_ids, positions, "encoder", deterministic, rngs)
         bias = None
         if self.cfg.family == "t5":
-            bias = self.encoder_relative_bias(batch.positions, batch.positions)
+            bias = self.encoder_relative_bias(positions, positions)
         run = layer_runner(
             self.cfg,
             lambda layer, x, mask, bias, rngs: layer(
@@ -196,22 +203,26 @@ class EncoderDecoder(nnx.Module):
             ),
         )
         for layer in self.encoder_layers:
-            x = run(layer, x, batch.attention, bias, rngs)
+            x = run(layer, x, attention, bias, rngs)
         if self.cfg.family == "t5":
             x = self.dropout(self.encoder_final_norm(x), deterministic=deterministic, rngs=rngs)
         return x
 
     def decode(
         self,
-        batch: Seq2SeqBatch,
+        decoder_inputs: jnp.ndarray,
+        decoder_positions: jnp.ndarray,
+        decoder_attention: AttentionMask,
         encoded: jnp.ndarray,
+        cross_attention: AttentionMask,
         *,
         deterministic: bool = True,
         rngs: nnx.Rngs | None = None,
     ) -> jnp.ndarray:
-        """fp32 logits [batch, L_dec, vocab] given the encoder states."""
-        positions = batch.decoder_positions
-        x = self._embed(batch.decoder_inputs, positions, "decoder", deterministic, rngs)
+        """fp32 logits [batch, L_dec, vocab] given the encoder states; `decoder_attention` is
+        causal per example, `cross_attention` its queries against the encoder keys."""
+        positions = decoder_positions
+        x = self._embed(decoder_inputs, positions, "decoder", deterministic, rngs)
         bias = None
         if self.cfg.family == "t5":
             bias = self.decoder_relative_bias(positions, positions)
@@ -222,7 +233,7 @@ class EncoderDecoder(nnx.Module):
             ),
         )
         for layer in self.decoder_layers:
-            x = run(layer, x, batch.decoder_attention, bias, encoded, batch.cross_attention, rngs)
+            x = run(layer, x, decoder_attention, bias, encoded, cross_attention, rngs)
         if self.cfg.family == "t5":
             x = self.dropout(self.decoder_final_norm(x), deterministic=deterministic, rngs=rngs)
             if self.cfg.scale_decoder_outputs:
@@ -233,7 +244,28 @@ class EncoderDecoder(nnx.Module):
         return vocabulary_logits(x, self.word, self.bias[...])
 
     def __call__(
-        self, batch: Seq2SeqBatch, *, deterministic: bool = True, rngs: nnx.Rngs | None = None
+        self,
+        input_ids: jnp.ndarray,
+        positions: jnp.ndarray,
+        attention: AttentionMask,
+        decoder_inputs: jnp.ndarray,
+        decoder_positions: jnp.ndarray,
+        decoder_attention: AttentionMask,
+        cross_attention: AttentionMask,
+        *,
+        deterministic: bool = True,
+        rngs: nnx.Rngs | None = None,
     ) -> jnp.ndarray:
-        encoded = self.encode(batch, deterministic=deterministic, rngs=rngs)
-        return self.decode(batch, encoded, deterministic=deterministic, rngs=rngs)
+        """Teacher-forced fp32 decoder logits [batch, L_dec, vocab]."""
+        encoded = self.encode(
+            input_ids, positions, attention, deterministic=deterministic, rngs=rngs
+        )
+        return self.decode(
+            decoder_inputs,
+            decoder_positions,
+            decoder_attention,
+            encoded,
+            cross_attention,
+            deterministic=deterministic,
+            rngs=rngs,
+        )

@@ -18,7 +18,6 @@ import jax.numpy as jnp
 from flax import nnx, struct
 
 from lm_jax.attention import AttentionMask, dot_product_attention
-from lm_jax.batch import Batch, TwoStreamBatch
 from lm_jax.models.config import TransformerConfig
 from lm_jax.models.layers import (
     HIDDEN_AXES,
@@ -193,36 +192,41 @@ class XLNet(nnx.Module):
 
     def __call__(
         self,
-        batch: Batch,
+        input_ids: jnp.ndarray,
+        positions: jnp.ndarray,
+        attention: AttentionMask,
+        token_type_ids: jnp.ndarray | None = None,
         *,
+        query_positions: jnp.ndarray | None = None,
+        query_attention: AttentionMask | None = None,
+        masked_positions: jnp.ndarray | None = None,
         memory: list[jnp.ndarray] | None = None,
         memory_len: int = 0,
         deterministic: bool = True,
         rngs: nnx.Rngs | None = None,
     ) -> tuple[jnp.ndarray, list[jnp.ndarray]]:
-        """(fp32 logits, new memory). The new memory holds each layer's input content rows,
-        after the old memory, keeping the last `memory_len` (0: keep none)."""
+        """(fp32 logits, new memory). Without a query stream the logits are the content
+        stream's [batch, L, vocab]; with one (`query_positions`, `query_attention` whose keys
+        are the content rows, and `masked_positions`, each slot's index in the content row) they
+        are the query stream's [batch, P, vocab]. The new memory holds each layer's input
+        content rows, after the old memory, keeping the last `memory_len` (0: keep none)."""
         drop = lambda y: self.dropout(y, deterministic=deterministic, rngs=rngs)
-        h = drop(self.word(batch.inputs))
-        types = (
-            jnp.zeros_like(batch.inputs) if batch.token_type_ids is None else batch.token_type_ids
-        )
+        h = drop(self.word(input_ids))
+        types = jnp.zeros_like(input_ids) if token_type_ids is None else token_type_ids
         mem_len = 0 if memory is None else memory[0].shape[-2]
-        mem_positions = jnp.broadcast_to(
-            jnp.arange(-mem_len, 0), (*batch.positions.shape[:-1], mem_len)
-        )
-        kv_positions = jnp.concatenate([mem_positions, batch.positions], axis=-1)
+        mem_positions = jnp.broadcast_to(jnp.arange(-mem_len, 0), (*positions.shape[:-1], mem_len))
+        kv_positions = jnp.concatenate([mem_positions, positions], axis=-1)
         kv_types = jnp.concatenate([jnp.zeros_like(mem_positions), types], axis=-1)
-        q_positions, q_types, mask = batch.positions, types, batch.attention
-        two_stream = isinstance(batch, TwoStreamBatch)
+        q_positions, q_types, mask = positions, types, attention
+        two_stream = query_positions is not None
         if two_stream:
-            slots = batch.query_positions.shape[-1]
+            slots = query_positions.shape[-1]
             g = drop(jnp.broadcast_to(self.mask_emb[...], (*h.shape[:-2], slots, h.shape[-1])))
             g = g.astype(h.dtype)
-            query_types = jnp.take_along_axis(types, batch.masked_positions, axis=-1)
-            q_positions = jnp.concatenate([q_positions, batch.query_positions], axis=-1)
+            query_types = jnp.take_along_axis(types, masked_positions, axis=-1)
+            q_positions = jnp.concatenate([q_positions, query_positions], axis=-1)
             q_types = jnp.concatenate([q_types, query_types], axis=-1)
-            mask = AttentionMask.concat_queries(mask, batch.query_attention)
+            mask = AttentionMask.concat_queries(mask, query_attention)
         mask = _with_memory(mask, mem_len)
         length = h.shape[-2]
         relative = RelativeLayout.build(

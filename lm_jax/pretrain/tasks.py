@@ -20,7 +20,7 @@ import optax
 from flax import nnx
 
 from lm_jax import objectives
-from lm_jax.batch import Batch
+from lm_jax.batch import Batch, TwoStreamBatch, encoder_inputs, seq2seq_inputs
 from lm_jax.config_tools import Rule
 from lm_jax.errors import ConfigError
 from lm_jax.models.config import TransformerConfig
@@ -138,16 +138,28 @@ class Task:
 
 
 def _lm_sums(model, batch, key, deterministic, rngs):
-    """LM head on the sparse layout (masked LM, MPNet's query stream) or on every position
+    """LM head on the sparse layout (masked LM), on MPNet's query stream, or on every position
     (causal / prefix LM)."""
-    logits = model(batch, deterministic=deterministic, rngs=rngs)
+    run = dict(deterministic=deterministic, rngs=rngs)
+    if isinstance(batch, TwoStreamBatch):
+        query = (batch.query_inputs, batch.query_positions, batch.query_attention)
+        logits = model.query_stream(*encoder_inputs(batch), *query, **run)
+    else:
+        logits = model(*encoder_inputs(batch), batch.masked_positions, **run)
     if batch.masked_positions is not None:
         return weighted_cross_entropy(logits, batch.masked_targets, batch.masked_weights)
     return weighted_cross_entropy(logits, batch.targets, batch.loss_weights)
 
 
 def _span_sums(model, batch, key, deterministic, rngs):
-    mlm, sbo = model(batch, deterministic=deterministic, rngs=rngs)
+    boundaries = (batch.sbo_left, batch.sbo_right, batch.sbo_offsets)
+    mlm, sbo = model(
+        *encoder_inputs(batch),
+        batch.masked_positions,
+        boundaries,
+        deterministic=deterministic,
+        rngs=rngs,
+    )
     return {
         **weighted_cross_entropy(mlm, batch.masked_targets, batch.masked_weights),
         **_prefixed("sbo_", weighted_cross_entropy(sbo, batch.masked_targets, batch.sbo_weights)),
@@ -155,15 +167,23 @@ def _span_sums(model, batch, key, deterministic, rngs):
 
 
 def _xlnet_sums(model, batch, key, deterministic, rngs):
-    logits, _ = model(batch, deterministic=deterministic, rngs=rngs)
+    logits, _ = model(
+        *encoder_inputs(batch),
+        query_positions=batch.query_positions,
+        query_attention=batch.query_attention,
+        masked_positions=batch.masked_positions,
+        deterministic=deterministic,
+        rngs=rngs,
+    )
     return weighted_cross_entropy(logits, batch.masked_targets, batch.masked_weights)
 
 
 def _electra_sums(model, batch, key, deterministic, rngs):
-    generator_logits = model.generator(batch, deterministic=deterministic, rngs=rngs)
+    run = dict(deterministic=deterministic, rngs=rngs)
+    generator_logits = model.generator(*encoder_inputs(batch), batch.masked_positions, **run)
     # Replacements sampled from the generator, no gradient through the sampling.
     replaced = electra_replace(key, batch, jax.lax.stop_gradient(generator_logits))
-    logits = model.discriminator(replaced, deterministic=deterministic, rngs=rngs)
+    logits = model.discriminator(*encoder_inputs(replaced), **run)
     bce = optax.sigmoid_binary_cross_entropy(logits, replaced.labels)
     correct = ((logits > 0) == (replaced.labels > 0)).astype(jnp.float32)
     return {
@@ -176,7 +196,9 @@ def _electra_sums(model, batch, key, deterministic, rngs):
 
 def _sentence_pair_sums(model, batch, key, deterministic, rngs):
     """BERT's pretraining heads: masked LM and the sentence-level label (NSP, SOP, SSO)."""
-    mlm, sentence = model(batch, deterministic=deterministic, rngs=rngs)
+    mlm, sentence = model(
+        *encoder_inputs(batch), batch.masked_positions, deterministic=deterministic, rngs=rngs
+    )
     return {
         **weighted_cross_entropy(mlm, batch.masked_targets, batch.masked_weights),
         **_prefixed(
@@ -195,7 +217,7 @@ def _sentence_pair_task(labels: int) -> Task:
 
 
 def _seq2seq_sums(model, batch, key, deterministic, rngs):
-    logits = model(batch, deterministic=deterministic, rngs=rngs)
+    logits = model(*seq2seq_inputs(batch), deterministic=deterministic, rngs=rngs)
     return weighted_cross_entropy(logits, batch.decoder_targets, batch.decoder_loss_weights)
 
 
