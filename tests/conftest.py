@@ -3,19 +3,36 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
+import uuid
 from pathlib import Path
 
-import pytest
+# One XLA compilation cache per test run (set before JAX is imported), inherited by the
+# pytest-xdist workers and the subprocesses they start: the many tiny runs compile the same
+# programs, and each compiles once. A fresh directory per run, so every run starts cold.
+XLA_CACHE = Path(tempfile.gettempdir()) / f"lm_jax_test_xla_cache_{uuid.uuid4().hex}"
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(XLA_CACHE))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 
-from lm_jax import runtime
-from lm_jax.data.tokenizer import VocabInfo
+import pytest  # noqa: E402
+
+from lm_jax import runtime  # noqa: E402
+from lm_jax.data.tokenizer import VocabInfo  # noqa: E402
 
 runtime.prepare()  # each test process, before its first JAX computation: one CPU device
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def pytest_unconfigure(config):
+    """The run's compilation cache goes with it (in the main process, after the workers)."""
+    if not hasattr(config, "workerinput"):
+        shutil.rmtree(XLA_CACHE, ignore_errors=True)
 
 
 def shared_data_dir() -> Path:
