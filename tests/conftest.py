@@ -12,17 +12,11 @@ import pytest
 
 from lm_jax import runtime
 from lm_jax.data.tokenizer import VocabInfo
+from lm_jax.finetune.schema import shared_data_dir
 
 runtime.prepare()  # each test process, before its first JAX computation: one CPU device
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def shared_data_dir() -> Path:
-    """The folder of real data used by tests: `$LM_JAX_DATA_DIR` when set, else `../shared/data`
-    beside the repository root."""
-    env = os.environ.get("LM_JAX_DATA_DIR")
-    return Path(env) if env else ROOT.parent / "shared" / "data"
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,7 @@
 
 Ground floor (errors, vocab, batch, layout, config_tools, runtime, sharding, attention) <- data,
 models, objectives (none of which import each other) <- train (the generic trainer) <-
-pretrain; no cycles.
+pretrain <- finetune (which reads pretraining runs); no cycles.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ ALLOWED = {
     "objectives": set(),
     "train": set(),
     "pretrain": {"data", "models", "objectives", "train"},
+    # Fine-tuning starts from pretraining runs (lm_jax.pretrain.saved); never the other way.
+    "finetune": {"data", "models", "train", "pretrain"},
 }
 
 

@@ -125,8 +125,9 @@ def summarize_components(sums: dict[str, dict]) -> dict[str, float]:
     return out
 
 
-def evaluate(eval_steps: dict, params, batches) -> dict[str, float]:
-    """Every objective of the run on the same held-out batches (fixed masks per batch)."""
+def evaluate(eval_steps: dict, params, step: int, batches) -> dict[str, float]:
+    """Every objective of the run on the same held-out batches (fixed masks per batch), at any
+    `step`."""
     sums = {}
     for name, eval_step in eval_steps.items():
         for i, rows in enumerate(batches):

@@ -50,7 +50,7 @@ class Loop:
       state: the (restored) train state.
       schedule: step -> learning rate, for the metrics.
       train_steps: name -> jitted `step(state, rows) -> (state, sums)` (several for a mixture).
-      evaluate: params -> held-out metrics.
+      evaluate: (params, step) -> held-out metrics (the step lets a run keep its best model).
       batches: the training batch iterator (checkpointed with the state).
       checkpointer: where states are saved.
       start: the step the loop starts from (0: a fresh run).
@@ -63,7 +63,7 @@ class Loop:
     state: TrainState
     schedule: Callable[[int], Any]
     train_steps: dict[str, Callable]
-    evaluate: Callable[[Any], dict[str, float]]
+    evaluate: Callable[[Any, int], dict[str, float]]
     batches: Any
     checkpointer: Checkpointer
     start: int
@@ -275,7 +275,7 @@ def run_loop(
     t, state, start, stopped = train, loop.state, loop.start, None
     with jax.set_mesh(loop.mesh), _TerminationRequest() as termination:
         if start == 0:
-            record(0, "eval", loop.evaluate(state.params))
+            record(0, "eval", loop.evaluate(state.params, 0))
         sums, tick, first = {}, time.perf_counter(), start + 1
         for step in progress_bar:
             name = choose(step)
@@ -294,7 +294,7 @@ def run_loop(
                 progress_bar.set_postfix(**shown)
                 sums, tick, first = {}, time.perf_counter(), done + 1
             if done % t.eval_every == 0 or done == t.steps:
-                record(done, "eval", loop.evaluate(state.params))
+                record(done, "eval", loop.evaluate(state.params, done))
             stop = termination.reached(done)
             if done % t.checkpoint_every == 0 or done == t.steps or stop:
                 check_finite(sums, first, done, loop.checkpointer)
