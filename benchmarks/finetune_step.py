@@ -22,7 +22,11 @@ import ml_collections
 import numpy as np
 import torch
 import transformers
-from models import add_shape_arguments, median_times  # benchmarks/models.py, beside this script
+from models import (  # benchmarks/models.py, beside this script
+    add_shape_arguments,
+    compiled_runner,
+    median_times,
+)
 
 from lm_jax.finetune.tasks import sequence_task
 from lm_jax.models.convert import from_hf_state_dict
@@ -73,16 +77,7 @@ def our_step(peer, rows, devices):
     mesh = make_mesh(data=len(devices), devices=devices)
     graphdef, state, sharding = place_train_state(model, optimizer, mesh)
     step = make_train_step(graphdef, optimizer, sequence_task("classification"), 0, mesh, sharding)
-    rows = global_batch(rows, mesh)
-    with jax.set_mesh(mesh):
-        compiled = step.lower(state, rows).compile()
-    states = [state]
-
-    def run():
-        states[0], sums = compiled(states[0], rows)
-        jax.block_until_ready(sums)
-
-    return run
+    return compiled_runner(step, state, global_batch(rows, mesh), mesh)[0]
 
 
 def peer_step(peer, rows):

@@ -93,6 +93,17 @@ def tiny_cli_overrides(**overrides) -> list[str]:
     return [f"--config.{k}={v}" for k, v in tiny.items() if default.get(k) != v]
 
 
+def run_module(module: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """`python -m module args...` from the repository root (stdout, stderr captured)."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def run_python(code: str, devices: int = 1, timeout: int = 600) -> str:
     """Run `code` in a fresh interpreter with `devices` fake CPU devices; returns stdout."""
     env = dict(

@@ -4,13 +4,11 @@ initial weights from a pretraining run and from a Hugging Face folder, seeds, ba
 import json
 import os
 import signal
-import subprocess
-import sys
 
 import jax
 import numpy as np
 import pytest
-from conftest import ROOT, tiny_config
+from conftest import ROOT, run_module, tiny_config
 from flax import nnx
 
 from lm_jax.config_tools import override
@@ -183,15 +181,8 @@ def test_several_seeds_report_each_and_mean_std(task_files, tmp_path):
     assert json.loads((tmp_path / "seeds" / "seeds.json").read_text()) == summary
 
 
-def cli(*args, cwd=ROOT):
-    return subprocess.run(
-        [sys.executable, "-m", "lm_jax.finetune", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "JAX_PLATFORMS": "cpu"},
-    )
+def cli(*args):
+    return run_module("lm_jax.finetune", *args)
 
 
 def test_command_line_bad_input_exits_2_and_keeps_outputs(task_files, tmp_path):

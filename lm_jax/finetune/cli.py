@@ -13,48 +13,18 @@ A run directory that already holds checkpoints is resumed from the latest one. B
 
 from __future__ import annotations
 
-import difflib
-import logging
 import sys
 
-from absl import flags
-from ml_collections import config_flags
-
+from lm_jax.command_line import (
+    FLAG_ERRORS,
+    configure_logging,
+    explain_flag_error,
+    fail,
+    parse_config,
+    run_reporting_errors,
+)
 from lm_jax.config_tools import flatten
-from lm_jax.errors import LmJaxError
 from lm_jax.finetune.schema import finetuning_config
-
-
-def _parse_config(argv: list[str]):
-    if "config" not in flags.FLAGS:
-        config_flags.DEFINE_config_file("config", None, "Fine-tuning configuration file.")
-    rest = flags.FLAGS(argv)
-    config = flags.FLAGS.config
-    if config is None:
-        raise ValueError("--config=configs/finetune/<task>.py is required")
-    config.to_dict()  # a config file that failed to load raises here, not at first use
-    return config, rest
-
-
-def _explain_flag_error(argv: list[str], error: Exception) -> str:
-    fields = flatten(finetuning_config().to_dict())
-    for arg in argv[1:]:
-        if arg.startswith("--config.") and "=" in arg:
-            name = arg[len("--config.") :].split("=", 1)[0]
-            if name not in fields:
-                close = difflib.get_close_matches(name, fields, n=1)
-                hint = f" (did you mean config.{close[0]}?)" if close else ""
-                return f"unknown config field config.{name}{hint}"
-    cause = error.__cause__ or error
-    return f"invalid command line: {' '.join(str(cause).split())}"
-
-
-def _quiet_libraries() -> None:
-    logging.basicConfig(level=logging.INFO, format="[lm_jax] %(message)s", force=True)
-    for quiet in ("orbax", "asyncio"):
-        logging.getLogger(quiet).setLevel(logging.CRITICAL)
-    for noisy in ("absl", "jax", "matplotlib"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def _print_summary(config, summary) -> None:
@@ -101,26 +71,16 @@ def default_dir(config):
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv if argv is None else argv)
     try:
-        config, rest = _parse_config(argv)
-    except (flags.Error, AttributeError, KeyError, OSError, TypeError, ValueError) as e:
-        print(f"lm_jax: error: {_explain_flag_error(argv, e)}", file=sys.stderr)
-        return 2
+        config, rest = parse_config(argv, None, "Fine-tuning configuration file.")
+    except FLAG_ERRORS as e:
+        return fail(explain_flag_error(argv, e, set(flatten(finetuning_config().to_dict()))))
     if len(rest) > 1:
-        print(f"lm_jax: error: unexpected arguments {rest[1:]}", file=sys.stderr)
-        return 2
-    _quiet_libraries()
+        return fail(f"unexpected arguments {rest[1:]}")
+    configure_logging()
     from lm_jax.finetune.run import finetune
 
-    try:
-        summary = finetune(config)
-    except LmJaxError as e:
-        print(f"lm_jax: error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:
-        print(f"lm_jax: error: {e}; the checkpoints already saved are intact", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("lm_jax: interrupted; the checkpoints already saved are intact", file=sys.stderr)
-        return 130
+    status, summary = run_reporting_errors(lambda: finetune(config))
+    if status:
+        return status
     _print_summary(config, summary)
     return 0

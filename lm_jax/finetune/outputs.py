@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-log = logging.getLogger(__name__)
+from lm_jax.train.metrics import new_figure, save_figure
 
 
 def write_atomically(path: Path, text: str) -> Path:
@@ -56,28 +55,10 @@ def write_predictions(
     return path
 
 
-def _save(fig, path: Path) -> Path | None:
-    import matplotlib.pyplot as plt
-
-    try:
-        fig.savefig(path)
-    except OSError as e:
-        log.warning("the picture %s could not be written: %s", path, e)
-        return None
-    finally:
-        plt.close(fig)
-    return path
-
-
 def plot_dev_metric(path: Path, evaluations: list[dict], metric: str, title: str) -> Path | None:
     """The dev metric against step, the best evaluation marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     points = [(e["step"], e[metric]) for e in evaluations if math.isfinite(e.get(metric, np.nan))]
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    fig, ax = new_figure()
     if points:
         ax.plot(*zip(*points), "o-", markersize=4, label=f"dev {metric}")
         best = max(points, key=lambda p: p[1])
@@ -88,7 +69,7 @@ def plot_dev_metric(path: Path, evaluations: list[dict], metric: str, title: str
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, classes: int) -> np.ndarray:
@@ -99,13 +80,8 @@ def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, classes: int) 
 
 
 def plot_confusion(path: Path, counts: np.ndarray, names: list[str], title: str) -> Path | None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     size = max(3.5, 0.6 * len(names) + 2)
-    fig, ax = plt.subplots(figsize=(size, size), dpi=120)
+    fig, ax = new_figure(size, size)
     ax.imshow(counts, cmap="Blues")
     for (gold, predicted), n in np.ndenumerate(counts):
         color = "white" if n > counts.max() / 2 else "black"
@@ -116,7 +92,7 @@ def plot_confusion(path: Path, counts: np.ndarray, names: list[str], title: str)
     ax.set_ylabel("gold")
     ax.set_title(title)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def seeds_summary(path: Path, metric: str, per_seed: dict[int, dict[str, Any]]) -> dict:

@@ -17,7 +17,6 @@ import jax
 import ml_collections
 import numpy as np
 from flax import nnx
-from tqdm.auto import tqdm
 
 from lm_jax import runtime
 from lm_jax.config_tools import flatten
@@ -49,19 +48,17 @@ from lm_jax.finetune.schema import finetuning_config, resolve_schedule, validate
 from lm_jax.finetune.tasks import layer_decay_factors, predict_logits, sequence_task
 from lm_jax.finetune.weights import Initial, initial_weights, model_config
 from lm_jax.models.encoder import EncoderForSequenceClassification
-from lm_jax.sharding import batch_split, make_mesh
-from lm_jax.train.checkpoint import Checkpointer, check_run_config
+from lm_jax.train.checkpoint import check_run_config
 from lm_jax.train.loop import (
     Loop,
-    Records,
     initialize_distributed,
     model_flops,
+    open_checkpoints,
     prepare_run_directory,
-    resume,
-    run_loop,
-    schedule_note,
+    run_mesh,
+    train_recorded,
 )
-from lm_jax.train.metrics import MetricsWriter, peak_flops, plot_loss_curve, read_metrics
+from lm_jax.train.metrics import plot_loss_curve, read_metrics
 from lm_jax.train.optimizer import make_optimizer
 from lm_jax.train.run_directory import RunDirectoryLock
 from lm_jax.train.step import (
@@ -235,7 +232,15 @@ def _finetune_locked(config, workdir: Path, progress: bool) -> FinetuneSummary:
     )
     loop, parts = _build_loop(config, workdir, data, initial, main_process)
     try:
-        result = _train(config, workdir, loop, progress, main_process)
+        result, _ = train_recorded(
+            loop,
+            config.train,
+            workdir,
+            lambda step: "train",
+            f"finetune {config.name}",
+            progress,
+            main_process,
+        )
         return _finish(config, workdir, data, loop, parts, result, main_process)
     finally:
         loop.checkpointer.close()
@@ -251,19 +256,9 @@ class _Parts:
     best: BestModel
 
 
-def _mesh(config):
-    mesh = make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
-    if config.train.batch_size % batch_split(mesh):
-        raise ConfigError(
-            f"config.train.batch_size ({config.train.batch_size}) must be divisible by the "
-            f"mesh's data x fsdp = {batch_split(mesh)} ways"
-        )
-    return mesh
-
-
 def _build_loop(config, workdir, data: TaskData, initial: Initial, main_process: bool):
     t = config.train
-    mesh = _mesh(config)
+    mesh = run_mesh(config)
     num_labels = len(data.labels) or 1
     model = build_model(config, initial, data.tokenizer.vocab.size, num_labels)
     factors = None
@@ -274,19 +269,10 @@ def _build_loop(config, workdir, data: TaskData, initial: Initial, main_process:
     graphdef, state, state_sharding = place_train_state(model, optimizer, mesh)
     shard = dict(process_index=jax.process_index(), process_count=jax.process_count())
     batches = batch_iterator(train_batches(data.train, t.batch_size, config.seed, **shard))
-    checkpointer = Checkpointer(
-        workdir / "checkpoints",
-        keep=t.keep_checkpoints,
-        config=config.to_dict(),
-        write_checksums=main_process,
-    )
     fingerprint = data.fingerprint()
-    try:
-        state, start = resume(checkpointer, state, batches, fingerprint)
-        schedule_note(config, start, schedule, checkpointer)
-    except BaseException:
-        checkpointer.close()
-        raise
+    checkpointer, state, start = open_checkpoints(
+        config, workdir, state, batches, fingerprint, schedule, main_process
+    )
     task = sequence_task(config.task)
     predict = make_predict_step(graphdef, predict_logits, mesh, state_sharding.params)
     best = BestModel(workdir / "best", main_metric(config))
@@ -300,9 +286,7 @@ def _build_loop(config, workdir, data: TaskData, initial: Initial, main_process:
         state=state,
         schedule=schedule,
         train_steps={
-            "train": make_train_step(
-                graphdef, optimizer, task, config.seed, mesh, state_sharding
-            )
+            "train": make_train_step(graphdef, optimizer, task, config.seed, mesh, state_sharding)
         },
         evaluate=evaluator,
         batches=batches,
@@ -321,37 +305,6 @@ def _train_summary(sums: dict) -> dict[str, float]:
     if "correct_sum" in sums:
         out["accuracy"] = float(sums["correct_sum"]) / weight
     return out
-
-
-def _train(config, workdir: Path, loop: Loop, progress: bool, main_process: bool):
-    t = config.train
-    if loop.start >= t.steps:
-        log.warning(
-            "nothing to train: the latest checkpoint is step %d, at or past config.train.steps=%d",
-            loop.start,
-            t.steps,
-        )
-    metrics = None
-    if main_process:
-        metrics = MetricsWriter(
-            workdir / "metrics.jsonl",
-            drop_after=loop.start if loop.start else -1,
-            tensorboard_dir=workdir / "tensorboard",
-        )
-    bar = tqdm(
-        range(loop.start, t.steps),
-        initial=loop.start,
-        total=t.steps,
-        disable=not progress or not main_process,
-        desc=f"finetune {config.name}",
-        unit="step",
-        dynamic_ncols=True,
-    )
-    try:
-        return run_loop(loop, t, lambda step: "train", Records(metrics), peak_flops()[0], bar)
-    finally:
-        if metrics is not None:
-            metrics.close()
 
 
 def _evaluations(metrics_path: Path) -> list[dict]:
