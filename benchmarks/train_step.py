@@ -28,7 +28,11 @@ import numpy as np
 import torch
 import transformers
 from flax import nnx
-from models import add_shape_arguments, median_times  # benchmarks/models.py, beside this script
+from models import (  # benchmarks/models.py, beside this script
+    add_shape_arguments,
+    compiled_runner,
+    median_times,
+)
 
 from lm_jax.models import TransformerConfig
 from lm_jax.pretrain.tasks import step_task, task_of
@@ -106,15 +110,7 @@ def our_step(objective: str, a, devices: list[jax.Device]):
         },
         mesh,
     )
-    with jax.set_mesh(mesh):
-        compiled = step.lower(state, rows).compile()
-    states = [state]
-
-    def run():
-        states[0], sums = compiled(states[0], rows)
-        jax.block_until_ready(sums)
-        return sums
-
+    run, compiled = compiled_runner(step, state, rows, mesh)
     return run, compiled.cost_analysis()["flops"] * mesh.size  # cost_analysis: per device
 
 

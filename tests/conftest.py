@@ -23,6 +23,7 @@ import pytest  # noqa: E402
 
 from lm_jax import runtime  # noqa: E402
 from lm_jax.data.tokenizer import VocabInfo  # noqa: E402
+from lm_jax.finetune.schema import shared_data_dir  # noqa: E402
 
 runtime.prepare()  # each test process, before its first JAX computation: one CPU device
 
@@ -33,13 +34,6 @@ def pytest_unconfigure(config):
     """The run's compilation cache goes with it (in the main process, after the workers)."""
     if not hasattr(config, "workerinput"):
         shutil.rmtree(XLA_CACHE, ignore_errors=True)
-
-
-def shared_data_dir() -> Path:
-    """The folder of real data used by tests: `$LM_JAX_DATA_DIR` when set, else `../shared/data`
-    beside the repository root."""
-    env = os.environ.get("LM_JAX_DATA_DIR")
-    return Path(env) if env else ROOT.parent / "shared" / "data"
 
 
 @pytest.fixture(scope="session")
@@ -114,6 +108,17 @@ def tiny_cli_overrides(**overrides) -> list[str]:
     default = flatten(pretraining_config().to_dict())
     tiny = flatten(tiny_config(**overrides).to_dict())
     return [f"--config.{k}={v}" for k, v in tiny.items() if default.get(k) != v]
+
+
+def run_module(module: str, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """`python -m module args...` from the repository root (stdout, stderr captured)."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def run_python(code: str, devices: int = 1, timeout: int = 600) -> str:

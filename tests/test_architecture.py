@@ -1,8 +1,8 @@
 """The package's layering, read from its import statements (module-level and local ones).
 
-Ground floor (errors, vocab, batch, layout, config_tools, runtime, sharding, attention) <- data,
-models, objectives (none of which import each other) <- train (the generic trainer) <-
-pretrain; no cycles.
+Ground floor (errors, vocab, batch, layout, config_tools, runtime, sharding, command_line,
+attention) <- data, models, objectives (none of which import each other) <- train (the generic
+trainer) <- pretrain <- finetune (which reads pretraining runs); no cycles.
 """
 
 from __future__ import annotations
@@ -13,7 +13,17 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "lm_jax"
-GROUND = {"errors", "vocab", "batch", "layout", "config_tools", "runtime", "sharding", "attention"}
+GROUND = {
+    "errors",
+    "vocab",
+    "batch",
+    "layout",
+    "config_tools",
+    "runtime",
+    "sharding",
+    "command_line",
+    "attention",
+}
 # Which layers each layer may import (besides itself and the ground floor).
 ALLOWED = {
     "ground": set(),
@@ -22,6 +32,8 @@ ALLOWED = {
     "objectives": set(),
     "train": set(),
     "pretrain": {"data", "models", "objectives", "train"},
+    # Fine-tuning starts from pretraining runs (lm_jax.pretrain.saved); never the other way.
+    "finetune": {"data", "models", "train", "pretrain"},
 }
 
 

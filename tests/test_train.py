@@ -7,14 +7,12 @@ import os
 import re
 import shutil
 import signal
-import subprocess
-import sys
 
 import grain
 import jax
 import numpy as np
 import pytest
-from conftest import ROOT, interrupt_at, tiny_config
+from conftest import interrupt_at, run_module, tiny_config
 
 import lm_jax.objectives as objectives
 from lm_jax.config_tools import override
@@ -221,14 +219,8 @@ def test_cli_refuses_bad_options_before_any_work(tmp_path):
     assert not out.exists()  # refused before the tokenizer or run_config.json was written
 
 
-def run_cli(*args, cwd=ROOT):
-    return subprocess.run(
-        [sys.executable, "-m", "lm_jax.pretrain", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+def run_cli(*args):
+    return run_module("lm_jax.pretrain", *args, timeout=300)
 
 
 @pytest.mark.parametrize(

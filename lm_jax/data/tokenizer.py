@@ -76,6 +76,11 @@ class Tokenizer(abc.ABC):
     def id_to_piece(self, i: int) -> str:
         """The piece string of id `i`."""
 
+    @abc.abstractmethod
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write the tokenizer's file into `directory` under its usual name (`tokenizer.model`,
+        `vocab.txt`); returns its path."""
+
 
 def _byte_to_char_offsets(text: str) -> np.ndarray:
     """Map each UTF-8 byte offset of `text` (and its end) to a character offset."""
@@ -132,6 +137,11 @@ class SentencePieceTokenizer(Tokenizer):
         self._is_word_start = np.array(
             [self._sp.id_to_piece(i).startswith("▁") for i in range(n)] + [True] * self.extra_ids
         )
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        path = Path(directory) / "tokenizer.model"
+        path.write_bytes(self.model_proto)
+        return path
 
     def id_to_piece(self, i: int) -> str:
         n = self._sp.get_piece_size()
@@ -310,6 +320,11 @@ class WordPieceTokenizer(Tokenizer):
 
     def id_to_piece(self, i: int) -> str:
         return self._pieces[i]
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        path = Path(directory) / "vocab.txt"
+        path.write_text("".join(f"{p}\n" for p in self._pieces), encoding="utf-8")
+        return path
 
     def encode(self, text: str) -> Encoded:
         enc = self._tok.encode(text, add_special_tokens=False)

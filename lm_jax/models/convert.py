@@ -614,3 +614,51 @@ def load_hf_checkpoint(folder: str | Path, architecture: str | None = None) -> n
     else:
         raise CheckpointError(f"{folder} has no model.safetensors or pytorch_model.bin")
     return from_hf_state_dict(state, hf_config, architecture)
+
+
+_HF_ACTIVATIONS = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu"}
+
+
+def bert_config(cfg: TransformerConfig, architecture: str, **fields) -> dict:
+    """A Hugging Face BERT `config.json` for our encoder `cfg` (absolute positions from 0,
+    embeddings at hidden width), naming `architecture`; `fields` add e.g. `id2label`."""
+    if (
+        cfg.position_offset
+        or cfg.relative_attention_buckets
+        or cfg.embedding_width != (cfg.hidden_size)
+    ):
+        raise CheckpointError(
+            "only BERT-shaped encoders export as BERT (absolute positions from 0, no relative "
+            "bias, embeddings at hidden width)"
+        )
+    return {
+        "architectures": [architecture],
+        "model_type": "bert",
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.hidden_size,
+        "num_hidden_layers": cfg.num_layers,
+        "num_attention_heads": cfg.num_heads,
+        "intermediate_size": cfg.intermediate_size,
+        "max_position_embeddings": cfg.max_position,
+        "type_vocab_size": cfg.type_vocab_size,
+        "hidden_act": _HF_ACTIVATIONS[cfg.activation],
+        "hidden_dropout_prob": cfg.dropout_rate,
+        "attention_probs_dropout_prob": 0.0,  # lm_jax has no attention-probability dropout
+        "layer_norm_eps": cfg.layer_norm_eps,
+        "initializer_range": cfg.initializer_range,
+        "pad_token_id": 0,
+        **fields,
+    }
+
+
+def save_hf_checkpoint(model: nnx.Module, folder: str | Path, architecture: str, config: dict):
+    """Write `model` as a Hugging Face folder: `config.json` (`config`, e.g. from
+    `bert_config`) and `model.safetensors`, loadable by `transformers` without lm_jax."""
+    from safetensors.numpy import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: np.ascontiguousarray(v) for k, v in to_hf_state_dict(model, architecture).items()}
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+    return folder

@@ -12,33 +12,24 @@ Bad input (unknown field, invalid value, missing or empty corpus, mismatched che
 
 from __future__ import annotations
 
-import difflib
-import logging
 import sys
 from pathlib import Path
 
-from absl import flags
-from ml_collections import config_flags
-
 from lm_jax import objectives
+from lm_jax.command_line import (
+    FLAG_ERRORS,
+    configure_logging,
+    explain_flag_error,
+    fail,
+    parse_config,
+    run_reporting_errors,
+)
 from lm_jax.config_tools import flatten
-from lm_jax.errors import ConfigError, LmJaxError
+from lm_jax.errors import ConfigError
 from lm_jax.pretrain.schema import objective_options, pretraining_config
 from lm_jax.pretrain.tasks import check_setting_names
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "pretrain.py"
-
-
-def _parse_config(argv: list[str]):
-    """Define --config (config_flags reads the overrides while defining it) and parse argv."""
-    if "config" not in flags.FLAGS:
-        config_flags.DEFINE_config_file(
-            "config", str(DEFAULT_CONFIG), "Pretraining configuration file (get_config())."
-        )
-    rest = flags.FLAGS(argv)
-    config = flags.FLAGS.config
-    config.to_dict()  # a config file that failed to load raises here, not at first use
-    return config, rest
 
 
 def _explain_flag_error(argv: list[str], error: Exception) -> str:
@@ -58,15 +49,8 @@ def _explain_flag_error(argv: list[str], error: Exception) -> str:
                     check_setting_names(objective, [setting])
                 except ConfigError as e:
                     return f"config.model_options.{e}"
-        if arg.startswith("--config.") and "=" in arg:
-            name = arg[len("--config.") :].split("=", 1)[0]
-            free = ("objective_options.", "mixture.", "model_options.")
-            if name not in fields and not name.startswith(free):
-                close = difflib.get_close_matches(name, fields, n=1)
-                hint = f" (did you mean config.{close[0]}?)" if close else ""
-                return f"unknown config field config.{name}{hint}"
-    cause = error.__cause__ or error
-    return f"invalid command line: {' '.join(str(cause).split())}"
+    free = ("objective_options.", "mixture.", "model_options.")
+    return explain_flag_error(argv, error, set(fields), free)
 
 
 def _objective_of(argv: list[str]) -> str:
@@ -102,45 +86,17 @@ def _foreign_option(argv: list[str], option: str) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv if argv is None else argv)
     try:
-        config, rest = _parse_config(argv)
-    except (flags.Error, AttributeError, KeyError, OSError, TypeError, ValueError) as e:
-        print(f"lm_jax: error: {_explain_flag_error(argv, e)}", file=sys.stderr)
-        return 2
+        config, rest = parse_config(argv, str(DEFAULT_CONFIG), "Pretraining configuration file.")
+    except FLAG_ERRORS as e:
+        return fail(_explain_flag_error(argv, e))
     if len(rest) > 1:
-        print(f"lm_jax: error: unexpected arguments {rest[1:]}", file=sys.stderr)
-        return 2
-    # force: a library imported above may have given the root logger a handler already.
-    logging.basicConfig(level=logging.INFO, format="[lm_jax] %(message)s", force=True)
-    # A failed checkpoint save is reported by lm_jax's own error; orbax's background threads
-    # and their asyncio tasks would log the same failure again, with tracebacks, many times.
-    for quiet in ("orbax", "asyncio"):
-        logging.getLogger(quiet).setLevel(logging.CRITICAL)
-    for noisy in (
-        "absl",
-        "jax",
-        "gensim",
-        "smart_open",
-        "tensorflow_datasets",
-        "matplotlib",
-    ):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+        return fail(f"unexpected arguments {rest[1:]}")
+    configure_logging()
     from lm_jax.pretrain.run import pretrain
 
-    try:
-        summary = pretrain(config)
-    except LmJaxError as e:
-        print(f"lm_jax: error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:  # a file system failure no check foresaw (full disk, I/O error)
-        print(f"lm_jax: error: {e}; the checkpoints already saved are intact", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(
-            "lm_jax: interrupted; the checkpoints already saved are intact (rerun the same "
-            "command to resume from the latest)",
-            file=sys.stderr,
-        )
-        return 130
+    status, summary = run_reporting_errors(lambda: pretrain(config))
+    if status:
+        return status
     if summary.interrupted:
         print(
             f"\nStopped by {summary.signal} at step {summary.final_step} with a checkpoint "

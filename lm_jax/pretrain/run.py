@@ -19,7 +19,6 @@ import jax
 import ml_collections
 import numpy as np
 from flax import nnx
-from tqdm.auto import tqdm
 
 from lm_jax import objectives, runtime
 from lm_jax.data.pipeline import (
@@ -29,26 +28,25 @@ from lm_jax.data.pipeline import (
     eval_batches,
     train_batches,
 )
-from lm_jax.errors import ConfigError, DataError
+from lm_jax.errors import DataError
 from lm_jax.models import TransformerConfig
 from lm_jax.pretrain.schema import components, schema_defaults
 from lm_jax.pretrain.tasks import model_settings, step_task, task_of
 from lm_jax.pretrain.validation import t5_sentinels_needed, validate
-from lm_jax.sharding import batch_split, global_batch, make_mesh
-from lm_jax.train.checkpoint import Checkpointer, check_run_config
+from lm_jax.sharding import global_batch
+from lm_jax.train.checkpoint import check_run_config
 from lm_jax.train.loop import (
     Loop,
-    Records,
     add_sums,
     initialize_distributed,
     model_flops,
+    open_checkpoints,
     prepare_run_directory,
-    resume,
-    run_loop,
-    schedule_note,
+    run_mesh,
+    train_recorded,
 )
 from lm_jax.train.losses import summarize, unigram_cross_entropy
-from lm_jax.train.metrics import MetricsWriter, peak_flops, plot_loss_curve, read_metrics
+from lm_jax.train.metrics import plot_loss_curve, read_metrics
 from lm_jax.train.optimizer import make_optimizer
 from lm_jax.train.run_directory import RunDirectoryLock
 from lm_jax.train.step import (
@@ -125,8 +123,9 @@ def summarize_components(sums: dict[str, dict]) -> dict[str, float]:
     return out
 
 
-def evaluate(eval_steps: dict, params, batches) -> dict[str, float]:
-    """Every objective of the run on the same held-out batches (fixed masks per batch)."""
+def evaluate(eval_steps: dict, params, step: int, batches) -> dict[str, float]:
+    """Every objective of the run on the same held-out batches (fixed masks per batch), at any
+    `step`."""
     sums = {}
     for name, eval_step in eval_steps.items():
         for i, rows in enumerate(batches):
@@ -202,42 +201,22 @@ def _pretrain_locked(config, workdir: Path, progress: bool) -> RunSummary:
         loop.checkpointer.close()
 
 
-def _mesh(config):
-    mesh = make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
-    if config.train.batch_size % batch_split(mesh):
-        raise ConfigError(
-            f"config.train.batch_size ({config.train.batch_size}) must be divisible by the "
-            f"mesh's data x fsdp = {batch_split(mesh)} ways"
-        )
-    log.info("mesh %s over %d device(s)", dict(mesh.shape), mesh.size)
-    return mesh
-
-
 def _build_loop(config, workdir: Path, data, main_process: bool) -> Loop:
     """The mesh, the (restored) sharded state and the jitted steps of every component."""
     t, vocab = config.train, data.tokenizer.vocab
-    mesh = _mesh(config)
+    mesh = run_mesh(config)
     optimizer, schedule = make_optimizer(t)
     graphdef, state, state_sharding = init_train_state(
         functools.partial(build_model, config, vocab.size), optimizer, mesh
     )
     shard = dict(process_index=jax.process_index(), process_count=jax.process_count())
     batches = batch_iterator(train_batches(data.train, t.batch_size, config.seed, **shard))
-    checkpointer = Checkpointer(
-        workdir / "checkpoints",
-        keep=t.keep_checkpoints,
-        config=config.to_dict(),
-        write_checksums=main_process,
-    )
     fingerprint = hashlib.sha256(
         (data.train.fingerprint() + data.eval.fingerprint()).encode()
     ).hexdigest()
-    try:
-        state, start = resume(checkpointer, state, batches, fingerprint)
-        schedule_note(config, start, schedule, checkpointer)
-    except BaseException:
-        checkpointer.close()
-        raise
+    checkpointer, state, start = open_checkpoints(
+        config, workdir, state, batches, fingerprint, schedule, main_process
+    )
     train_steps, eval_steps = {}, {}
     settings = model_settings(components(config)[0].objective, config.model_options.to_dict())
     for c in components(config):
@@ -273,49 +252,17 @@ def _build_loop(config, workdir: Path, data, main_process: bool) -> Loop:
 
 def _train(config, workdir: Path, data, loop: Loop, progress: bool, main_process: bool):
     """Run the generic loop over the run's components; then the summary."""
-    t = config.train
     names, weights = zip(*((c.name, c.weight) for c in components(config)))
-    if loop.start >= t.steps:
-        log.warning(
-            "nothing to train: the latest checkpoint is step %d, at or past "
-            "config.train.steps=%d; raise config.train.steps to continue",
-            loop.start,
-            t.steps,
-        )
-    metrics = None
-    if main_process:
-        metrics = MetricsWriter(
-            workdir / "metrics.jsonl",
-            drop_after=loop.start if loop.start else -1,
-            tensorboard_dir=workdir / "tensorboard",
-        )
-    peak, peak_source = peak_flops()
-    log.info(
-        "model FLOPs per step %s; MFU against %.3g FLOP/s (%s)", loop.step_flops, peak, peak_source
+    result, evaluations = train_recorded(
+        loop,
+        config.train,
+        workdir,
+        lambda step: names[choose_component(config.seed, step, weights)],
+        f"pretrain {'+'.join(names)}",
+        progress,
+        main_process,
     )
-    bar = tqdm(
-        range(loop.start, t.steps),
-        initial=loop.start,
-        total=t.steps,
-        disable=not progress or not main_process,
-        desc=f"pretrain {'+'.join(names)}",
-        unit="step",
-        dynamic_ncols=True,
-    )
-    records = Records(metrics)
-    try:
-        result = run_loop(
-            loop,
-            t,
-            lambda step: names[choose_component(config.seed, step, weights)],
-            records,
-            peak,
-            bar,
-        )
-    finally:
-        if metrics is not None:
-            metrics.close()
-    return _summary(config, workdir, data, loop, result, records.evaluations, main_process)
+    return _summary(config, workdir, data, loop, result, evaluations, main_process)
 
 
 def _summary(config, workdir, data, loop, result, evaluations, main_process) -> RunSummary:

@@ -34,14 +34,8 @@ def _fraction(x) -> bool:
     return 0.0 < x < 1.0
 
 
-_RULES: dict[str, Rule] = {
-    "seed": (lambda x: x >= 0, "must be >= 0"),
-    "data.corpus": (
-        lambda x: x in CORPORA or x in PARALLEL_CORPORA,
-        f"must be one of {sorted(CORPORA) + list(PARALLEL_CORPORA)}",
-    ),
-    "data.eval_fraction": (_fraction, "must be in (0, 1)"),
-    "data.seq_len": (lambda x: x >= 8, "must be >= 8"),
+# The tokenizer and model sections, shared with fine-tuning (lm_jax.finetune.schema).
+MODEL_RULES: dict[str, Rule] = {
     "tokenizer.model_type": (lambda x: x in MODEL_TYPES, f"must be one of {MODEL_TYPES}"),
     "tokenizer.vocab_size": (
         lambda x: x >= MIN_TRAINED_VOCAB,
@@ -61,6 +55,17 @@ _RULES: dict[str, Rule] = {
         lambda x: x == "auto" or x in IMPLEMENTATIONS,
         f"must be auto or one of {list(IMPLEMENTATIONS)}",
     ),
+}
+
+_RULES: dict[str, Rule] = {
+    "seed": (lambda x: x >= 0, "must be >= 0"),
+    "data.corpus": (
+        lambda x: x in CORPORA or x in PARALLEL_CORPORA,
+        f"must be one of {sorted(CORPORA) + list(PARALLEL_CORPORA)}",
+    ),
+    "data.eval_fraction": (_fraction, "must be in (0, 1)"),
+    "data.seq_len": (lambda x: x >= 8, "must be >= 8"),
+    **MODEL_RULES,
     **TRAINER_RULES,
 }
 

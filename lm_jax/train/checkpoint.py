@@ -128,7 +128,7 @@ def check_run_config(
             "configuration too: delete the file and rerun, and it is restored from the latest "
             "checkpoint; the run directory was left untouched"
         ) from e
-    current = flatten(config_dict)
+    current = flatten(json.loads(json.dumps(config_dict)))  # as recorded: tuples are lists
     recorded = {**{k: v for k, v in (defaults or {}).items() if k in current}, **recorded}
     changed = sorted(
         k
@@ -276,19 +276,17 @@ class Checkpointer:
         if problem:
             raise self._corrupt(step, problem)
 
-    def restore(self, step: int, like: Any, data_iterator: Any) -> Any:
+    def restore(self, step: int, like: Any, data_iterator: Any | None) -> Any:
         """The state saved at `step`, with the structure, shapes, dtypes and shardings of
-        `like`; `data_iterator` is moved to the saved position."""
+        `like`; `data_iterator` is moved to the saved position (None: the state alone, e.g.
+        weights for fine-tuning)."""
         self.verify(step)
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+        items = {"state": ocp.args.StandardRestore(abstract)}
+        if data_iterator is not None:
+            items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
         try:
-            restored = self._manager.restore(
-                step,
-                args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(abstract),
-                    data=grain.checkpoint.CheckpointRestore(data_iterator),
-                ),
-            ).state
+            restored = self._manager.restore(step, args=ocp.args.Composite(**items)).state
         except Exception as e:  # orbax raises many types for missing / truncated / foreign files
             raise self._corrupt(step, _brief(e)) from e
         mismatched = [

@@ -25,8 +25,8 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
-from lm_jax.errors import CheckpointError, TrainingDivergedError
-from lm_jax.sharding import global_batch
+from lm_jax.errors import CheckpointError, ConfigError, TrainingDivergedError
+from lm_jax.sharding import batch_split, global_batch, make_mesh
 from lm_jax.train.checkpoint import (
     RUN_CONFIG_FILE,
     Checkpointer,
@@ -34,7 +34,7 @@ from lm_jax.train.checkpoint import (
     checkpoint_steps,
     restore_run_config,
 )
-from lm_jax.train.metrics import MetricsWriter
+from lm_jax.train.metrics import MetricsWriter, peak_flops
 from lm_jax.train.optimizer import make_optimizer
 from lm_jax.train.step import TrainState
 
@@ -50,7 +50,7 @@ class Loop:
       state: the (restored) train state.
       schedule: step -> learning rate, for the metrics.
       train_steps: name -> jitted `step(state, rows) -> (state, sums)` (several for a mixture).
-      evaluate: params -> held-out metrics.
+      evaluate: (params, step) -> held-out metrics (the step lets a run keep its best model).
       batches: the training batch iterator (checkpointed with the state).
       checkpointer: where states are saved.
       start: the step the loop starts from (0: a fresh run).
@@ -63,7 +63,7 @@ class Loop:
     state: TrainState
     schedule: Callable[[int], Any]
     train_steps: dict[str, Callable]
-    evaluate: Callable[[Any], dict[str, float]]
+    evaluate: Callable[[Any, int], dict[str, float]]
     batches: Any
     checkpointer: Checkpointer
     start: int
@@ -208,6 +208,26 @@ def resume(checkpointer: Checkpointer, state, batches, fingerprint: str):
     return state, start
 
 
+def open_checkpoints(
+    config, workdir: Path, state, batches, fingerprint: str, schedule, main_process: bool
+) -> tuple[Checkpointer, Any, int]:
+    """The run's checkpointer and the state and step to start from: the latest checkpoint,
+    verified and restored (with the data position), or `state` at step 0."""
+    checkpointer = Checkpointer(
+        workdir / "checkpoints",
+        keep=config.train.keep_checkpoints,
+        config=config.to_dict(),
+        write_checksums=main_process,
+    )
+    try:
+        state, start = resume(checkpointer, state, batches, fingerprint)
+        schedule_note(config, start, schedule, checkpointer)
+    except BaseException:
+        checkpointer.close()
+        raise
+    return checkpointer, state, start
+
+
 def schedule_note(config, start: int, schedule, checkpointer: Checkpointer) -> None:
     """Say what learning rate a resumed run continues with when train.steps changed."""
     if not start:
@@ -275,7 +295,7 @@ def run_loop(
     t, state, start, stopped = train, loop.state, loop.start, None
     with jax.set_mesh(loop.mesh), _TerminationRequest() as termination:
         if start == 0:
-            record(0, "eval", loop.evaluate(state.params))
+            record(0, "eval", loop.evaluate(state.params, 0))
         sums, tick, first = {}, time.perf_counter(), start + 1
         for step in progress_bar:
             name = choose(step)
@@ -294,7 +314,7 @@ def run_loop(
                 progress_bar.set_postfix(**shown)
                 sums, tick, first = {}, time.perf_counter(), done + 1
             if done % t.eval_every == 0 or done == t.steps:
-                record(done, "eval", loop.evaluate(state.params))
+                record(done, "eval", loop.evaluate(state.params, done))
             stop = termination.reached(done)
             if done % t.checkpoint_every == 0 or done == t.steps or stop:
                 check_finite(sums, first, done, loop.checkpointer)
@@ -307,3 +327,62 @@ def run_loop(
         progress_bar.close()
         loop.checkpointer.close()  # the last save finished and verified before the summary
     return LoopResult(state, done if stopped else max(start, t.steps), stopped)
+
+
+def run_mesh(config: ml_collections.ConfigDict) -> Mesh:
+    """The mesh of `config.mesh`; the global batch must split over its data x fsdp ways."""
+    mesh = make_mesh(config.mesh.data, config.mesh.fsdp, config.mesh.tensor)
+    if config.train.batch_size % batch_split(mesh):
+        raise ConfigError(
+            f"config.train.batch_size ({config.train.batch_size}) must be divisible by the "
+            f"mesh's data x fsdp = {batch_split(mesh)} ways"
+        )
+    log.info("mesh %s over %d device(s)", dict(mesh.shape), mesh.size)
+    return mesh
+
+
+def train_recorded(
+    loop: Loop,
+    train: ml_collections.ConfigDict,
+    workdir: Path,
+    choose: Callable[[int], str],
+    description: str,
+    progress: bool,
+    main_process: bool,
+) -> tuple[LoopResult, list[dict]]:
+    """`run_loop` with its records in `workdir/metrics.jsonl` and TensorBoard (process 0), a
+    progress bar, MFU against this machine's peak; returns the result and the evaluations."""
+    if loop.start >= train.steps:
+        log.warning(
+            "nothing to train: the latest checkpoint is step %d, at or past "
+            "config.train.steps=%d; raise config.train.steps to continue",
+            loop.start,
+            train.steps,
+        )
+    metrics = None
+    if main_process:
+        metrics = MetricsWriter(
+            workdir / "metrics.jsonl",
+            drop_after=loop.start if loop.start else -1,
+            tensorboard_dir=workdir / "tensorboard",
+        )
+    peak, peak_source = peak_flops()
+    log.info(
+        "model FLOPs per step %s; MFU against %.3g FLOP/s (%s)", loop.step_flops, peak, peak_source
+    )
+    bar = tqdm(
+        range(loop.start, train.steps),
+        initial=loop.start,
+        total=train.steps,
+        disable=not progress or not main_process,
+        desc=description,
+        unit="step",
+        dynamic_ncols=True,
+    )
+    records = Records(metrics)
+    try:
+        result = run_loop(loop, train, choose, records, peak, bar)
+    finally:
+        if metrics is not None:
+            metrics.close()
+    return result, records.evaluations

@@ -181,16 +181,35 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def plot_loss_curve(metrics_path: Path, output_path: Path, title: str = "") -> Path | None:
-    """Train and held-out loss against step, from a metrics file, saved as PNG; None (with a
-    warning) when the picture cannot be written."""
+def new_figure(width: float = 7, height: float = 4):
+    """(figure, axes) drawn off-screen (matplotlib's Agg backend: no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt.subplots(figsize=(width, height), dpi=120)
+
+
+def save_figure(fig, path: Path) -> Path | None:
+    """Save `fig` as `path` and close it; None (with a warning) when it cannot be written."""
+    import matplotlib.pyplot as plt
+
+    try:
+        fig.savefig(path)
+    except OSError as e:
+        log.warning("the picture %s could not be written: %s", path, e)
+        return None
+    finally:
+        plt.close(fig)
+    return Path(path)
+
+
+def plot_loss_curve(metrics_path: Path, output_path: Path, title: str = "") -> Path | None:
+    """Train and held-out loss against step, from a metrics file, saved as PNG; None (with a
+    warning) when the picture cannot be written."""
     records = read_metrics(metrics_path)
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    fig, ax = new_figure()
     for split, style in (("train", "-"), ("eval", "o-")):
         points = sorted(
             (r["step"], r["loss"])
@@ -205,11 +224,4 @@ def plot_loss_curve(metrics_path: Path, output_path: Path, title: str = "") -> P
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    try:
-        fig.savefig(output_path)
-    except OSError as e:
-        log.warning("the loss curve could not be written to %s: %s", output_path, e)
-        return None
-    finally:
-        plt.close(fig)
-    return Path(output_path)
+    return save_figure(fig, output_path)

@@ -35,14 +35,26 @@ def decay_mask(params):
     return jax.tree.map(lambda p: p.ndim >= 2, params)
 
 
-def make_optimizer(train_cfg) -> tuple[optax.GradientTransformation, optax.Schedule]:
+def scale_updates(factors) -> optax.GradientTransformation:
+    """Multiply each parameter's update by its factor (a pytree like the parameters): per-layer
+    learning rates, e.g. layer-wise decay (`lm_jax.finetune`)."""
+    return optax.GradientTransformation(
+        lambda params: optax.EmptyState(),
+        lambda updates, state, params=None: (jax.tree.map(jnp.multiply, updates, factors), state),
+    )
+
+
+def make_optimizer(
+    train_cfg, update_factors=None
+) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """The optimiser and its learning-rate schedule (for logging): AdamW (Loshchilov & Hutter
     2019), LAMB (You et al. 2020) or Adafactor (Shazeer & Stern 2018, T5's; factored second
     moments, no momentum, b1/b2/eps unused), with warmup + decay, global-norm clipping, no
     weight decay on biases and LayerNorm parameters, and gradient accumulation over
     `grad_accumulation` micro-batches (`optax.MultiSteps`: gradients averaged, one update per
     k steps; the schedule counts updates, steps // k of them). The decay runs over
-    `decay_steps` (0: `steps`), after which the rate stays at its end value."""
+    `decay_steps` (0: `steps`), after which the rate stays at its end value. `update_factors`
+    (a pytree like the parameters) scales each parameter's learning rate."""
     k = train_cfg.grad_accumulation
     horizon = train_cfg.decay_steps or train_cfg.steps  # where linear / cosine reach 0
     schedule = learning_rate_schedule(
@@ -65,6 +77,8 @@ def make_optimizer(train_cfg) -> tuple[optax.GradientTransformation, optax.Sched
             weight_decay=train_cfg.weight_decay,
             mask=decay_mask,
         )
+    if update_factors is not None:
+        tx = optax.chain(tx, scale_updates(update_factors))
     if train_cfg.clip_norm > 0:
         tx = optax.chain(optax.clip_by_global_norm(train_cfg.clip_norm), tx)
     if k > 1:

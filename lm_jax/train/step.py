@@ -158,6 +158,45 @@ def make_eval_step(
     )
 
 
+def make_predict_step(
+    graphdef: nnx.GraphDef,
+    predict: Callable[[nnx.Module, dict], Any],
+    mesh: Mesh | None = None,
+    params_sharding=None,
+):
+    """`predict_step(params, rows) -> predict(model, rows)`, jitted, without dropout: the
+    model's outputs (logits, spans) for evaluation on the host (fine-tuning metrics)."""
+
+    def predict_step(params: nnx.State, rows: dict[str, jax.Array]):
+        return predict(nnx.merge(graphdef, params), rows)
+
+    if mesh is None:
+        return jax.jit(predict_step)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    return jax.jit(
+        predict_step,
+        in_shardings=(params_sharding, batch_sharding(mesh)),
+        out_shardings=replicated,
+    )
+
+
+def place_train_state(
+    model: nnx.Module, optimizer: optax.GradientTransformation, mesh: Mesh
+) -> tuple[nnx.GraphDef, TrainState, object]:
+    """The train state of an already built model (pretrained weights loaded on the host), moved
+    into its shardings on `mesh`, its optimiser state created there. Returns (graphdef,
+    state, state_sharding) as `init_train_state`."""
+    graphdef, params = nnx.split(model)
+    abstract_state = jax.eval_shape(lambda p: TrainState.create(p, optimizer), params)
+    sharding = state_shardings(abstract_state, mesh)
+    params = jax.device_put(params, sharding.params)
+    with jax.set_mesh(mesh):
+        state = jax.jit(
+            lambda p: TrainState.create(p, optimizer), out_shardings=sharding, donate_argnums=0
+        )(params)
+    return graphdef, state, sharding
+
+
 def init_train_state(
     build: Callable[[], nnx.Module], optimizer: optax.GradientTransformation, mesh: Mesh
 ) -> tuple[nnx.GraphDef, TrainState, object]:

@@ -1,0 +1,7 @@
+"""`python -m lm_jax.finetune`: see `lm_jax.finetune.cli`."""
+
+import sys
+
+from lm_jax.finetune.cli import main
+
+sys.exit(main())

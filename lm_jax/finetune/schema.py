@@ -1,0 +1,156 @@
+"""The fine-tuning configuration: every field, its meaning and default, and its validation.
+
+Config files in `configs/finetune/` start from `finetuning_config()` and set their task's data;
+the command line overrides any field (`--config.train.steps=300`). The defaults are the
+standard recipe (Devlin et al. 2019, sec. 4 and appendix A.3): AdamW, linear warmup over 10% of
+the steps then linear decay, learning rate 2e-5, 3 epochs, batch 32.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import ml_collections
+
+from lm_jax.config_tools import Rule, check_fields
+from lm_jax.errors import ConfigError
+from lm_jax.finetune.data import CLASSIFICATION, FORMATS, REGRESSION
+from lm_jax.pretrain.schema import pretraining_config
+from lm_jax.pretrain.validation import MODEL_RULES
+from lm_jax.train.settings import RULES as TRAINER_RULES
+from lm_jax.train.settings import distributed_settings, mesh_settings, train_settings
+
+TASKS = (CLASSIFICATION, REGRESSION)
+SCRATCH = "scratch"
+
+
+def finetuning_config() -> ml_collections.ConfigDict:
+    """Defaults: classification of one text per example, from scratch, the standard recipe."""
+    c = ml_collections.ConfigDict()
+    c.name = "task"  # names the default output directory, runs/finetune/<name>
+    c.task = CLASSIFICATION  # classification | regression (num_labels = 1, squared error)
+    # Initial weights: "scratch" (random, a tokenizer trained on the task's training text), an
+    # lm_jax pretraining run directory (its latest checkpoint and tokenizer), or a local Hugging
+    # Face model folder (config.json + model.safetensors / pytorch_model.bin + vocab.txt).
+    c.init = SCRATCH
+    c.seed = 0  # data order, dropout, the new head's initialisation
+    c.seeds = ()  # several seeds, one run each under output_dir/seed_<s>; () = config.seed only
+    c.output_dir = ""  # "" -> runs/finetune/<name>
+    c.epochs = 3.0  # passes over the training set when train.steps is 0
+    c.warmup_fraction = 0.1  # share of the steps spent warming up when train.warmup_steps is -1
+    # Layer-wise learning-rate decay (Clark et al. 2020, ELECTRA: 0.8): the head trains at lr,
+    # layer l of L (1 = lowest) at lr * decay^(L + 2 - l), the embeddings at lr * decay^(L + 2).
+    # 1 = none.
+    c.layer_decay = 1.0
+
+    c.data = ml_collections.ConfigDict()
+    c.data.train_path = ""
+    c.data.dev_path = ""  # "" -> hold out data.dev_fraction of the training file
+    c.data.dev_fraction = 0.1
+    c.data.format = "auto"  # auto (from the extension) | tsv | csv | jsonl
+    c.data.header = True  # TSV / CSV: the first row names the columns
+    # Columns by header name, or by 0-based position ("7") in files without a header.
+    c.data.text_column = "sentence"
+    c.data.text_pair_column = ""  # the second text of sentence-pair tasks ("" = none)
+    c.data.label_column = "label"
+    c.data.labels = ()  # the label set in order; () = the sorted distinct training labels
+    c.data.max_seq_length = 128  # [CLS] and [SEP] included; longer examples are truncated
+    c.data.max_train_examples = 0  # use only the first N training examples (0 = all)
+
+    pretraining = pretraining_config()
+    c.tokenizer = pretraining.tokenizer  # read when init is "scratch" (or to check a run's)
+    c.tokenizer.extra_ids = 0
+    c.tokenizer.vocab_size = 4000
+    c.model = pretraining.model  # the shape when init is "scratch"; dropout and dtype always
+    c.model.type_vocab_size = 2
+
+    c.train = train_settings()
+    c.train.steps = 0  # 0 -> epochs x training examples / batch_size
+    c.train.warmup_steps = -1  # -1 -> warmup_fraction x steps
+    c.train.learning_rate = 2e-5
+    c.train.b2 = 0.999
+    c.train.eps = 1e-8
+    c.train.eval_every = 500
+    c.train.eval_batches = 0  # 0 = the whole dev set at every evaluation
+    c.train.checkpoint_every = 500
+    c.train.keep_checkpoints = 2
+    c.mesh, c.distributed = mesh_settings(), distributed_settings()
+    return c
+
+
+_RULES: dict[str, Rule] = {
+    **MODEL_RULES,
+    **TRAINER_RULES,
+    "task": (lambda x: x in TASKS, f"must be one of {TASKS}"),
+    "init": (bool, 'must name "scratch", a pretraining run or a Hugging Face folder'),
+    "seed": (lambda x: x >= 0, "must be >= 0"),
+    "seeds": (
+        lambda x: all(isinstance(s, int) and s >= 0 for s in x) and len(set(x)) == len(x),
+        "must be distinct integers >= 0",
+    ),
+    "epochs": (lambda x: 0 < x < math.inf, "must be > 0"),
+    "warmup_fraction": (lambda x: 0 <= x < 1, "must be in [0, 1)"),
+    "layer_decay": (lambda x: 0 < x <= 1, "must be in (0, 1]"),
+    "data.train_path": (bool, "is required"),
+    "data.dev_fraction": (lambda x: 0 < x < 1, "must be in (0, 1)"),
+    "data.format": (lambda x: x in FORMATS, f"must be one of {FORMATS}"),
+    "data.text_column": (bool, "is required"),
+    "data.label_column": (bool, "is required"),
+    "data.max_seq_length": (lambda x: x >= 8, "must be >= 8"),
+    "data.max_train_examples": (lambda x: x >= 0, "must be >= 0 (0 = all)"),
+    "train.steps": (lambda x: x >= 0, "must be >= 0 (0: from config.epochs)"),
+    "train.warmup_steps": (lambda x: x >= -1, "must be >= -1 (-1: config.warmup_fraction)"),
+    "train.eval_batches": (lambda x: x >= 0, "must be >= 0 (0: the whole dev set)"),
+}
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Raise `ConfigError` naming the first unknown, mistyped or invalid field."""
+    check_fields(config, finetuning_config(), _RULES)
+    m = config.model
+    if m.hidden_size % m.num_heads:
+        raise ConfigError(
+            f"config.model.hidden_size ({m.hidden_size}) must be divisible by "
+            f"config.model.num_heads ({m.num_heads})"
+        )
+    if config.init != SCRATCH and not Path(config.init).is_dir():
+        raise ConfigError(
+            f'config.init: {config.init} is neither "scratch" nor a directory (an lm_jax '
+            "pretraining run or a Hugging Face model folder)"
+        )
+    if config.data.labels and config.task == REGRESSION:
+        raise ConfigError("config.data.labels is for classification; regression has none")
+    if [config.mesh.data, config.mesh.fsdp, config.mesh.tensor].count(-1) > 1:
+        raise ConfigError("config.mesh: at most one of data, fsdp, tensor may be -1")
+
+
+def resolve_schedule(config: ml_collections.ConfigDict, train_examples: int) -> None:
+    """Fill `train.steps` from the epochs and `train.warmup_steps` from the warmup fraction
+    (in place), once the number of training examples is known."""
+    t = config.train
+    if not t.steps:
+        t.steps = max(1, math.ceil(config.epochs * train_examples / t.batch_size))
+    if t.warmup_steps < 0:
+        t.warmup_steps = int(config.warmup_fraction * t.steps)
+    if t.warmup_steps > t.steps:
+        raise ConfigError(
+            f"config.train.warmup_steps ({t.warmup_steps}) exceeds config.train.steps ({t.steps})"
+        )
+
+
+DATA_VARIABLE = "LM_JAX_DATA_DIR"
+
+
+def shared_data_dir() -> Path:
+    """The project's shared task data (SST-2, RTE, STS-B, SQuAD 2.0, the Chinese review sets;
+    read in place, never copied): $LM_JAX_DATA_DIR when set, else `../shared/data` next to the
+    repository."""
+    root = os.environ.get(DATA_VARIABLE)
+    return Path(root) if root else Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+def shared_data(relative: str) -> str:
+    """A file of `shared_data_dir()`, as a config field's string."""
+    return str(shared_data_dir() / relative)

@@ -1,0 +1,149 @@
+"""One fine-tuning step against Hugging Face PyTorch: the same weights, batch and AdamW give the
+same loss and the same updated parameters; the exported folder loads in `transformers` with
+the same logits."""
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from lm_jax.finetune.tasks import predict_logits, sequence_task  # noqa: E402
+from lm_jax.models.convert import (  # noqa: E402
+    bert_config,
+    from_hf_state_dict,
+    save_hf_checkpoint,
+    to_hf_state_dict,
+)
+from lm_jax.sharding import make_mesh  # noqa: E402
+from lm_jax.train.optimizer import make_optimizer  # noqa: E402
+from lm_jax.train.settings import train_settings  # noqa: E402
+from lm_jax.train.step import make_train_step, place_train_state  # noqa: E402
+
+LR, WEIGHT_DECAY = 1e-3, 0.01
+
+
+def hf_classifier(num_labels: int):
+    torch.manual_seed(0)
+    config = transformers.BertConfig(
+        vocab_size=120,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=32,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        num_labels=num_labels,
+    )
+    return transformers.BertForSequenceClassification(config)
+
+
+def rows(num_labels: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    ids = rng.integers(5, 120, (4, 16)).astype(np.int32)
+    lengths = np.array([16, 12, 9, 5])
+    real = np.arange(16)[None] < lengths[:, None]
+    ids[~real] = 0
+    types = ((np.arange(16)[None] >= lengths[:, None] // 2) & real).astype(np.int32)
+    labels = (
+        rng.random(4).astype(np.float32) * 5
+        if num_labels == 1
+        else rng.integers(0, num_labels, 4).astype(np.int32)
+    )
+    return dict(
+        input_ids=ids,
+        token_type_ids=types,
+        segment_ids=real.astype(np.int32),
+        labels=labels,
+        weights=np.ones(4, np.float32),
+    )
+
+
+def torch_step(peer, batch) -> tuple[float, dict]:
+    """Hugging Face's recipe: AdamW without decay on biases and LayerNorm weights."""
+    no_decay = lambda n: n.endswith("bias") or "LayerNorm" in n
+    groups = [
+        {"params": [p for n, p in peer.named_parameters() if not no_decay(n)]},
+        {"params": [p for n, p in peer.named_parameters() if no_decay(n)], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(
+        groups, lr=LR, betas=(0.9, 0.999), eps=1e-8, weight_decay=WEIGHT_DECAY
+    )
+    t = lambda k: torch.tensor(batch[k]).long()
+    out = peer(
+        input_ids=t("input_ids"),
+        token_type_ids=t("token_type_ids"),
+        attention_mask=t("segment_ids"),
+        labels=torch.tensor(batch["labels"]).long()
+        if batch["labels"].dtype == np.int32
+        else torch.tensor(batch["labels"]),
+    )
+    out.loss.backward()
+    optimizer.step()
+    return float(out.loss.detach()), {k: v.detach().numpy() for k, v in peer.state_dict().items()}
+
+
+def our_step(state_dict, hf_config, batch, task) -> tuple[float, dict]:
+    model = from_hf_state_dict(state_dict, hf_config, "BertForSequenceClassification")
+    t = train_settings()
+    t.update(learning_rate=LR, warmup_steps=0, b2=0.999, eps=1e-8, clip_norm=0.0, steps=10)
+    t.weight_decay = WEIGHT_DECAY
+    optimizer, _ = make_optimizer(ml_collections.ConfigDict(t))
+    mesh = make_mesh(devices=jax.devices()[:1])
+    graphdef, state, sharding = place_train_state(model, optimizer, mesh)
+    step = make_train_step(graphdef, optimizer, sequence_task(task), 0, mesh, sharding)
+    with jax.set_mesh(mesh):
+        state, sums = step(state, {k: jnp.asarray(v) for k, v in batch.items()})
+    from flax import nnx
+
+    updated = to_hf_state_dict(nnx.merge(graphdef, state.params), "BertForSequenceClassification")
+    return float(sums["nll_sum"] / sums["weight_sum"]), updated
+
+
+@pytest.mark.parametrize("num_labels", [3, 1], ids=["classification", "regression"])
+def test_one_step_equals_hugging_face_with_adamw(num_labels):
+    peer = hf_classifier(num_labels)
+    state = {k: v.detach().numpy().copy() for k, v in peer.state_dict().items()}
+    batch = rows(num_labels)
+    task = "regression" if num_labels == 1 else "classification"
+    our_loss, ours = our_step(state, peer.config.to_dict(), batch, task)
+    their_loss, theirs = torch_step(peer.train(), batch)
+    assert our_loss == pytest.approx(their_loss, rel=1e-5)
+    moved = 0
+    for name, value in theirs.items():
+        if name.endswith("position_ids") or name not in ours:
+            continue
+        before = state[name]
+        np.testing.assert_allclose(ours[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
+        moved += not np.allclose(before, value)
+    assert moved > 20  # the step changed the weights, and both changed them alike
+
+
+def test_exported_folder_loads_in_transformers_with_the_same_logits(tmp_path):
+    peer = hf_classifier(2)
+    state = {k: v.detach().numpy() for k, v in peer.state_dict().items()}
+    ours = from_hf_state_dict(state, peer.config.to_dict(), "BertForSequenceClassification")
+    config = bert_config(
+        ours.encoder.cfg,
+        "BertForSequenceClassification",
+        num_labels=2,
+        id2label={"0": "negative", "1": "positive"},
+        label2id={"negative": 0, "positive": 1},
+    )
+    save_hf_checkpoint(ours, tmp_path / "hf", "BertForSequenceClassification", config)
+    loaded = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "hf")
+    batch = rows(2)
+    logits = np.asarray(predict_logits(ours, {k: jnp.asarray(v) for k, v in batch.items()}))
+    t = lambda k: torch.tensor(batch[k]).long()
+    with torch.no_grad():
+        theirs = loaded.eval()(
+            input_ids=t("input_ids"),
+            token_type_ids=t("token_type_ids"),
+            attention_mask=t("segment_ids"),
+        ).logits.numpy()
+    np.testing.assert_allclose(logits, theirs, atol=1e-5, rtol=1e-5)
+    assert loaded.config.id2label == {0: "negative", 1: "positive"}
