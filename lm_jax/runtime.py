@@ -73,6 +73,23 @@ def cpu_device_count(config: ml_collections.ConfigDict, cores: int) -> int:
     return ways * fixed
 
 
+# XLA:CPU aborts the process when a device of a CPU mesh waits over 40 s for the others at a
+# collective (all-reduce of the gradients). On a shared or oversubscribed host one device's
+# thread can be starved that long (seen on this project's 2-core VM: a fine-tuning run beside
+# the test suite died at step 415), so the split host waits up to this long instead.
+CPU_COLLECTIVE_TIMEOUT_FLAG = "--xla_cpu_collective_call_terminate_timeout_seconds"
+CPU_COLLECTIVE_TIMEOUT_S = 1800
+
+
+def allow_slow_cpu_collectives() -> None:
+    """Raise XLA:CPU's collective termination timeout (unless XLA_FLAGS sets it) before the
+    first JAX computation, when XLA reads XLA_FLAGS."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if CPU_COLLECTIVE_TIMEOUT_FLAG not in flags:
+        setting = f"{CPU_COLLECTIVE_TIMEOUT_FLAG}={CPU_COLLECTIVE_TIMEOUT_S}"
+        os.environ["XLA_FLAGS"] = f"{flags} {setting}".strip()
+
+
 def use_cpu_cores(config: ml_collections.ConfigDict) -> int | None:
     """Split the host CPU into `cpu_device_count` JAX devices (`jax_num_cpu_devices`), so that a
     CPU-only run is a data mesh of programs running side by side on half-size (or smaller)
@@ -87,6 +104,8 @@ def use_cpu_cores(config: ml_collections.ConfigDict) -> int | None:
         return None
     count = cpu_device_count(config, len(os.sched_getaffinity(0)))
     jax.config.update("jax_num_cpu_devices", count)
+    if count > 1:
+        allow_slow_cpu_collectives()
     return count
 
 

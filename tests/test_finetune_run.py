@@ -226,3 +226,15 @@ def test_command_line_bad_input_exits_2_and_keeps_outputs(task_files, tmp_path):
     bad = cli(*flags, "--config.data.labels=('neg','pos')", f"--config.output_dir={fresh}")
     assert bad.returncode == 2 and "labels ['0', '1'] are outside the label set" in bad.stderr
     assert [p.name for p in fresh.iterdir()] == [".lock"]  # nothing written
+
+
+def test_a_fresh_start_drops_the_best_model_of_a_run_that_crashed_early(task_files, tmp_path):
+    """A run killed before its first checkpoint restarts from step 0: the best model it kept
+    belongs to that lost attempt and must not outlive it."""
+    from lm_jax.finetune.best import BestModel
+
+    stale = BestModel(tmp_path / "run" / "best", "accuracy", fresh=False)
+    stale.offer(99, {"accuracy": 1.0, "loss": 0.0}, {"w": np.zeros(3, np.float32)})
+    summary = finetune(tiny_finetune(task_files, **{"train.steps": 4}), tmp_path / "run")
+    assert summary.best["step"] in (0, 4) and summary.best["accuracy"] < 1.0
+    assert BestModel(tmp_path / "run" / "best", "accuracy", fresh=False).step in (0, 4)

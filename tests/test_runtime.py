@@ -1,4 +1,5 @@
-"""reuse_freed_host_memory: a freed large block comes back without page faults."""
+"""lm_jax.runtime: a freed large block comes back without page faults; a split CPU host
+waits out a starved device at its collectives."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import run_python
 
 # Write to a 256 MB block from malloc 5 times (allocated and freed each time, as XLA:CPU does
 # with a step's temporaries) and print the minor page faults of the last 4 rounds. (Not numpy:
@@ -54,3 +56,27 @@ def test_freed_blocks_are_reused_without_page_faults():
         assert default_faults > 0.9 * pages
     applied, reuse_faults = faults("reuse")
     assert applied == "True" and reuse_faults < 0.01 * pages
+
+
+def test_a_split_cpu_host_tolerates_a_starved_device():
+    """Splitting the host raises XLA:CPU's 40 s collective timeout (a starved device thread
+    would otherwise abort the run) and keeps a value the user set."""
+    out = run_python(
+        """
+        import os
+        os.environ.pop("XLA_FLAGS", None)
+        from lm_jax import runtime
+        from lm_jax.pretrain.schema import pretraining_config
+        config = pretraining_config()
+        config.mesh.cpu_devices = 2
+        runtime.use_cpu_cores(config)
+        import jax
+        print(len(jax.devices()), os.environ["XLA_FLAGS"])
+        os.environ["XLA_FLAGS"] = "--xla_cpu_collective_call_terminate_timeout_seconds=7"
+        runtime.allow_slow_cpu_collectives()
+        print(os.environ["XLA_FLAGS"])
+        """
+    )
+    first, second = out.strip().splitlines()[-2:]
+    assert first == "2 --xla_cpu_collective_call_terminate_timeout_seconds=1800"
+    assert second == "--xla_cpu_collective_call_terminate_timeout_seconds=7"

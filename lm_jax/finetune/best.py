@@ -6,20 +6,27 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 from pathlib import Path
 
 import jax
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 log = logging.getLogger(__name__)
 
 
 class BestModel:
     """`offer(step, metrics, params)` keeps `params` when `metrics[metric]` beats the best so
-    far (the run's earlier best survives a resume); `params(like)` restores them."""
+    far (the run's earlier best survives a resume; a run that starts from step 0, e.g. after a
+    crash before its first checkpoint, starts without one); `params(like)` restores them."""
 
-    def __init__(self, directory: Path, metric: str):
+    def __init__(self, directory: Path, metric: str, fresh: bool):
         self.directory, self.metric = Path(directory), metric
+        if fresh and jax.process_index() == 0:
+            shutil.rmtree(self.directory, ignore_errors=True)
+        if fresh and jax.process_count() > 1:
+            multihost_utils.sync_global_devices("lm_jax best model cleared")
         self._manager = ocp.CheckpointManager(
             self.directory.absolute(),
             options=ocp.CheckpointManagerOptions(

@@ -275,7 +275,7 @@ def _build_loop(config, workdir, data: TaskData, initial: Initial, main_process:
     )
     task = sequence_task(config.task)
     predict = make_predict_step(graphdef, predict_logits, mesh, state_sharding.params)
-    best = BestModel(workdir / "best", main_metric(config))
+    best = BestModel(workdir / "best", main_metric(config), fresh=start == 0)
     evaluator = Evaluator(predict, mesh, data.dev, config, best)
     eval_step = make_eval_step(graphdef, task, config.seed, mesh, state_sharding.params)
     with jax.set_mesh(mesh):
