@@ -26,6 +26,7 @@ from models import (  # benchmarks/models.py, beside this script
     add_shape_arguments,
     compiled_runner,
     median_times,
+    torch_step,
 )
 
 from lm_jax.finetune.tasks import sequence_task
@@ -84,19 +85,15 @@ def peer_step(peer, rows):
     optimizer = torch.optim.AdamW(peer.parameters(), lr=2e-5, weight_decay=0.01)
     t = {k: torch.tensor(v).long() for k, v in rows.items() if k != "weights"}
 
-    def run():
-        optimizer.zero_grad(set_to_none=True)
-        out = peer(
+    loss = lambda: (
+        peer(
             input_ids=t["input_ids"],
             token_type_ids=t["token_type_ids"],
             attention_mask=t["segment_ids"],
             labels=t["labels"],
-        )
-        out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(peer.parameters(), 1.0)
-        optimizer.step()
-
-    return run
+        ).loss
+    )
+    return torch_step(peer, optimizer, loss)
 
 
 def main() -> None:

@@ -67,6 +67,19 @@ def compiled_runner(step, state, rows, mesh):
     return run, compiled
 
 
+def torch_step(model, optimizer, loss: Callable[[], object]) -> Callable[[], None]:
+    """One PyTorch training step as the peers run it: zero the gradients, backward of
+    `loss()`, global-norm clipping at 1.0, the optimiser's step."""
+
+    def run():
+        optimizer.zero_grad(set_to_none=True)
+        loss().backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+
+    return run
+
+
 def cross_entropy(logits, targets, weights):
     nll = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
     return (nll * weights).sum() / weights.sum()

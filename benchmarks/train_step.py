@@ -23,7 +23,6 @@ import argparse
 import os
 
 import jax
-import ml_collections
 import numpy as np
 import torch
 import transformers
@@ -32,6 +31,7 @@ from models import (  # benchmarks/models.py, beside this script
     add_shape_arguments,
     compiled_runner,
     median_times,
+    torch_step,
 )
 
 from lm_jax.models import TransformerConfig
@@ -40,6 +40,7 @@ from lm_jax.runtime import reuse_freed_host_memory
 from lm_jax.sharding import global_batch, make_mesh
 from lm_jax.train.metrics import matmul_rate
 from lm_jax.train.optimizer import make_optimizer
+from lm_jax.train.settings import train_settings
 from lm_jax.train.step import init_train_state, make_train_step
 from lm_jax.vocab import VocabInfo
 
@@ -77,21 +78,8 @@ def our_step(objective: str, a, devices: list[jax.Device]):
     )
     task = task_of(objective)
     mesh = make_mesh(data=len(devices), devices=devices)
-    train = ml_collections.ConfigDict(
-        dict(
-            learning_rate=1e-4,
-            warmup_steps=10,
-            steps=1000,
-            decay="linear",
-            b1=0.9,
-            b2=0.999,
-            eps=1e-6,
-            weight_decay=0.01,
-            clip_norm=1.0,
-            optimizer="adamw",
-            grad_accumulation=1,
-        )
-    )
+    train = train_settings()  # every field make_optimizer reads, then the benchmark's
+    train.update(learning_rate=1e-4, warmup_steps=10, b2=0.999, eps=1e-6, clip_norm=1.0)
     optimizer, _ = make_optimizer(train)
     graphdef, state, state_sharding = init_train_state(
         lambda: task.build(cfg, task.settings(), nnx.Rngs(0)), optimizer, mesh
@@ -132,13 +120,7 @@ def peer_step(a):
     chosen = torch.tensor(rng.random((a.batch, a.seq)) < 0.15)
     labels[chosen] = ids[chosen]
 
-    def run():
-        optimizer.zero_grad(set_to_none=True)
-        model(input_ids=ids, labels=labels).loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-
-    return run
+    return torch_step(model, optimizer, lambda: model(input_ids=ids, labels=labels).loss)
 
 
 def main() -> None:
