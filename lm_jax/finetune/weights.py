@@ -11,7 +11,7 @@ from pathlib import Path
 import ml_collections
 from flax import nnx
 
-from lm_jax.data.tokenizer import Tokenizer, WordPieceTokenizer, load_tokenizer
+from lm_jax.data.tokenizer import Tokenizer, WordPieceTokenizer
 from lm_jax.errors import CheckpointError, ConfigError, DataError
 from lm_jax.finetune.schema import SCRATCH, finetuning_config
 from lm_jax.models.config import TransformerConfig
@@ -35,7 +35,8 @@ SHAPE_FIELDS = (
 @dataclasses.dataclass(frozen=True)
 class Initial:
     """The starting point: a pretrained encoder's config and weights and its tokenizer (all
-    None from scratch), and a description for the logs."""
+    None from scratch: the run then uses config.tokenizer's file or trains one), and a
+    description for the logs."""
 
     encoder_cfg: TransformerConfig | None
     encoder: nnx.State | None
@@ -82,11 +83,8 @@ def _check_tokenizer(config: ml_collections.ConfigDict, run_tokenizer: Path) -> 
 
 def initial_weights(config: ml_collections.ConfigDict) -> Initial:
     """The encoder and tokenizer `config.init` names."""
-    if config.init == SCRATCH:
-        tokenizer = None
-        if config.tokenizer.path:
-            tokenizer = load_tokenizer(config.tokenizer.path, lowercase=config.tokenizer.lowercase)
-        return Initial(None, None, tokenizer, "random initialisation")
+    if config.init == SCRATCH:  # the tokenizer: config.tokenizer's (get_tokenizer)
+        return Initial(None, None, None, "random initialisation")
     source = Path(config.init)  # an existing directory (validated)
     if is_pretraining_run(source):
         run = load_pretraining_run(source)
