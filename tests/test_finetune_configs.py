@@ -8,8 +8,9 @@ import pytest
 from conftest import ROOT
 
 from lm_jax.finetune.data import label_ids, label_set
-from lm_jax.finetune.run import _read_splits
+from lm_jax.finetune.qa_data import read_squad
 from lm_jax.finetune.schema import validate
+from lm_jax.finetune.sequence import read_splits
 
 # task: (train examples, dev examples, labels or None for regression)
 SIZES = {
@@ -18,6 +19,7 @@ SIZES = {
     "stsb": (4249, 1500, None),
     "chnsenticorp": (6989, 777, ["0", "1"]),
     "waimai": (10788, 1199, ["0", "1"]),
+    "squad2": (4719, 1407, None),
 }
 
 
@@ -39,8 +41,15 @@ def test_task_config_reads_its_data(name, data_dir, monkeypatch):
     monkeypatch.setenv("LM_JAX_DATA_DIR", str(data_dir))
     config = load(name)
     validate(config)
-    train, dev = _read_splits(config)
     n_train, n_dev, labels = SIZES[name]
+    if config.task == "question_answering":
+        train = read_squad(config.data.train_path, training=True)
+        dev = read_squad(config.data.dev_path, training=False)
+        assert (len(train), len(dev), train.skipped) == (n_train, n_dev, 0)
+        assert sum(not e.answerable for e in train.examples) == 348
+        assert sum(not e.answers for e in dev.examples) == 702
+        return
+    train, dev = read_splits(config)
     assert (len(train), len(dev)) == (n_train, n_dev)
     assert (train.pairs is None) == (name not in ("rte", "stsb"))
     if labels is None:

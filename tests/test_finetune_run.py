@@ -16,6 +16,7 @@ from lm_jax.errors import CheckpointError, ConfigError, DataError
 from lm_jax.finetune import finetune, finetuning_config
 from lm_jax.finetune.run import build_model
 from lm_jax.finetune.weights import initial_weights
+from lm_jax.models.encoder import EncoderForSequenceClassification
 
 GOOD = ["great", "lovely", "superb", "fine", "happy", "bright"]
 BAD = ["awful", "dull", "poor", "sad", "grim", "boring"]
@@ -59,6 +60,10 @@ def changed(config, **fields):
     return override(config.copy_and_resolve_references(), fields)
 
 
+def two_labels(cfg, rngs):
+    return EncoderForSequenceClassification(cfg, 2, rngs=rngs)
+
+
 def eval_records(workdir):
     records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     return [{k: v for k, v in r.items() if k != "time"} for r in records if r["split"] == "eval"]
@@ -77,6 +82,7 @@ def test_scratch_run_learns_and_writes_its_outputs(task_files, tmp_path):
     assert rows[0].split("\t") == ["index", "text", "label", "prediction", "p_0", "p_1"]
     assert len(rows) == 61
     assert set(summary.plots) == {"dev metric", "loss", "confusion matrix"}
+    assert set(summary.files) == {"predictions", *summary.plots}
     assert all(p.stat().st_size > 1000 for p in summary.plots.values())
     exported = json.loads((summary.export_dir / "config.json").read_text())
     assert exported["architectures"] == ["BertForSequenceClassification"]
@@ -116,7 +122,7 @@ def test_initial_weights_from_a_pretraining_run(task_files, tmp_path):
     config.model = finetuning_config().model  # the shape comes from the run
     initial = initial_weights(config)
     assert "pretraining run" in initial.description and initial.tokenizer is not None
-    model = build_model(config, initial, initial.tokenizer.vocab.size, 2)
+    model = build_model(config, initial, initial.tokenizer.vocab, two_labels)
     trained = run.state.params["encoder"]
     for (path, ours), theirs in zip(
         jax.tree_util.tree_flatten_with_path(nnx.state(model.encoder, nnx.Param))[0],
@@ -125,7 +131,8 @@ def test_initial_weights_from_a_pretraining_run(task_files, tmp_path):
         np.testing.assert_array_equal(ours, theirs, err_msg=jax.tree_util.keystr(path))
     assert model.encoder.cfg.hidden_size == 64  # the run's shape
     with pytest.raises(ConfigError, match="hidden_size=48 differs from the pretrained"):
-        build_model(changed(config, **{"model.hidden_size": 48}), initial, 1000, 2)
+        wider = changed(config, **{"model.hidden_size": 48})
+        build_model(wider, initial, initial.tokenizer.vocab, two_labels)
     other = tmp_path / "other.model"
     other.write_bytes(b"not the run's")
     with pytest.raises(DataError, match="is not the tokenizer the pretraining run"):
@@ -153,7 +160,7 @@ def test_initial_weights_from_a_hugging_face_folder(task_files, tmp_path):
     peer.save_pretrained(tmp_path / "hf")
     config = tiny_finetune(task_files, init=str(tmp_path / "hf"), **{"train.steps": 4})
     initial = initial_weights(config)
-    model = build_model(config, initial, initial.tokenizer.vocab.size, 2)
+    model = build_model(config, initial, initial.tokenizer.vocab, two_labels)
     word = model.encoder.embeddings.word.embedding[...]
     np.testing.assert_array_equal(word, peer.bert.embeddings.word_embeddings.weight.detach())
     summary = finetune(config, tmp_path / "ft", progress=False)

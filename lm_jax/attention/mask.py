@@ -46,6 +46,13 @@ class AttentionMask:
         return cls(q_segment_ids=segment_ids, kv_segment_ids=segment_ids)
 
     @classmethod
+    def key_padding(cls, segment_ids: jnp.ndarray) -> "AttentionMask":
+        """Every query, padding included, attends to the row's real keys: Hugging Face's
+        `attention_mask` on one unpacked segment per row (padding positions still get
+        outputs, which its span loss sums over)."""
+        return cls(q_segment_ids=jnp.ones_like(segment_ids), kv_segment_ids=segment_ids)
+
+    @classmethod
     def ordered(cls, segment_ids: jnp.ndarray, ranks: jnp.ndarray) -> "AttentionMask":
         """Self-attention within segments where k is visible to q iff rank[k] <= rank[q]."""
         return cls(

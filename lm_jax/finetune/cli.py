@@ -45,18 +45,21 @@ def _print_summary(config, summary) -> None:
             "there; run the same command again to resume."
         )
     best = summary.best
-    shown = ", ".join(f"{k} {v:.4f}" for k, v in best.items() if k not in ("step", "loss"))
+    shown = ", ".join(
+        f"{k} {v:.4f}"
+        for k, v in best.items()
+        if k not in ("step", "loss") and not k.endswith("total")  # SQuAD's question counts
+    )
     print(
         f"\nFine-tuned {config.name!r} to step {summary.final_step}; best dev: {shown} "
         f"(step {best['step']})."
     )
     print(f"  run directory    : {summary.workdir.absolute()}")
     print(f"  eval results     : {summary.eval_results_path.absolute()}")
-    print(f"  predictions      : {summary.predictions_path.absolute()}")
     print(f"  best model       : {summary.best_dir.absolute()}")
     print(f"  checkpoints      : {summary.checkpoint_dir.absolute()}")
     print(f"  metrics          : {summary.metrics_path.absolute()}")
-    for name, path in summary.plots.items():
+    for name, path in summary.files.items():
         print(f"  {name:<17}: {path.absolute()}")
     if summary.export_dir:
         print(f"  Hugging Face     : {summary.export_dir.absolute()}")

@@ -24,6 +24,7 @@ from lm_jax.errors import DataError
 log = logging.getLogger(__name__)
 FORMATS = ("auto", "tsv", "csv", "jsonl")
 CLASSIFICATION, REGRESSION = "classification", "regression"
+QUESTION_ANSWERING = "question_answering"  # SQuAD-format JSON, read by lm_jax.finetune.qa_data
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,7 +185,7 @@ class EncodedSplit:
     truncated: int
 
     def __len__(self) -> int:
-        return len(self.arrays["labels"])
+        return len(self.arrays["weights"])
 
     def row(self, i: int) -> dict[str, np.ndarray]:
         return {k: v[i] for k, v in self.arrays.items()}

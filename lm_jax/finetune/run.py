@@ -8,9 +8,8 @@ export written. The run directory is locked for the whole run (`RunDirectoryLock
 from __future__ import annotations
 
 import dataclasses
-import functools
-import hashlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -20,35 +19,20 @@ from flax import nnx
 
 from lm_jax import runtime
 from lm_jax.config_tools import flatten
-from lm_jax.data.pipeline import batch_iterator, get_tokenizer, train_batches
-from lm_jax.data.tokenizer import Tokenizer
+from lm_jax.data.pipeline import batch_iterator, train_batches
 from lm_jax.errors import ConfigError
 from lm_jax.finetune.best import BestModel
-from lm_jax.finetune.data import (
-    REGRESSION,
-    EncodedSplit,
-    Examples,
-    encode,
-    label_ids,
-    label_set,
-    read_examples,
-    split_off,
-)
-from lm_jax.finetune.evaluation import Evaluator, task_metrics
-from lm_jax.finetune.export import export_model
-from lm_jax.finetune.outputs import (
-    confusion_matrix,
-    plot_confusion,
-    plot_dev_metric,
-    seeds_summary,
-    write_eval_results,
-    write_predictions,
-)
+from lm_jax.finetune.data import QUESTION_ANSWERING, REGRESSION
+from lm_jax.finetune.evaluation import Evaluator
+from lm_jax.finetune.outputs import seeds_summary, write_eval_results
+from lm_jax.finetune.qa import QATaskData
 from lm_jax.finetune.schema import finetuning_config, resolve_schedule, validate
-from lm_jax.finetune.tasks import layer_decay_factors, predict_logits, sequence_task
+from lm_jax.finetune.sequence import SequenceTaskData
+from lm_jax.finetune.task_data import TaskData
+from lm_jax.finetune.tasks import layer_decay_factors
 from lm_jax.finetune.weights import Initial, initial_weights, model_config
-from lm_jax.models.encoder import EncoderForSequenceClassification
-from lm_jax.train.checkpoint import check_run_config
+from lm_jax.models.config import TransformerConfig
+from lm_jax.train.checkpoint import check_run_config, checkpoint_steps
 from lm_jax.train.loop import (
     Loop,
     initialize_distributed,
@@ -69,28 +53,9 @@ from lm_jax.train.step import (
     place_train_state,
     stream_key,
 )
+from lm_jax.vocab import VocabInfo
 
 log = logging.getLogger(__name__)
-DEV_SPLIT_SEED = 0  # one held-out split for every seed of a task without a dev file
-
-
-@dataclasses.dataclass(frozen=True)
-class TaskData:
-    """A task's encoded splits, its dev texts (for the predictions file), its label names
-    (empty for regression) and the tokenizer."""
-
-    train: EncodedSplit
-    dev: EncodedSplit
-    dev_texts: list[str]
-    labels: list[str]
-    tokenizer: Tokenizer
-
-    def fingerprint(self) -> str:
-        digest = hashlib.sha256()
-        for split in (self.train, self.dev):
-            for name in sorted(split.arrays):
-                digest.update(name.encode() + split.arrays[name].tobytes())
-        return digest.hexdigest()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,12 +70,20 @@ class FinetuneSummary:
     interrupted: bool
     signal: str | None
     eval_results_path: Path
-    predictions_path: Path
+    files: dict[str, Path]  # name -> file: the dev predictions, pictures (the task's outputs)
     checkpoint_dir: Path
     best_dir: Path
     metrics_path: Path
-    plots: dict[str, Path]  # name -> picture (dev metric, loss, confusion matrix)
     export_dir: Path | None  # the Hugging Face folder; None when the model does not export
+
+    @property
+    def predictions_path(self) -> Path:
+        """predictions.tsv, or predictions.json (question answering)."""
+        return self.files["predictions"]
+
+    @property
+    def plots(self) -> dict[str, Path]:
+        return {k: v for k, v in self.files.items() if v.suffix == ".png"}
 
 
 def default_workdir(config: ml_collections.ConfigDict) -> Path:
@@ -118,53 +91,34 @@ def default_workdir(config: ml_collections.ConfigDict) -> Path:
 
 
 def main_metric(config: ml_collections.ConfigDict) -> str:
-    """The dev metric that picks the best model: accuracy, or Pearson's r for regression."""
-    return "pearson" if config.task == REGRESSION else "accuracy"
+    """The dev metric that picks the best model: accuracy, Pearson's r for regression, the
+    official F1 for question answering."""
+    return {REGRESSION: "pearson", QUESTION_ANSWERING: "f1"}.get(config.task, "accuracy")
 
 
-def _read_splits(config: ml_collections.ConfigDict) -> tuple[Examples, Examples]:
-    d = config.data
-    read = functools.partial(
-        read_examples,
-        text_column=d.text_column,
-        label_column=d.label_column,
-        pair_column=d.text_pair_column,
-        fmt=d.format,
-        header=d.header,
-    )
-    train = read(d.train_path)
-    if d.dev_path:
-        dev = read(d.dev_path)
-    else:
-        train, dev = split_off(train, d.dev_fraction, DEV_SPLIT_SEED)
-    if d.max_train_examples and d.max_train_examples < len(train):
-        n = d.max_train_examples
-        pairs = None if train.pairs is None else train.pairs[:n]
-        train = Examples(train.texts[:n], pairs, train.labels[:n], train.source)
-    return train, dev
-
-
-def _tokenizer(config, initial: Initial, train: Examples, workdir: Path, resuming: bool):
-    if initial.tokenizer is not None:
-        return initial.tokenizer
-    texts = train.texts + (train.pairs or [])
-    return get_tokenizer(config.tokenizer, texts, workdir, reuse=resuming)
+def load_task_data(config, initial: Initial, workdir: Path, resuming: bool) -> TaskData:
+    """The task's data read, tokenized and encoded (the tokenizer trained first when none)."""
+    kind = QATaskData if config.task == QUESTION_ANSWERING else SequenceTaskData
+    return kind(config, initial, workdir, resuming)
 
 
 def build_model(
-    config: ml_collections.ConfigDict, initial: Initial, vocab_size: int, num_labels: int
-) -> EncoderForSequenceClassification:
-    """The encoder (pretrained weights when `initial` has them) with a new head, initialised
-    from the run's seed."""
-    cfg = model_config(config, initial, vocab_size)
+    config: ml_collections.ConfigDict,
+    initial: Initial,
+    vocab: VocabInfo,
+    with_head: Callable[[TransformerConfig, nnx.Rngs], nnx.Module],
+) -> nnx.Module:
+    """`with_head(cfg, rngs)`: the encoder with a task's new head (`TaskData.model`),
+    initialised from the run's seed, the pretrained encoder's weights loaded when `initial`
+    has them."""
+    cfg = model_config(config, initial, vocab)
     usable = cfg.max_position - cfg.position_offset
     if config.data.max_seq_length > usable:
         raise ConfigError(
             f"config.data.max_seq_length ({config.data.max_seq_length}) exceeds the model's "
             f"{usable} positions"
         )
-    rngs = nnx.Rngs(params=stream_key(config.seed, INIT_STREAM))
-    model = EncoderForSequenceClassification(cfg, num_labels, rngs=rngs)
+    model = with_head(cfg, nnx.Rngs(params=stream_key(config.seed, INIT_STREAM)))
     if initial.encoder is not None:
         nnx.update(model.encoder, initial.encoder)
     return model
@@ -202,34 +156,16 @@ def _finetune_one(config, workdir: Path, progress: bool) -> FinetuneSummary:
 
 def _finetune_locked(config, workdir: Path, progress: bool) -> FinetuneSummary:
     main_process = jax.process_index() == 0
-    train, dev = _read_splits(config)
     config = ml_collections.ConfigDict(config.to_dict())  # resolved below, caller's untouched
-    resolve_schedule(config, len(train))
     defaults = flatten(finetuning_config().to_dict())
-    resuming = prepare_run_directory(config, workdir, main_process, defaults)
-    labels = [] if config.task == REGRESSION else label_set(train, config.data.labels)
-    train_labels = label_ids(train, config.task, labels)
-    dev_labels = label_ids(dev, config.task, labels)
+    resuming = bool(checkpoint_steps(workdir / "checkpoints"))  # reuse the run's tokenizer
     initial = initial_weights(config)
-    tokenizer = _tokenizer(config, initial, train, workdir, resuming)
-    max_len = config.data.max_seq_length
-    data = TaskData(
-        encode(train, train_labels, tokenizer, max_len),
-        encode(dev, dev_labels, tokenizer, max_len),
-        dev.texts if dev.pairs is None else [f"{a} ||| {b}" for a, b in zip(dev.texts, dev.pairs)],
-        labels,
-        tokenizer,
-    )
+    data = load_task_data(config, initial, workdir, resuming)
+    resolve_schedule(config, len(data.train))
+    resuming = prepare_run_directory(config, workdir, main_process, defaults)
     if not resuming and main_process:
         check_run_config(workdir, config.to_dict(), resuming=False)
-    log.info(
-        "%s: %d train / %d dev examples, %s; init: %s",
-        config.name,
-        len(data.train),
-        len(data.dev),
-        f"labels {labels}" if labels else "regression",
-        initial.description,
-    )
+    log.info("%s: %s; init: %s", config.name, data.describe(), initial.description)
     loop, parts = _build_loop(config, workdir, data, initial, main_process)
     try:
         result, _ = train_recorded(
@@ -259,8 +195,7 @@ class _Parts:
 def _build_loop(config, workdir, data: TaskData, initial: Initial, main_process: bool):
     t = config.train
     mesh = run_mesh(config)
-    num_labels = len(data.labels) or 1
-    model = build_model(config, initial, data.tokenizer.vocab.size, num_labels)
+    model = build_model(config, initial, data.tokenizer.vocab, data.model)
     factors = None
     if config.layer_decay < 1:
         params = nnx.state(model, nnx.Param)
@@ -273,10 +208,10 @@ def _build_loop(config, workdir, data: TaskData, initial: Initial, main_process:
     checkpointer, state, start = open_checkpoints(
         config, workdir, state, batches, fingerprint, schedule, main_process
     )
-    task = sequence_task(config.task)
-    predict = make_predict_step(graphdef, predict_logits, mesh, state_sharding.params)
-    best = BestModel(workdir / "best", main_metric(config), fresh=start == 0)
-    evaluator = Evaluator(predict, mesh, data.dev, config, best)
+    task = data.step_task
+    predict = make_predict_step(graphdef, data.predict, mesh, state_sharding.params)
+    best = BestModel(workdir / "best", data.metric, fresh=start == 0)
+    evaluator = Evaluator(predict, mesh, data.dev, data.metrics, config, best)
     eval_step = make_eval_step(graphdef, task, config.seed, mesh, state_sharding.params)
     with jax.set_mesh(mesh):
         first = evaluator.global_rows(0)
@@ -314,47 +249,32 @@ def _evaluations(metrics_path: Path) -> list[dict]:
 
 
 def _finish(config, workdir, data: TaskData, loop, parts: _Parts, result, main_process):
-    """The best model's dev predictions, eval_results.json, pictures and the export."""
-    metric = main_metric(config)
+    """The best model's dev predictions and pictures, eval_results.json and the export."""
     params = parts.best.params(result.state.params) if parts.best.step is not None else None
     params = result.state.params if params is None else params
     outputs = parts.predict.outputs(params, full=True)
     evaluations = _evaluations(workdir / "metrics.jsonl")
-    plots, export_dir = {}, None
+    files, export_dir = {}, None
     if main_process:
-        write_eval_results(workdir / "eval_results.json", config.name, metric, evaluations)
-        labels = data.dev.arrays["labels"]
-        write_predictions(workdir / "predictions.tsv", data.dev_texts, labels, outputs, data.labels)
-        plots["dev metric"] = plot_dev_metric(
-            workdir / "dev_metric.png", evaluations, metric, f"{config.name}: dev {metric}"
-        )
-        plots["loss"] = plot_loss_curve(
-            workdir / "metrics.jsonl", workdir / "loss.png", config.name
-        )
-        if data.labels:
-            counts = confusion_matrix(labels, outputs.argmax(-1), len(data.labels))
-            plots["confusion matrix"] = plot_confusion(
-                workdir / "confusion.png", counts, data.labels, f"{config.name}: dev (best model)"
-            )
+        write_eval_results(workdir / "eval_results.json", config.name, data.metric, evaluations)
+        files = data.write_outputs(workdir, outputs, evaluations)
+        loss_plot = workdir / "loss.png"
+        files["loss"] = plot_loss_curve(workdir / "metrics.jsonl", loss_plot, config.name)
         model = nnx.merge(parts.graphdef, params)
-        export_dir = export_model(model, workdir / "hf_model", config, data.labels, data.tokenizer)
-    best = {
-        "step": parts.best.step,
-        **(parts.best.metrics or task_metrics(config, outputs, data.dev)),
-    }
+        export_dir = data.export(model, workdir / "hf_model", config)
+    best = {"step": parts.best.step, **(parts.best.metrics or data.metrics(outputs))}
     return FinetuneSummary(
         workdir=workdir,
-        metric=metric,
+        metric=data.metric,
         best=best,
         final_step=result.final_step,
         trained_steps=result.final_step - loop.start,
         interrupted=result.signal is not None,
         signal=result.signal,
         eval_results_path=workdir / "eval_results.json",
-        predictions_path=workdir / "predictions.tsv",
+        files={k: v for k, v in files.items() if v is not None},
         checkpoint_dir=loop.checkpointer.directory,
         best_dir=parts.best.directory,
         metrics_path=workdir / "metrics.jsonl",
-        plots={k: v for k, v in plots.items() if v is not None},
         export_dir=export_dir,
     )

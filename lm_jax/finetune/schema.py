@@ -16,13 +16,13 @@ import ml_collections
 
 from lm_jax.config_tools import Rule, check_fields
 from lm_jax.errors import ConfigError
-from lm_jax.finetune.data import CLASSIFICATION, FORMATS, REGRESSION
+from lm_jax.finetune.data import CLASSIFICATION, FORMATS, QUESTION_ANSWERING, REGRESSION
 from lm_jax.pretrain.schema import pretraining_config
 from lm_jax.pretrain.validation import MODEL_RULES
 from lm_jax.train.settings import RULES as TRAINER_RULES
 from lm_jax.train.settings import distributed_settings, mesh_settings, train_settings
 
-TASKS = (CLASSIFICATION, REGRESSION)
+TASKS = (CLASSIFICATION, REGRESSION, QUESTION_ANSWERING)
 SCRATCH = "scratch"
 
 
@@ -30,7 +30,9 @@ def finetuning_config() -> ml_collections.ConfigDict:
     """Defaults: classification of one text per example, from scratch, the standard recipe."""
     c = ml_collections.ConfigDict()
     c.name = "task"  # names the default output directory, runs/finetune/<name>
-    c.task = CLASSIFICATION  # classification | regression (num_labels = 1, squared error)
+    # classification | regression (num_labels = 1, squared error) | question_answering
+    # (extractive, SQuAD-format JSON files; the text / label columns are not read)
+    c.task = CLASSIFICATION
     # Initial weights: "scratch" (random, a tokenizer trained on the task's training text), an
     # lm_jax pretraining run directory (its latest checkpoint and tokenizer), or a local Hugging
     # Face model folder (config.json + model.safetensors / pytorch_model.bin + vocab.txt).
@@ -58,6 +60,17 @@ def finetuning_config() -> ml_collections.ConfigDict:
     c.data.labels = ()  # the label set in order; () = the sorted distinct training labels
     c.data.max_seq_length = 128  # [CLS] and [SEP] included; longer examples are truncated
     c.data.max_train_examples = 0  # use only the first N training examples (0 = all)
+
+    # Extractive QA (BERT's run_squad.py settings): windows of data.max_seq_length tokens
+    # starting every doc_stride context tokens, questions cut to max_query_length tokens; the
+    # n_best_size best starts and ends, answers of at most max_answer_length tokens; no answer
+    # when the null odds (no-answer score minus the best span's) exceed null_threshold.
+    c.qa = ml_collections.ConfigDict()
+    c.qa.doc_stride = 128
+    c.qa.max_query_length = 64
+    c.qa.n_best_size = 20
+    c.qa.max_answer_length = 30
+    c.qa.null_threshold = 0.0
 
     pretraining = pretraining_config()
     c.tokenizer = pretraining.tokenizer  # read when init is "scratch" (or to check a run's)
@@ -100,6 +113,11 @@ _RULES: dict[str, Rule] = {
     "data.label_column": (bool, "is required"),
     "data.max_seq_length": (lambda x: x >= 8, "must be >= 8"),
     "data.max_train_examples": (lambda x: x >= 0, "must be >= 0 (0 = all)"),
+    "qa.doc_stride": (lambda x: x >= 1, "must be >= 1"),
+    "qa.max_query_length": (lambda x: x >= 1, "must be >= 1"),
+    "qa.n_best_size": (lambda x: x >= 1, "must be >= 1"),
+    "qa.max_answer_length": (lambda x: x >= 1, "must be >= 1"),
+    "qa.null_threshold": (math.isfinite, "must be finite"),
     "train.steps": (lambda x: x >= 0, "must be >= 0 (0: from config.epochs)"),
     "train.warmup_steps": (lambda x: x >= -1, "must be >= -1 (-1: config.warmup_fraction)"),
     "train.eval_batches": (lambda x: x >= 0, "must be >= 0 (0: the whole dev set)"),
@@ -120,10 +138,27 @@ def validate(config: ml_collections.ConfigDict) -> None:
             f'config.init: {config.init} is neither "scratch" nor a directory (an lm_jax '
             "pretraining run or a Hugging Face model folder)"
         )
-    if config.data.labels and config.task == REGRESSION:
-        raise ConfigError("config.data.labels is for classification; regression has none")
+    if config.data.labels and config.task != CLASSIFICATION:
+        raise ConfigError(f"config.data.labels is for classification; {config.task} has none")
+    if config.task == QUESTION_ANSWERING:
+        _validate_qa(config)
     if [config.mesh.data, config.mesh.fsdp, config.mesh.tensor].count(-1) > 1:
         raise ConfigError("config.mesh: at most one of data, fsdp, tensor may be -1")
+
+
+def _validate_qa(config: ml_collections.ConfigDict) -> None:
+    if not config.data.dev_path:
+        raise ConfigError(
+            "config.data.dev_path is required for question_answering (a SQuAD-format dev file; "
+            "a held-out fraction would split one context's questions between train and dev)"
+        )
+    room = config.data.max_seq_length - config.qa.max_query_length - 3
+    if room < 8:
+        raise ConfigError(
+            f"config.data.max_seq_length ({config.data.max_seq_length}) leaves {room} context "
+            f"tokens after a config.qa.max_query_length ({config.qa.max_query_length}) question "
+            "and [CLS] [SEP] [SEP]; at least 8 are needed"
+        )
 
 
 def resolve_schedule(config: ml_collections.ConfigDict, train_examples: int) -> None:

@@ -1,5 +1,6 @@
 """The fine-tuning heads' steps: how rows become model inputs, the loss (cross-entropy for
-classification, squared error for regression, as Hugging Face's `...ForSequenceClassification`),
+classification, squared error for regression, as Hugging Face's `...ForSequenceClassification`;
+the mean of the start and end cross-entropies for extractive QA, as `...ForQuestionAnswering`),
 the outputs kept for evaluation, and layer-wise learning-rate decay."""
 
 from __future__ import annotations
@@ -52,6 +53,34 @@ def sequence_task(task: str) -> StepTask:
 
 def predict_logits(model: nnx.Module, rows: dict) -> jax.Array:
     return model(*model_inputs(rows))
+
+
+def span_inputs(rows: dict) -> tuple:
+    """(ids, positions, mask, token types) of QA windows: one segment per row, the padding
+    positions computed too (positions run on, they attend to the real tokens), as Hugging
+    Face's `...ForQuestionAnswering` computes them; its loss's softmax covers them."""
+    segments = rows["segment_ids"]
+    positions = jnp.broadcast_to(jnp.arange(segments.shape[-1], dtype=jnp.int32), segments.shape)
+    return rows["input_ids"], positions, AttentionMask.key_padding(segments), rows["token_type_ids"]
+
+
+def span_sums(model, rows, key, deterministic, rngs) -> dict:
+    """`nll_sum`: per window, (start cross-entropy + end cross-entropy) / 2 over all L tokens
+    (padding included, as Hugging Face's loss), and `weight_sum`."""
+    start, end = model(*span_inputs(rows), deterministic=deterministic, rngs=rngs)
+    weights = rows["weights"]
+    starts = weighted_cross_entropy(start, rows["start_positions"], weights)
+    ends = weighted_cross_entropy(end, rows["end_positions"], weights)
+    return {"nll_sum": (starts["nll_sum"] + ends["nll_sum"]) / 2, "weight_sum": weights.sum()}
+
+
+def span_task() -> StepTask:
+    return StepTask(prepare=lambda key, rows: rows, sums=span_sums, loss=mean_loss)
+
+
+def predict_spans(model: nnx.Module, rows: dict) -> jax.Array:
+    """[B, 2, L]: start and end logits."""
+    return jnp.stack(model(*span_inputs(rows)), axis=1)
 
 
 def layer_decay_factors(params: nnx.State, num_layers: int, decay: float) -> nnx.State:

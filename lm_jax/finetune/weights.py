@@ -19,6 +19,7 @@ from lm_jax.models.convert import load_hf_checkpoint
 from lm_jax.models.electra import Electra
 from lm_jax.models.encoder import Encoder
 from lm_jax.pretrain.saved import is_pretraining_run, load_pretraining_run
+from lm_jax.vocab import VocabInfo
 
 # config.model fields that fix the encoder's shape: taken from a pretrained source.
 SHAPE_FIELDS = (
@@ -103,11 +104,12 @@ def initial_weights(config: ml_collections.ConfigDict) -> Initial:
 
 
 def model_config(
-    config: ml_collections.ConfigDict, initial: Initial, vocab_size: int
+    config: ml_collections.ConfigDict, initial: Initial, vocab: VocabInfo
 ) -> TransformerConfig:
     """The encoder's config: the pretrained shape (config.model's shape fields must then be
     left at their defaults or agree) or config.model's from scratch; dropout, dtype, remat and
-    attention from config.model either way."""
+    attention from config.model either way; the tokenizer's padding id as the embedding row
+    that does not train (Hugging Face's `padding_idx`)."""
     m = config.model
     attention = None if m.attention == "auto" else m.attention
     runtime = dict(
@@ -115,10 +117,11 @@ def model_config(
         dtype=m.dtype,
         remat=m.remat,
         attention_implementation=attention,
+        pad_token_id=vocab.pad_id,
     )
     if initial.encoder_cfg is None:
         shape = {f: m[f] for f in SHAPE_FIELDS}
-        return TransformerConfig(vocab_size=vocab_size, **shape, **runtime)
+        return TransformerConfig(vocab_size=vocab.size, **shape, **runtime)
     defaults = finetuning_config().model
     for field in SHAPE_FIELDS:
         ours = getattr(initial.encoder_cfg, field)

@@ -39,6 +39,9 @@ class TransformerConfig:
         parameters stay fp32 and logits are fp32 either way.
       attention_implementation: passed to `lm_jax.attention.dot_product_attention` (None: the
         automatic choice per backend and sequence length).
+      pad_token_id: the id whose word-embedding lookup passes no gradient, as PyTorch's
+        `nn.Embedding(padding_idx=...)` in Hugging Face models (it matters where padding
+        positions reach the loss: Hugging Face's span loss). None: every id trains.
       remat: recompute each layer's activations in the backward pass instead of storing them
         (`nnx.remat`, i.e. `jax.checkpoint`): less memory, about one more forward pass of FLOPs.
     """
@@ -60,6 +63,7 @@ class TransformerConfig:
     activation: str = "gelu"
     dtype: str = "auto"
     attention_implementation: str | None = None
+    pad_token_id: int | None = None
     remat: bool = False
 
     def __post_init__(self):

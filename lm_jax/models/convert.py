@@ -78,6 +78,7 @@ def config_from_hf(hf: Mapping) -> TransformerConfig:
         layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
         initializer_range=hf.get("initializer_range", 0.02),
         activation=_activation(hf.get("hidden_act", "gelu")),
+        pad_token_id=hf.get("pad_token_id"),
     )
 
 
@@ -646,7 +647,7 @@ def bert_config(cfg: TransformerConfig, architecture: str, **fields) -> dict:
         "attention_probs_dropout_prob": 0.0,  # lm_jax has no attention-probability dropout
         "layer_norm_eps": cfg.layer_norm_eps,
         "initializer_range": cfg.initializer_range,
-        "pad_token_id": 0,
+        "pad_token_id": cfg.pad_token_id or 0,
         **fields,
     }
 

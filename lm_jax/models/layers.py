@@ -118,11 +118,16 @@ class Embeddings(nnx.Module):
         self.layer_norm = layer_norm(cfg, rngs, width)
         self.dropout = nnx.Dropout(cfg.dropout_rate)
         self.position_offset = cfg.position_offset
+        self.pad_token_id = cfg.pad_token_id
 
     def __call__(
         self, input_ids, positions, token_type_ids, *, deterministic: bool, rngs: nnx.Rngs | None
     ) -> jnp.ndarray:
-        x = self.word(input_ids) + self.position(positions + self.position_offset)
+        word = self.word(input_ids)
+        if self.pad_token_id is not None:  # nn.Embedding(padding_idx): no gradient to that row
+            frozen = (input_ids == self.pad_token_id)[..., None]
+            word = jnp.where(frozen, jax.lax.stop_gradient(word), word)
+        x = word + self.position(positions + self.position_offset)
         if self.token_type is not None:
             x = x + self.token_type(token_type_ids)
         return self.dropout(self.layer_norm(x), deterministic=deterministic, rngs=rngs)

@@ -1,0 +1,259 @@
+"""Extractive QA data: SQuAD-format JSON (Rajpurkar et al. 2016; 2.0 with unanswerable
+questions, 2018) read into examples, and each example cut into windows of
+`[CLS] question [SEP] context window [SEP]` as BERT's `run_squad.py` does (Devlin et al. 2019,
+sec. 4.3): the question cut to `max_query_length` tokens, windows of the context starting every
+`doc_stride` tokens, and each context token's character offsets kept so that a predicted span
+maps back to the exact context substring, whatever the tokenizer.
+
+A training window whose answer is not wholly inside it, and every window of an unanswerable
+question, is labelled with the span (0, 0) at [CLS]: SQuAD 2.0's no-answer target.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from lm_jax.data.tokenizer import Encoded, Tokenizer
+from lm_jax.errors import DataError
+from lm_jax.finetune.data import EncodedSplit
+
+log = logging.getLogger(__name__)
+OUTSIDE = -1  # the character offset of a token that is not in the context
+
+
+@dataclasses.dataclass(frozen=True)
+class QAExample:
+    """One question on one context: its id, the gold answer texts (all of them, for scoring;
+    empty when unanswerable) and the training answer's character span (start -1: none)."""
+
+    qid: str
+    question: str
+    context: str
+    answers: tuple[str, ...]
+    answer_start: int
+    answer_end: int  # exclusive
+
+    @property
+    def answerable(self) -> bool:
+        return self.answer_start >= 0
+
+
+@dataclasses.dataclass(frozen=True)
+class QASplit:
+    """A split's examples, the file they came from and how many answers were skipped because
+    their offsets do not match the context."""
+
+    examples: list[QAExample]
+    source: str
+    skipped: int
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+
+def _load_articles(path: Path) -> list:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"data file not found: {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path} is not SQuAD-format JSON: {e}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+        raise DataError(f'{path} is not SQuAD-format JSON (no top-level "data" list of articles)')
+    return data["data"]
+
+
+def _question(qa: dict, context: str, path: Path) -> tuple[QAExample, bool]:
+    """(the example, whether its training answer's offsets were wrong and dropped)."""
+    try:
+        qid, question, answers = str(qa["id"]), qa["question"], qa.get("answers", [])
+    except (KeyError, TypeError):
+        raise DataError(f"{path}: a question lacks 'id' or 'question' ({qa!r:.120})") from None
+    texts = tuple(a["text"] for a in answers)
+    start = end = -1
+    mismatch = False
+    if answers and not qa.get("is_impossible", False):
+        first = answers[0]
+        begin = int(first.get("answer_start", -1))
+        if context[begin : begin + len(first["text"])] == first["text"] and begin >= 0:
+            start, end = begin, begin + len(first["text"])
+        else:
+            mismatch = True
+    return QAExample(qid, question, context, texts, start, end), mismatch
+
+
+def read_squad(path: str | Path, training: bool) -> QASplit:
+    """The questions of a SQuAD-format file. A training answer whose `answer_start` does not
+    point at its text is counted, reported and its question skipped (evaluation keeps every
+    question: gold texts only are scored)."""
+    path = Path(path)
+    examples, skipped = [], 0
+    for article in _load_articles(path):
+        for paragraph in article.get("paragraphs", []):
+            context = paragraph.get("context")
+            if not isinstance(context, str):
+                raise DataError(f"{path}: a paragraph has no 'context' text")
+            for qa in paragraph.get("qas", []):
+                example, mismatch = _question(qa, context, path)
+                if mismatch and training:
+                    skipped += 1
+                    continue
+                examples.append(example)
+    if not examples:
+        raise DataError(f"{path} holds no questions")
+    if skipped:
+        log.warning(
+            "%s: %d of %d answers do not match their context at answer_start; those questions "
+            "were skipped",
+            path,
+            skipped,
+            skipped + len(examples),
+        )
+    return QASplit(examples, str(path), skipped)
+
+
+@dataclasses.dataclass(frozen=True)
+class QAWindows:
+    """Windows of a split: the model's rows (`input_ids`, `token_type_ids`, `segment_ids`,
+    `start_positions`, `end_positions`, `weights`) and, per window, its example's index, each
+    token's character offsets in the context ([F, L, 2], -1 outside it) and whether the window
+    is the token's maximum-context one (BERT's `_check_is_max_context`)."""
+
+    rows: EncodedSplit
+    example_index: np.ndarray  # int32 [F]
+    offsets: np.ndarray  # int32 [F, L, 2]
+    max_context: np.ndarray  # bool [F, L]
+
+    def __len__(self) -> int:
+        return len(self.example_index)
+
+
+def window_starts(num_tokens: int, window: int, stride: int) -> list[int]:
+    """Start tokens of the context windows: every `stride` tokens until one reaches the end
+    (`run_squad.py`'s doc spans)."""
+    starts, start = [], 0
+    while True:
+        starts.append(start)
+        if start + window >= num_tokens:
+            return starts
+        start += min(window, stride)
+
+
+def max_context(starts: list[int], window: int, num_tokens: int) -> np.ndarray:
+    """[windows, tokens]: window w is the best for token t, scored as BERT's
+    `_check_is_max_context`: min(left, right context) + 0.01 * window length, first best."""
+    best = np.zeros((len(starts), num_tokens), bool)
+    scores = np.full((len(starts), num_tokens), -np.inf)
+    for w, start in enumerate(starts):
+        length = min(window, num_tokens - start)
+        t = np.arange(start, start + length)
+        scores[w, t] = np.minimum(t - start, start + length - 1 - t) + 0.01 * length
+    if num_tokens:
+        best[scores.argmax(0), np.arange(num_tokens)] = True
+    return best
+
+
+def answer_tokens(offsets: np.ndarray, start_char: int, end_char: int) -> tuple[int, int]:
+    """The first and last context token overlapping the answer's characters [start, end)."""
+    overlapping = np.flatnonzero((offsets[:, 1] > start_char) & (offsets[:, 0] < end_char))
+    if not len(overlapping):
+        return -1, -1
+    return int(overlapping[0]), int(overlapping[-1])
+
+
+@dataclasses.dataclass(frozen=True)
+class WindowSettings:
+    """BERT's SQuAD settings: 384 tokens, windows every 128 context tokens, questions of at
+    most 64 tokens."""
+
+    max_seq_length: int = 384
+    doc_stride: int = 128
+    max_query_length: int = 64
+
+
+def _example_windows(
+    example: QAExample, question: np.ndarray, context: Encoded, settings: WindowSettings, vocab
+):
+    """(ids, types, offsets, max-context flags, start, end) per window of one example."""
+    question = question[: settings.max_query_length]
+    room = settings.max_seq_length - len(question) - 3
+    n = len(context.ids)
+    starts = window_starts(n, room, settings.doc_stride)
+    best = max_context(starts, room, n)
+    first, last = -1, -1
+    if example.answerable:
+        first, last = answer_tokens(context.offsets, example.answer_start, example.answer_end)
+    base = len(question) + 2  # [CLS] question [SEP]
+    for w, start in enumerate(starts):
+        stop = min(start + room, n)
+        ids = [vocab.cls_id, *question, vocab.sep_id, *context.ids[start:stop], vocab.sep_id]
+        offsets = np.full((len(ids), 2), OUTSIDE, np.int32)
+        offsets[base : base + stop - start] = context.offsets[start:stop]
+        flags = np.zeros(len(ids), bool)
+        flags[base : base + stop - start] = best[w, start:stop]
+        inside = first >= start and 0 <= last < stop
+        span = (first - start + base, last - start + base) if inside else (0, 0)
+        yield ids, base, offsets, flags, span
+
+
+def make_windows(split: QASplit, tokenizer: Tokenizer, settings: WindowSettings) -> QAWindows:
+    """Every example's windows, padded to `settings.max_seq_length` (contexts are tokenized
+    once per paragraph)."""
+    if settings.max_seq_length - settings.max_query_length - 3 < 1:
+        raise DataError(
+            f"max_seq_length {settings.max_seq_length} leaves no context token after a "
+            f"{settings.max_query_length}-token question"
+        )
+    vocab, length = tokenizer.vocab, settings.max_seq_length
+    questions = tokenizer.encode_ids([e.question for e in split.examples])
+    truncated = sum(len(q) > settings.max_query_length for q in questions)
+    if truncated:
+        log.warning(
+            "%s: %d of %d questions were longer than %d tokens and truncated "
+            "(config.qa.max_query_length)",
+            split.source,
+            truncated,
+            len(questions),
+            settings.max_query_length,
+        )
+    contexts: dict[str, Encoded] = {}
+    rows: dict[str, list] = {k: [] for k in ("ids", "types", "offsets", "flags", "span", "ex")}
+    for i, (example, question) in enumerate(zip(split.examples, questions)):
+        if example.context not in contexts:
+            contexts[example.context] = tokenizer.encode(example.context)
+        context = contexts[example.context]
+        for ids, base, offsets, flags, span in _example_windows(
+            example, question, context, settings, vocab
+        ):
+            types = [0] * base + [1] * (len(ids) - base)
+            for key, value in zip(rows, (ids, types, offsets, flags, span, i)):
+                rows[key].append(value)
+    return _padded(rows, length, vocab.pad_id, truncated)
+
+
+def _padded(rows: dict[str, list], length: int, pad_id: int, truncated: int) -> QAWindows:
+    count = len(rows["ids"])
+    ids = np.full((count, length), pad_id, np.int32)
+    types = np.zeros((count, length), np.int32)
+    offsets = np.full((count, length, 2), OUTSIDE, np.int32)
+    flags = np.zeros((count, length), bool)
+    for f in range(count):
+        n = len(rows["ids"][f])
+        ids[f, :n], types[f, :n] = rows["ids"][f], rows["types"][f]
+        offsets[f, :n], flags[f, :n] = rows["offsets"][f], rows["flags"][f]
+    span = np.array(rows["span"], np.int32).reshape(count, 2)
+    arrays = dict(
+        input_ids=ids,
+        token_type_ids=types,
+        segment_ids=(ids != pad_id).astype(np.int32),
+        start_positions=span[:, 0],
+        end_positions=span[:, 1],
+        weights=np.ones(count, np.float32),
+    )
+    example_index = np.array(rows["ex"], np.int32)
+    return QAWindows(EncodedSplit(arrays, truncated), example_index, offsets, flags)

@@ -1,0 +1,133 @@
+"""Sequence-level tasks (Devlin et al. 2019, sec. 4.1): classification of one text or a text
+pair (SST-2, RTE, the Chinese review sets) and regression (STS-B), on the pooled [CLS] state;
+accuracy (and F1 when binary) or Pearson / Spearman on dev, predictions.tsv and a confusion
+matrix, exported as `BertForSequenceClassification`."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from lm_jax.finetune.data import (
+    REGRESSION,
+    Examples,
+    encode,
+    label_ids,
+    label_set,
+    read_examples,
+    split_off,
+)
+from lm_jax.finetune.export import export_model
+from lm_jax.finetune.metrics import classification_metrics, regression_metrics
+from lm_jax.finetune.outputs import (
+    confusion_matrix,
+    plot_confusion,
+    plot_dev_metric,
+    write_predictions,
+)
+from lm_jax.finetune.task_data import TaskData, task_tokenizer
+from lm_jax.finetune.tasks import predict_logits, sequence_task
+from lm_jax.finetune.weights import Initial
+from lm_jax.models.config import TransformerConfig
+from lm_jax.models.encoder import EncoderForSequenceClassification
+
+log = logging.getLogger(__name__)
+DEV_SPLIT_SEED = 0  # one held-out split for every seed of a task without a dev file
+SEQUENCE_CLASSIFICATION = "BertForSequenceClassification"
+
+
+def read_splits(config: ml_collections.ConfigDict) -> tuple[Examples, Examples]:
+    """(train, dev) examples: the dev file, or a held-out fraction of the training file."""
+    d = config.data
+    read = functools.partial(
+        read_examples,
+        text_column=d.text_column,
+        label_column=d.label_column,
+        pair_column=d.text_pair_column,
+        fmt=d.format,
+        header=d.header,
+    )
+    train = read(d.train_path)
+    if d.dev_path:
+        dev = read(d.dev_path)
+    else:
+        train, dev = split_off(train, d.dev_fraction, DEV_SPLIT_SEED)
+    if d.max_train_examples and d.max_train_examples < len(train):
+        n = d.max_train_examples
+        pairs = None if train.pairs is None else train.pairs[:n]
+        train = Examples(train.texts[:n], pairs, train.labels[:n], train.source)
+    return train, dev
+
+
+class SequenceTaskData(TaskData):
+    """Encoded rows of a classification or regression task, its label names (empty for
+    regression) and its dev texts (for predictions.tsv)."""
+
+    def __init__(self, config, initial: Initial, workdir: Path, resuming: bool):
+        train, dev = read_splits(config)
+        self.config, self.regression = config, config.task == REGRESSION
+        self.labels = [] if self.regression else label_set(train, config.data.labels)
+        train_labels = label_ids(train, config.task, self.labels)
+        dev_labels = label_ids(dev, config.task, self.labels)
+        texts = train.texts + (train.pairs or [])
+        self.tokenizer = task_tokenizer(config, initial, texts, workdir, resuming)
+        max_len = config.data.max_seq_length
+        self.train = encode(train, train_labels, self.tokenizer, max_len)
+        self.dev = encode(dev, dev_labels, self.tokenizer, max_len)
+        pairs = dev.pairs or [None] * len(dev)
+        self.dev_texts = [a if b is None else f"{a} ||| {b}" for a, b in zip(dev.texts, pairs)]
+        self.metric = "pearson" if self.regression else "accuracy"
+        self.step_task = sequence_task(config.task)
+
+    def describe(self) -> str:
+        kind = f"labels {self.labels}" if self.labels else "regression"
+        return f"{len(self.train)} train / {len(self.dev)} dev examples, {kind}"
+
+    def model(self, cfg: TransformerConfig, rngs: nnx.Rngs) -> nnx.Module:
+        return EncoderForSequenceClassification(cfg, len(self.labels) or 1, rngs=rngs)
+
+    predict = staticmethod(predict_logits)
+
+    def metrics(self, outputs: np.ndarray) -> dict[str, float]:
+        """accuracy (f1) or pearson / spearman, and the training loss's mean."""
+        labels = self.dev.arrays["labels"][: len(outputs)]
+        if self.regression:
+            scores = outputs[:, 0]
+            loss = float(np.mean((scores - labels) ** 2))
+            return {**regression_metrics(scores, labels), "loss": loss}
+        shifted = outputs - outputs.max(-1, keepdims=True)
+        log_p = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+        loss = float(-np.mean(log_p[np.arange(len(labels)), labels]))
+        return {**classification_metrics(outputs, labels), "loss": loss}
+
+    def write_outputs(self, workdir: Path, outputs: np.ndarray, evaluations: list[dict]):
+        name, labels = self.config.name, self.dev.arrays["labels"]
+        paths = {
+            "predictions": write_predictions(
+                workdir / "predictions.tsv", self.dev_texts, labels, outputs, self.labels
+            ),
+            "dev metric": plot_dev_metric(
+                workdir / "dev_metric.png", evaluations, self.metric, f"{name}: dev {self.metric}"
+            ),
+        }
+        if self.labels:
+            counts = confusion_matrix(labels, outputs.argmax(-1), len(self.labels))
+            paths["confusion matrix"] = plot_confusion(
+                workdir / "confusion.png", counts, self.labels, f"{name}: dev (best model)"
+            )
+        return paths
+
+    def export(self, model, folder: Path, config) -> Path | None:
+        names = self.labels or ["score"]
+        fields = dict(
+            num_labels=len(names),
+            id2label={str(i): n for i, n in enumerate(names)},
+            label2id={n: i for i, n in enumerate(names)},
+            problem_type="regression" if self.regression else "single_label_classification",
+        )
+        return export_model(model, folder, SEQUENCE_CLASSIFICATION, fields, self.tokenizer)
