@@ -34,10 +34,11 @@ LR, WEIGHT_DECAY = 1e-3, 0.01
 QA = 0  # num_labels of the QA head's tests: start and end logits instead of labels
 
 
-def hf_classifier(num_labels: int):
-    """BertForSequenceClassification, or BertForQuestionAnswering when num_labels is QA."""
+def hf_classifier(num_labels: int, family: str = "bert"):
+    """`<Family>ForSequenceClassification`, or `...ForQuestionAnswering` when num_labels is
+    QA; ELECTRA's embeddings narrower than its hidden states, as in ELECTRA-small."""
     torch.manual_seed(0)
-    config = transformers.BertConfig(
+    shape = dict(
         vocab_size=120,
         hidden_size=32,
         num_hidden_layers=2,
@@ -48,9 +49,12 @@ def hf_classifier(num_labels: int):
         attention_probs_dropout_prob=0.0,
         num_labels=num_labels or 2,
     )
-    if num_labels == QA:
-        return transformers.BertForQuestionAnswering(config)
-    return transformers.BertForSequenceClassification(config)
+    if family == "electra":
+        config = transformers.ElectraConfig(embedding_size=16, **shape)
+    else:
+        config = transformers.BertConfig(**shape)
+    kind = "QuestionAnswering" if num_labels == QA else "SequenceClassification"
+    return getattr(transformers, f"{family.capitalize()}For{kind}")(config)
 
 
 def rows(num_labels: int) -> dict[str, np.ndarray]:
@@ -124,9 +128,13 @@ def our_step(state_dict, hf_config, batch, task, architecture) -> tuple[float, d
     return float(sums["nll_sum"] / sums["weight_sum"]), updated
 
 
-@pytest.mark.parametrize("num_labels", [3, 1, QA], ids=["classification", "regression", "qa"])
-def test_one_step_equals_hugging_face_with_adamw(num_labels):
-    peer = hf_classifier(num_labels)
+@pytest.mark.parametrize(
+    "family, num_labels",
+    [("bert", 3), ("bert", 1), ("bert", QA), ("electra", 3), ("electra", QA)],
+    ids=["classification", "regression", "qa", "electra-classification", "electra-qa"],
+)
+def test_one_step_equals_hugging_face_with_adamw(family, num_labels):
+    peer = hf_classifier(num_labels, family)
     state = {k: v.detach().numpy().copy() for k, v in peer.state_dict().items()}
     batch = rows(num_labels)
     task = {1: "regression", QA: "qa"}.get(num_labels, "classification")
@@ -195,3 +203,24 @@ def test_exported_qa_folder_loads_in_transformers_with_the_same_logits(tmp_path)
         )
     np.testing.assert_allclose(spans[:, 0], out.start_logits.numpy(), atol=1e-5, rtol=1e-5)
     np.testing.assert_allclose(spans[:, 1], out.end_logits.numpy(), atol=1e-5, rtol=1e-5)
+
+
+def test_exported_electra_folder_loads_in_transformers_with_the_same_logits(tmp_path):
+    peer = hf_classifier(3, "electra")
+    state = {k: v.detach().numpy() for k, v in peer.state_dict().items()}
+    architecture = "ElectraForSequenceClassification"
+    ours = from_hf_state_dict(state, peer.config.to_dict(), architecture)
+    config = bert_config(ours.encoder.cfg, architecture, num_labels=3)
+    save_hf_checkpoint(ours, tmp_path / "hf", architecture, config)
+    loaded = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "hf")
+    assert type(loaded).__name__ == architecture
+    batch = rows(3)
+    logits = np.asarray(predict_logits(ours, {k: jnp.asarray(v) for k, v in batch.items()}))
+    t = lambda k: torch.tensor(batch[k]).long()
+    with torch.no_grad():
+        theirs = loaded.eval()(
+            input_ids=t("input_ids"),
+            token_type_ids=t("token_type_ids"),
+            attention_mask=t("segment_ids"),
+        ).logits.numpy()
+    np.testing.assert_allclose(logits, theirs, atol=1e-5, rtol=1e-5)

@@ -176,6 +176,41 @@ def test_initial_weights_from_a_hugging_face_folder(task_files, tmp_path):
         initial_weights(changed(config, init=str(gpt)))
 
 
+def test_an_electra_folder_fine_tunes_with_electras_heads(task_files, tmp_path):
+    """The discriminator's encoder with ELECTRA's dense + GeLU classifier (no pooler), exported
+    as ElectraForSequenceClassification."""
+    transformers = pytest.importorskip("transformers")
+    from lm_jax.finetune.sequence import SEQUENCE_CLASSIFICATION
+    from lm_jax.models.heads import FirstTokenClassificationHead
+
+    words = sorted(set(GOOD + BAD + FILLER))
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    hf_config = transformers.ElectraConfig(
+        vocab_size=len(specials) + len(words),
+        embedding_size=16,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=32,
+    )
+    peer = transformers.ElectraForPreTraining(hf_config)
+    peer.save_pretrained(tmp_path / "hf")
+    (tmp_path / "hf" / "vocab.txt").write_text("\n".join(specials + words) + "\n")
+    config = tiny_finetune(task_files, init=str(tmp_path / "hf"))
+    initial = initial_weights(config)
+    assert initial.family == "electra" and "(electra)" in initial.description
+    model = build_model(
+        config,
+        initial,
+        initial.tokenizer.vocab,
+        lambda cfg, rngs: EncoderForSequenceClassification(cfg, 2, initial.family, rngs=rngs),
+    )
+    assert isinstance(model.head, FirstTokenClassificationHead)
+    assert model.encoder.cfg.embedding_width == 16
+    assert SEQUENCE_CLASSIFICATION[initial.family] == "ElectraForSequenceClassification"
+
+
 @pytest.mark.slow
 def test_several_seeds_report_each_and_mean_std(task_files, tmp_path):
     config = tiny_finetune(task_files, seeds=(1, 2), **{"train.steps": 10, "train.eval_every": 5})

@@ -17,11 +17,19 @@ log = logging.getLogger(__name__)
 
 
 def export_model(
-    model: nnx.Module, folder: Path, architecture: str, fields: dict, tokenizer: Tokenizer
+    model: nnx.Module,
+    folder: Path,
+    architecture: str | None,
+    fields: dict,
+    tokenizer: Tokenizer,
 ) -> Path | None:
     """Write `model` to `folder` as `architecture` (e.g. BertForSequenceClassification) with
-    config.json's extra `fields` (labels); None (logged) when the encoder is not BERT-shaped.
-    Written beside `folder` and renamed, so an interrupted export leaves the old one."""
+    config.json's extra `fields` (labels); None (logged) when the encoder is not BERT- or
+    ELECTRA-shaped or the architecture is None (a head lm_jax does not export yet). Written
+    beside `folder` and renamed, so an interrupted export leaves the old one."""
+    if architecture is None:
+        log.warning("no Hugging Face export: this model's head does not export yet")
+        return None
     fields = {**fields, "pad_token_id": tokenizer.vocab.pad_id}
     try:
         hf = bert_config(model.encoder.cfg, architecture, **fields)

@@ -26,7 +26,10 @@ from lm_jax.models.config import TransformerConfig
 from lm_jax.models.encoder import EncoderForQuestionAnswering
 from lm_jax.train.metrics import new_figure, save_figure
 
-QUESTION_ANSWERING = "BertForQuestionAnswering"
+QUESTION_ANSWERING = {  # family -> the exported class
+    "bert": "BertForQuestionAnswering",
+    "electra": "ElectraForQuestionAnswering",
+}
 
 
 def span_loss(logits: np.ndarray, rows: dict[str, np.ndarray]) -> float:
@@ -56,7 +59,7 @@ class QATaskData(TaskData):
         train, dev = _read(config)
         contexts = list(dict.fromkeys(e.context for e in train.examples))
         texts = contexts + [e.question for e in train.examples]
-        self.config = config
+        self.config, self.family = config, initial.family
         self.tokenizer = task_tokenizer(config, initial, texts, workdir, resuming)
         q = config.qa
         windows = WindowSettings(config.data.max_seq_length, q.doc_stride, q.max_query_length)
@@ -135,7 +138,8 @@ class QATaskData(TaskData):
         return save_figure(fig, path)
 
     def export(self, model, folder: Path, config) -> Path | None:
-        return export_model(model, folder, QUESTION_ANSWERING, {}, self.tokenizer)
+        architecture = QUESTION_ANSWERING.get(self.family)
+        return export_model(model, folder, architecture, {}, self.tokenizer)
 
 
 def _write_json(path: Path, value) -> Path:

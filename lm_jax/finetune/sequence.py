@@ -38,7 +38,10 @@ from lm_jax.models.encoder import EncoderForSequenceClassification
 
 log = logging.getLogger(__name__)
 DEV_SPLIT_SEED = 0  # one held-out split for every seed of a task without a dev file
-SEQUENCE_CLASSIFICATION = "BertForSequenceClassification"
+SEQUENCE_CLASSIFICATION = {  # family -> the exported class (None: not exported yet)
+    "bert": "BertForSequenceClassification",
+    "electra": "ElectraForSequenceClassification",
+}
 
 
 def read_splits(config: ml_collections.ConfigDict) -> tuple[Examples, Examples]:
@@ -71,6 +74,7 @@ class SequenceTaskData(TaskData):
     def __init__(self, config, initial: Initial, workdir: Path, resuming: bool):
         train, dev = read_splits(config)
         self.config, self.regression = config, config.task == REGRESSION
+        self.family = initial.family
         self.labels = [] if self.regression else label_set(train, config.data.labels)
         train_labels = label_ids(train, config.task, self.labels)
         dev_labels = label_ids(dev, config.task, self.labels)
@@ -89,7 +93,7 @@ class SequenceTaskData(TaskData):
         return f"{len(self.train)} train / {len(self.dev)} dev examples, {kind}"
 
     def model(self, cfg: TransformerConfig, rngs: nnx.Rngs) -> nnx.Module:
-        return EncoderForSequenceClassification(cfg, len(self.labels) or 1, rngs=rngs)
+        return EncoderForSequenceClassification(cfg, len(self.labels) or 1, self.family, rngs=rngs)
 
     predict = staticmethod(predict_logits)
 
@@ -130,4 +134,5 @@ class SequenceTaskData(TaskData):
             label2id={n: i for i, n in enumerate(names)},
             problem_type="regression" if self.regression else "single_label_classification",
         )
-        return export_model(model, folder, SEQUENCE_CLASSIFICATION, fields, self.tokenizer)
+        architecture = SEQUENCE_CLASSIFICATION.get(self.family)
+        return export_model(model, folder, architecture, fields, self.tokenizer)

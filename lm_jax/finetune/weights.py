@@ -33,16 +33,22 @@ SHAPE_FIELDS = (
 )
 
 
+# Hugging Face model_type -> the family whose fine-tuning heads it takes
+HF_FAMILIES = {"bert": "bert", "roberta": "roberta", "mpnet": "roberta", "electra": "electra"}
+
+
 @dataclasses.dataclass(frozen=True)
 class Initial:
     """The starting point: a pretrained encoder's config and weights and its tokenizer (all
-    None from scratch: the run then uses config.tokenizer's file or trains one), and a
+    None from scratch: the run then uses config.tokenizer's file or trains one), the family
+    whose fine-tuning heads it takes (`CLASSIFICATION_HEADS`: bert, roberta, electra), and a
     description for the logs."""
 
     encoder_cfg: TransformerConfig | None
     encoder: nnx.State | None
     tokenizer: Tokenizer | None
     description: str
+    family: str = "bert"
 
 
 def _encoder_of(model: nnx.Module, source: Path) -> Encoder:
@@ -92,11 +98,16 @@ def initial_weights(config: ml_collections.ConfigDict) -> Initial:
         _check_tokenizer(config, run.tokenizer_path)
         encoder = _encoder_of(run.model, source)
         where = f"pretraining run {source} ({run.config.objective}, step {run.step})"
-        return Initial(encoder.cfg, nnx.state(encoder), run.tokenizer, where)
+        family = "electra" if isinstance(run.model, Electra) else "bert"
+        return Initial(encoder.cfg, nnx.state(encoder), run.tokenizer, where, family)
     if (source / "config.json").is_file():
-        encoder = _encoder_of(load_hf_checkpoint(source), source)
+        model = load_hf_checkpoint(source)
+        encoder = _encoder_of(model, source)
         tokenizer = _hugging_face_tokenizer(source)
-        return Initial(encoder.cfg, nnx.state(encoder), tokenizer, f"Hugging Face model {source}")
+        kind = json.loads((source / "config.json").read_text()).get("model_type")
+        family = HF_FAMILIES.get(kind, "bert")
+        where = f"Hugging Face model {source} ({kind})"
+        return Initial(encoder.cfg, nnx.state(encoder), tokenizer, where, family)
     raise ConfigError(
         f"config.init: {source} is neither an lm_jax pretraining run (run_config.json) nor a "
         "Hugging Face model folder (config.json)"

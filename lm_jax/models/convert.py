@@ -381,6 +381,31 @@ def _num_labels(hf: Mapping) -> int:
     return hf.get("num_labels") or len(hf.get("id2label") or {}) or 2
 
 
+def _first_token_classifier(family: str) -> Architecture:
+    """RoBERTa's / ELECTRA's `...ForSequenceClassification`: `classifier.dense` and
+    `classifier.out_proj` on the first token (`FirstTokenClassificationHead`)."""
+    return Architecture(
+        family,
+        lambda cfg, hf: EncoderForSequenceClassification(
+            cfg, _num_labels(hf), family, rngs=nnx.Rngs(0)
+        ),
+        lambda cfg: [
+            *_encoder_names(cfg, family),
+            *_linear("head/dense", "classifier.dense"),
+            *_linear("head/out_proj", "classifier.out_proj"),
+        ],
+    )
+
+
+def _span_reader(family: str) -> Architecture:
+    """`...ForQuestionAnswering`: start / end logits from `qa_outputs`."""
+    return Architecture(
+        family,
+        lambda cfg, hf: EncoderForQuestionAnswering(cfg, rngs=nnx.Rngs(0)),
+        lambda cfg: _encoder_names(cfg, family) + _linear("head/output", "qa_outputs"),
+    )
+
+
 ARCHITECTURES: dict[str, Architecture] = {
     "BertForMaskedLM": Architecture(
         "bert",
@@ -419,6 +444,10 @@ ARCHITECTURES: dict[str, Architecture] = {
         lambda cfg, hf: EncoderForQuestionAnswering(cfg, rngs=nnx.Rngs(0)),
         lambda cfg: _encoder_names(cfg, "bert") + _linear("head/output", "qa_outputs"),
     ),
+    "RobertaForSequenceClassification": _first_token_classifier("roberta"),
+    "ElectraForSequenceClassification": _first_token_classifier("electra"),
+    "RobertaForQuestionAnswering": _span_reader("roberta"),
+    "ElectraForQuestionAnswering": _span_reader("electra"),
     "RobertaForMaskedLM": Architecture(
         "roberta",
         lambda cfg, hf: EncoderForMaskedLM(cfg, rngs=nnx.Rngs(0)),
@@ -621,20 +650,21 @@ _HF_ACTIVATIONS = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu"}
 
 
 def bert_config(cfg: TransformerConfig, architecture: str, **fields) -> dict:
-    """A Hugging Face BERT `config.json` for our encoder `cfg` (absolute positions from 0,
-    embeddings at hidden width), naming `architecture`; `fields` add e.g. `id2label`."""
-    if (
-        cfg.position_offset
-        or cfg.relative_attention_buckets
-        or cfg.embedding_width != (cfg.hidden_size)
-    ):
+    """A Hugging Face BERT (or, for an `Electra...` architecture, ELECTRA) `config.json` for our
+    encoder `cfg` (absolute positions from 0; embeddings at hidden width unless ELECTRA),
+    naming `architecture`; `fields` add e.g. `id2label`."""
+    electra = architecture.startswith("Electra")
+    narrow = cfg.embedding_width != cfg.hidden_size
+    if cfg.position_offset or cfg.relative_attention_buckets or (narrow and not electra):
         raise CheckpointError(
-            "only BERT-shaped encoders export as BERT (absolute positions from 0, no relative "
-            "bias, embeddings at hidden width)"
+            "only BERT-shaped encoders export as BERT / ELECTRA (absolute positions from 0, no "
+            "relative bias, embeddings at hidden width unless ELECTRA)"
         )
+    extra = {"embedding_size": cfg.embedding_width} if electra else {}
     return {
+        **extra,
         "architectures": [architecture],
-        "model_type": "bert",
+        "model_type": "electra" if electra else "bert",
         "vocab_size": cfg.vocab_size,
         "hidden_size": cfg.hidden_size,
         "num_hidden_layers": cfg.num_layers,

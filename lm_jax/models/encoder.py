@@ -10,6 +10,7 @@ from flax import nnx
 from lm_jax.attention import AttentionMask
 from lm_jax.models.config import TransformerConfig
 from lm_jax.models.heads import (
+    FirstTokenClassificationHead,
     MaskedLMHead,
     QuestionAnsweringHead,
     SequenceClassificationHead,
@@ -274,13 +275,28 @@ class EncoderForSpanBoundary(nnx.Module):
         return mlm, sbo
 
 
+# family -> the first-token head's activation (None: BERT's pretrained pooler + classifier)
+CLASSIFICATION_HEADS = {"bert": None, "roberta": "tanh", "electra": "gelu"}
+
+
 class EncoderForSequenceClassification(nnx.Module):
     """Fine-tuning for classification (SST-2, Chinese sentiment) or regression (`num_labels=1`)
-    on the pooled [CLS] state (Devlin et al. 2019, sec. 4.1)."""
+    on the first token, with the head of the pretrained family (`CLASSIFICATION_HEADS`):
+    BERT's pooler + classifier (Devlin et al. 2019, sec. 4.1), RoBERTa's / MPNet's dense + tanh
+    head or ELECTRA's dense + GeLU head."""
 
-    def __init__(self, cfg: TransformerConfig, num_labels: int, *, rngs: nnx.Rngs):
+    def __init__(
+        self, cfg: TransformerConfig, num_labels: int, head: str = "bert", *, rngs: nnx.Rngs
+    ):
+        if head not in CLASSIFICATION_HEADS:
+            raise ValueError(f"head must be one of {sorted(CLASSIFICATION_HEADS)}, got {head!r}")
         self.encoder = Encoder(cfg, rngs=rngs)
-        self.head = SequenceClassificationHead(cfg, num_labels, rngs=rngs)
+        activation = CLASSIFICATION_HEADS[head]
+        self.head = (
+            SequenceClassificationHead(cfg, num_labels, rngs=rngs)
+            if activation is None
+            else FirstTokenClassificationHead(cfg, num_labels, activation, rngs=rngs)
+        )
 
     def __call__(
         self,

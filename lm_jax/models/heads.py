@@ -124,6 +124,29 @@ class SequenceClassificationHead(nnx.Module):
         return self.classifier(pooled).astype(jnp.float32)
 
 
+class FirstTokenClassificationHead(nnx.Module):
+    """The first token's state through dropout, dense + activation, dropout and a linear
+    classifier: RoBERTa's and MPNet's `ClassificationHead` (tanh; Liu et al. 2019) and
+    ELECTRA's (GeLU; Clark et al. 2020), which have no pretrained pooler."""
+
+    def __init__(self, cfg: TransformerConfig, num_labels: int, activation: str, *, rngs: nnx.Rngs):
+        if num_labels < 1:
+            raise ValueError(f"num_labels must be >= 1, got {num_labels}")
+        self.dense = dense(cfg, cfg.hidden_size, cfg.hidden_size, ("embed", "embed"), rngs)
+        self.dropout = nnx.Dropout(cfg.dropout_rate)
+        self.out_proj = dense(cfg, cfg.hidden_size, num_labels, ("embed", None), rngs)
+        self.activation = jnp.tanh if activation == "tanh" else ACTIVATIONS[activation]
+
+    def __call__(
+        self, hidden: jnp.ndarray, *, deterministic: bool = True, rngs: nnx.Rngs | None = None
+    ) -> jnp.ndarray:
+        """fp32 logits [B, num_labels] from hidden [B, L, H] (first token)."""
+        x = self.dropout(hidden[..., 0, :], deterministic=deterministic, rngs=rngs)
+        x = self.activation(self.dense(x))
+        x = self.dropout(x, deterministic=deterministic, rngs=rngs)
+        return self.out_proj(x).astype(jnp.float32)
+
+
 class QuestionAnsweringHead(nnx.Module):
     """Extractive QA (BERT on SQuAD, Devlin et al. 2019): start and end logits per token. For
     SQuAD 2.0 the no-answer prediction is the span (0, 0) at [CLS], so no extra parameters."""
