@@ -224,3 +224,60 @@ def test_exported_electra_folder_loads_in_transformers_with_the_same_logits(tmp_
             attention_mask=t("segment_ids"),
         ).logits.numpy()
     np.testing.assert_allclose(logits, theirs, atol=1e-5, rtol=1e-5)
+
+
+def xlnet_rows(vocab_size: int = 120):
+    """`A <sep> B <sep> <cls>` rows, types 0 / 1 / 2: right-padded for lm_jax and the same
+    tokens left-padded (type 4), as XLNet's tokenizer pads them, for Hugging Face."""
+    rng = np.random.default_rng(0)
+    sep, cls, pad, length = 4, 3, 5, 16
+    ours = {k: np.zeros((4, length), np.int32) for k in ("input_ids", "token_type_ids")}
+    theirs = {k: np.zeros((4, length), np.int64) for k in ("input_ids", "token_type_ids")}
+    theirs["attention_mask"] = np.zeros((4, length), np.int64)
+    for row, (a, b) in enumerate([(7, 6), (5, 4), (3, 3), (6, 0)]):
+        ids = [*rng.integers(6, vocab_size, a), sep, *rng.integers(6, vocab_size, b), sep, cls]
+        types = [0] * (a + 1) + [1] * (b + 1) + [2]
+        n = len(ids)
+        ours["input_ids"][row, :n], ours["token_type_ids"][row, :n] = ids, types
+        theirs["input_ids"][row] = [pad] * (length - n) + ids
+        theirs["token_type_ids"][row] = [4] * (length - n) + types
+        theirs["attention_mask"][row, length - n :] = 1
+    ours["segment_ids"] = np.arange(length)[None] < (theirs["attention_mask"].sum(1))[:, None]
+    ours["segment_ids"] = ours["segment_ids"].astype(np.int32)
+    ours["labels"] = rng.integers(0, 3, 4).astype(np.int32)
+    ours["weights"] = np.ones(4, np.float32)
+    return ours, theirs
+
+
+def test_xlnet_classification_step_equals_hugging_face_with_adamw():
+    torch.manual_seed(0)
+    config = transformers.XLNetConfig(
+        vocab_size=120, d_model=32, n_layer=2, n_head=4, d_inner=37, dropout=0.0, num_labels=3
+    )
+    config.summary_last_dropout = 0.0
+    peer = transformers.XLNetForSequenceClassification(config)
+    state = {k: v.detach().numpy().copy() for k, v in peer.state_dict().items()}
+    ours_rows, their_rows = xlnet_rows()
+    architecture = "XLNetForSequenceClassification"
+    our_loss, ours = our_step(state, config.to_dict(), ours_rows, "classification", architecture)
+    batch = {**their_rows, "labels": ours_rows["labels"]}
+    no_decay = lambda n: n.endswith("bias") or "layer_norm" in n
+    groups = [
+        {"params": [p for n, p in peer.named_parameters() if not no_decay(n)]},
+        {"params": [p for n, p in peer.named_parameters() if no_decay(n)], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=LR, eps=1e-8, weight_decay=WEIGHT_DECAY)
+    out = peer.train()(**{k: torch.tensor(v).long() for k, v in batch.items()})
+    out.loss.backward()
+    optimizer.step()
+    assert our_loss == pytest.approx(float(out.loss.detach()), rel=1e-5)
+    compared = 0
+    for name, value in peer.state_dict().items():
+        if name not in ours:
+            continue
+        value = value.detach().numpy()
+        signal = np.abs(value - state[name]) > 0.99 * LR  # see the test above
+        np.testing.assert_allclose(ours[name][signal], value[signal], rtol=1e-5, atol=1e-6)
+        assert np.all(np.abs(ours[name] - state[name])[~signal] <= 1.01 * LR), name
+        compared += signal.sum()
+    assert compared > 10_000

@@ -141,6 +141,34 @@ def test_initial_weights_from_a_pretraining_run(task_files, tmp_path):
     assert summary.final_step == 4 and summary.eval_results_path.is_file()
 
 
+def test_an_xlnet_pretraining_run_fine_tunes_with_xlnets_rows_and_summary(task_files, tmp_path):
+    """Rows `A <sep> <cls>`, the last token's sequence summary; the transformer's weights
+    arrive unchanged (not the LM bias); no Hugging Face export yet (logged)."""
+    from lm_jax.finetune.sequence import SequenceTaskData
+    from lm_jax.models.xlnet import XLNetForSequenceClassification
+    from lm_jax.pretrain.run import pretrain
+    from lm_jax.pretrain.schema import pretraining_config
+
+    xlnet = tiny_config(**{"train.steps": 4})
+    xlnet.objective, xlnet.objective_options = "plm", pretraining_config("plm").objective_options
+    run = pretrain(xlnet, tmp_path / "pre", progress=False)
+    config = tiny_finetune(task_files, init=str(run.workdir), **{"train.steps": 4})
+    config.model = finetuning_config().model
+    initial = initial_weights(config)
+    assert initial.family == "xlnet" and "bias" not in initial.encoder
+    summary = finetune(config, tmp_path / "ft", progress=False)
+    assert summary.final_step == 4 and summary.export_dir is None
+
+    data = SequenceTaskData(config, initial, tmp_path / "ft", resuming=True)
+    first = data.train.row(0)
+    real = first["segment_ids"].sum()
+    vocab = initial.tokenizer.vocab
+    assert first["input_ids"][real - 1] == vocab.cls_id and first["token_type_ids"][real - 1] == 2
+    assert first["input_ids"][real - 2] == vocab.sep_id and first["input_ids"][0] != vocab.cls_id
+    model = data.model(initial.encoder_cfg, nnx.Rngs(0))
+    assert isinstance(model, XLNetForSequenceClassification)
+
+
 @pytest.mark.slow  # Hugging Face loading itself is in the default run (test_parity.py)
 def test_initial_weights_from_a_hugging_face_folder(task_files, tmp_path):
     transformers = pytest.importorskip("transformers")

@@ -82,10 +82,11 @@ def hf_outputs(model, architecture, ids, real, types):
         kwargs["token_type_ids"] = torch.tensor(types)
     with torch.no_grad():
         out = model(**kwargs)
-    names = {
-        "BertForPreTraining": ("prediction_logits", "seq_relationship_logits"),
-        "BertForQuestionAnswering": ("start_logits", "end_logits"),
-    }.get(architecture, ("logits",))
+    names = ("logits",)
+    if architecture.endswith("QuestionAnswering"):
+        names = ("start_logits", "end_logits")
+    elif architecture == "BertForPreTraining":
+        names = ("prediction_logits", "seq_relationship_logits")
     return [getattr(out, n).numpy() for n in names]
 
 

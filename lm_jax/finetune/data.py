@@ -202,9 +202,14 @@ def truncate_pair(a: list, b: list, budget: int) -> tuple[list, list]:
 
 
 def encode(
-    examples: Examples, labels: np.ndarray, tokenizer: Tokenizer, max_length: int
+    examples: Examples,
+    labels: np.ndarray,
+    tokenizer: Tokenizer,
+    max_length: int,
+    cls_last: bool = False,
 ) -> EncodedSplit:
-    """`[CLS] A [SEP] (B [SEP])` rows of `max_length` ids, padded; token types 0 then 1."""
+    """`[CLS] A [SEP] (B [SEP])` rows of `max_length` ids, padded, token types 0 then 1; with
+    `cls_last`, XLNet's `A [SEP] (B [SEP]) [CLS]`, the [CLS] of type 2 (Yang et al. 2019)."""
     vocab, n = tokenizer.vocab, len(examples)
     firsts = tokenizer.encode_ids(examples.texts)
     seconds = tokenizer.encode_ids(examples.pairs) if examples.pairs is not None else None
@@ -216,10 +221,13 @@ def encode(
         budget = max_length - (2 if seconds is None else 3)
         a, b = truncate_pair(firsts[i], b, budget)
         truncated += len(a) + len(b) < len(firsts[i]) + (0 if seconds is None else len(seconds[i]))
-        row = [vocab.cls_id, *a, vocab.sep_id]
+        first = [*a, vocab.sep_id] if cls_last else [vocab.cls_id, *a, vocab.sep_id]
         pair = [*b, vocab.sep_id] if seconds is not None else []
-        ids[i, : len(row) + len(pair)] = row + pair
-        types[i, len(row) : len(row) + len(pair)] = 1
+        row = first + pair + ([vocab.cls_id] if cls_last else [])
+        ids[i, : len(row)] = row
+        types[i, len(first) : len(first) + len(pair)] = 1
+        if cls_last:
+            types[i, len(row) - 1] = 2
     arrays = dict(
         input_ids=ids,
         token_type_ids=types,

@@ -14,6 +14,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from lm_jax.errors import ConfigError
 from lm_jax.finetune.export import export_model
 from lm_jax.finetune.outputs import plot_dev_metric, write_atomically
 from lm_jax.finetune.qa_data import QASplit, WindowSettings, make_windows, read_squad
@@ -56,6 +57,11 @@ class QATaskData(TaskData):
     windows' offsets and the post-processing settings."""
 
     def __init__(self, config, initial: Initial, workdir: Path, resuming: bool):
+        if initial.family == "xlnet":
+            raise ConfigError(
+                f"config.init: {initial.description} is XLNet; question answering fine-tunes "
+                "BERT-style encoders and ELECTRA so far (XLNet's span head is not built yet)"
+            )
         train, dev = _read(config)
         contexts = list(dict.fromkeys(e.context for e in train.examples))
         texts = contexts + [e.question for e in train.examples]

@@ -35,6 +35,7 @@ from lm_jax.finetune.tasks import predict_logits, sequence_task
 from lm_jax.finetune.weights import Initial
 from lm_jax.models.config import TransformerConfig
 from lm_jax.models.encoder import EncoderForSequenceClassification
+from lm_jax.models.xlnet import XLNetForSequenceClassification
 
 log = logging.getLogger(__name__)
 DEV_SPLIT_SEED = 0  # one held-out split for every seed of a task without a dev file
@@ -81,8 +82,9 @@ class SequenceTaskData(TaskData):
         texts = train.texts + (train.pairs or [])
         self.tokenizer = task_tokenizer(config, initial, texts, workdir, resuming)
         max_len = config.data.max_seq_length
-        self.train = encode(train, train_labels, self.tokenizer, max_len)
-        self.dev = encode(dev, dev_labels, self.tokenizer, max_len)
+        xlnet = self.family == "xlnet"
+        self.train = encode(train, train_labels, self.tokenizer, max_len, cls_last=xlnet)
+        self.dev = encode(dev, dev_labels, self.tokenizer, max_len, cls_last=xlnet)
         pairs = dev.pairs or [None] * len(dev)
         self.dev_texts = [a if b is None else f"{a} ||| {b}" for a, b in zip(dev.texts, pairs)]
         self.metric = "pearson" if self.regression else "accuracy"
@@ -93,7 +95,10 @@ class SequenceTaskData(TaskData):
         return f"{len(self.train)} train / {len(self.dev)} dev examples, {kind}"
 
     def model(self, cfg: TransformerConfig, rngs: nnx.Rngs) -> nnx.Module:
-        return EncoderForSequenceClassification(cfg, len(self.labels) or 1, self.family, rngs=rngs)
+        num_labels = len(self.labels) or 1
+        if self.family == "xlnet":
+            return XLNetForSequenceClassification(cfg, num_labels, rngs=rngs)
+        return EncoderForSequenceClassification(cfg, num_labels, self.family, rngs=rngs)
 
     predict = staticmethod(predict_logits)
 

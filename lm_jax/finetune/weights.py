@@ -18,6 +18,7 @@ from lm_jax.models.config import TransformerConfig
 from lm_jax.models.convert import load_hf_checkpoint
 from lm_jax.models.electra import Electra
 from lm_jax.models.encoder import Encoder
+from lm_jax.models.xlnet import XLNet
 from lm_jax.pretrain.saved import is_pretraining_run, load_pretraining_run
 from lm_jax.vocab import VocabInfo
 
@@ -33,15 +34,16 @@ SHAPE_FIELDS = (
 )
 
 
-# Hugging Face model_type -> the family whose fine-tuning heads it takes
-HF_FAMILIES = {"bert": "bert", "roberta": "roberta", "mpnet": "roberta", "electra": "electra"}
+# Hugging Face model_type -> the family whose heads it takes, where not its model's
+HF_FAMILIES = {"roberta": "roberta", "mpnet": "roberta", "electra": "electra"}
 
 
 @dataclasses.dataclass(frozen=True)
 class Initial:
     """The starting point: a pretrained encoder's config and weights and its tokenizer (all
     None from scratch: the run then uses config.tokenizer's file or trains one), the family
-    whose fine-tuning heads it takes (`CLASSIFICATION_HEADS`: bert, roberta, electra), and a
+    whose fine-tuning heads and row layout it takes (bert, roberta, electra: `[CLS] A [SEP]`
+    and `CLASSIFICATION_HEADS`; xlnet: `A <sep> <cls>` and XLNet's sequence summary), and a
     description for the logs."""
 
     encoder_cfg: TransformerConfig | None
@@ -51,17 +53,29 @@ class Initial:
     family: str = "bert"
 
 
-def _encoder_of(model: nnx.Module, source: Path) -> Encoder:
-    """The encoder a pretrained model holds (ELECTRA: the discriminator's)."""
+def _encoder_of(model: nnx.Module, source: Path) -> tuple[nnx.Module, str]:
+    """(the encoder a pretrained model holds, its family): ELECTRA's discriminator encoder,
+    XLNet's transformer, or a BERT-style `Encoder`."""
     if isinstance(model, Electra):
-        return model.discriminator.encoder
+        return model.discriminator.encoder, "electra"
+    if isinstance(model, XLNet):
+        return model, "xlnet"
     encoder = getattr(model, "encoder", None)
     if isinstance(encoder, Encoder):
-        return encoder
+        return encoder, "bert"
     raise CheckpointError(
         f"{source} holds a {type(model).__name__}; fine-tuning is implemented for encoders "
-        "(BERT, RoBERTa, SpanBERT, MPNet, UniLM-style, the ELECTRA discriminator) so far"
+        "(BERT, RoBERTa, SpanBERT, MPNet, UniLM-style, the ELECTRA discriminator) and XLNet so "
+        "far"
     )
+
+
+def _weights(encoder: nnx.Module) -> nnx.State:
+    """The encoder's parameters without an LM decoder's bias (XLNet's `lm_loss.bias`)."""
+    state = nnx.state(encoder)
+    if isinstance(encoder, XLNet) and "bias" in state:
+        del state["bias"]
+    return state
 
 
 def _hugging_face_tokenizer(folder: Path) -> Tokenizer:
@@ -96,18 +110,16 @@ def initial_weights(config: ml_collections.ConfigDict) -> Initial:
     if is_pretraining_run(source):
         run = load_pretraining_run(source)
         _check_tokenizer(config, run.tokenizer_path)
-        encoder = _encoder_of(run.model, source)
+        encoder, family = _encoder_of(run.model, source)
         where = f"pretraining run {source} ({run.config.objective}, step {run.step})"
-        family = "electra" if isinstance(run.model, Electra) else "bert"
-        return Initial(encoder.cfg, nnx.state(encoder), run.tokenizer, where, family)
+        return Initial(encoder.cfg, _weights(encoder), run.tokenizer, where, family)
     if (source / "config.json").is_file():
-        model = load_hf_checkpoint(source)
-        encoder = _encoder_of(model, source)
+        encoder, family = _encoder_of(load_hf_checkpoint(source), source)
         tokenizer = _hugging_face_tokenizer(source)
         kind = json.loads((source / "config.json").read_text()).get("model_type")
-        family = HF_FAMILIES.get(kind, "bert")
+        family = HF_FAMILIES.get(kind, family)
         where = f"Hugging Face model {source} ({kind})"
-        return Initial(encoder.cfg, nnx.state(encoder), tokenizer, where, family)
+        return Initial(encoder.cfg, _weights(encoder), tokenizer, where, family)
     raise ConfigError(
         f"config.init: {source} is neither an lm_jax pretraining run (run_config.json) nor a "
         "Hugging Face model folder (config.json)"

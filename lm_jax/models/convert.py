@@ -27,7 +27,7 @@ from lm_jax.models.encoder import (
     EncoderForSequenceClassification,
 )
 from lm_jax.models.seq2seq import EncoderDecoder, Seq2SeqConfig
-from lm_jax.models.xlnet import XLNet
+from lm_jax.models.xlnet import XLNet, XLNetForSequenceClassification
 
 # (our flat path, Hugging Face name, layout): layout True transposes (torch Linear weights are
 # [out, in]), a tuple is the Hugging Face shape to reshape to (XLNet's [1, 1, d] mask_emb).
@@ -259,14 +259,17 @@ def _mlm_head(ours: str, dense: str, norm: str, bias: str) -> NameMap:
     ]
 
 
-def _xlnet_names(cfg: TransformerConfig) -> NameMap:
+def _xlnet_names(cfg: TransformerConfig, prefix: str = "") -> NameMap:
+    """XLNetLMHeadModel's names; with `prefix` (our path to the XLNet, e.g. "encoder/"),
+    those of its `transformer` alone (the fine-tuning models)."""
     pairs = [
-        ("word/embedding", "transformer.word_embedding.weight", False),
-        ("mask_emb", "transformer.mask_emb", (1, 1, cfg.hidden_size)),
-        ("bias", "lm_loss.bias", False),
+        (f"{prefix}word/embedding", "transformer.word_embedding.weight", False),
+        (f"{prefix}mask_emb", "transformer.mask_emb", (1, 1, cfg.hidden_size)),
     ]
+    if not prefix:
+        pairs.append(("bias", "lm_loss.bias", False))
     for i in range(cfg.num_layers):
-        ours, hf = f"layers/{i}", f"transformer.layer.{i}"
+        ours, hf = f"{prefix}layers/{i}", f"transformer.layer.{i}"
         for name in ("q", "k", "v", "o", "r", "r_w_bias", "r_r_bias", "r_s_bias", "seg_embed"):
             pairs.append((f"{ours}/rel_attn/{name}", f"{hf}.rel_attn.{name}", False))
         pairs += _norm(f"{ours}/rel_attn/layer_norm", f"{hf}.rel_attn.layer_norm")
@@ -494,6 +497,15 @@ ARCHITECTURES: dict[str, Architecture] = {
         lambda cfg, hf: XLNet(cfg, rngs=nnx.Rngs(0)),
         _xlnet_names,
         {"lm_loss.weight": "transformer.word_embedding.weight"},
+    ),
+    "XLNetForSequenceClassification": Architecture(
+        "xlnet",
+        lambda cfg, hf: XLNetForSequenceClassification(cfg, _num_labels(hf), rngs=nnx.Rngs(0)),
+        lambda cfg: [
+            *_xlnet_names(cfg, prefix="encoder/"),
+            *_linear("summary", "sequence_summary.summary"),
+            *_linear("logits_proj", "logits_proj"),
+        ],
     ),
     "BartForConditionalGeneration": Architecture(
         "bart",

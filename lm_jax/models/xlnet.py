@@ -22,6 +22,7 @@ from lm_jax.models.config import TransformerConfig
 from lm_jax.models.layers import (
     HIDDEN_AXES,
     FeedForward,
+    dense,
     layer_norm,
     layer_runner,
     vocabulary_logits,
@@ -172,9 +173,11 @@ class XLNet(nnx.Module):
     stream [B, P, vocab]; with a plain `Batch` it runs the content stream and returns
     [B, L, vocab]. `memory` (one [B, M, D] array per layer, from a previous call's
     `new_memory`) extends the keys with Transformer-XL memory of the preceding text.
+    `lm_head=False` leaves out the decoder's bias: the fine-tuning models read
+    `hidden_states` only (Hugging Face's `XLNetModel`).
     """
 
-    def __init__(self, cfg: TransformerConfig, *, rngs: nnx.Rngs):
+    def __init__(self, cfg: TransformerConfig, *, lm_head: bool = True, rngs: nnx.Rngs):
         self.cfg = cfg
         init = nnx.initializers.truncated_normal(stddev=cfg.initializer_range)
         self.word = nnx.Embed(
@@ -187,10 +190,19 @@ class XLNet(nnx.Module):
         )
         self.mask_emb = _param(cfg, (cfg.hidden_size,), ("embed",), rngs)
         self.layers = nnx.List([XLNetLayer(cfg, rngs=rngs) for _ in range(cfg.num_layers)])
-        self.bias = nnx.Param(jnp.zeros((cfg.vocab_size,), jnp.float32), logical_axes=("vocab",))
+        if lm_head:
+            zeros = jnp.zeros((cfg.vocab_size,), jnp.float32)
+            self.bias = nnx.Param(zeros, logical_axes=("vocab",))
         self.dropout = nnx.Dropout(cfg.dropout_rate)
 
-    def __call__(
+    def __call__(self, *args, **kwargs) -> tuple[jnp.ndarray, list[jnp.ndarray]]:
+        """(fp32 logits, new memory): `hidden_states` through the decoder tied to the word
+        embeddings. Logits are the content stream's [batch, L, vocab], or with a query
+        stream the query stream's [batch, P, vocab]."""
+        out, new_memory = self.hidden_states(*args, **kwargs)
+        return vocabulary_logits(out, self.word, self.bias[...]), new_memory
+
+    def hidden_states(
         self,
         input_ids: jnp.ndarray,
         positions: jnp.ndarray,
@@ -205,11 +217,11 @@ class XLNet(nnx.Module):
         deterministic: bool = True,
         rngs: nnx.Rngs | None = None,
     ) -> tuple[jnp.ndarray, list[jnp.ndarray]]:
-        """(fp32 logits, new memory). Without a query stream the logits are the content
-        stream's [batch, L, vocab]; with one (`query_positions`, `query_attention` whose keys
-        are the content rows, and `masked_positions`, each slot's index in the content row) they
-        are the query stream's [batch, P, vocab]. The new memory holds each layer's input
-        content rows, after the old memory, keeping the last `memory_len` (0: keep none)."""
+        """(last layer's output after dropout, new memory). Without a query stream the output is
+        the content stream's [batch, L, D]; with one (`query_positions`, `query_attention`
+        whose keys are the content rows, and `masked_positions`, each slot's index in the
+        content row) it is the query stream's [batch, P, D]. The new memory holds each layer's
+        input content rows, after the old memory, keeping the last `memory_len` (0: none)."""
         drop = lambda y: self.dropout(y, deterministic=deterministic, rngs=rngs)
         h = drop(self.word(input_ids))
         types = jnp.zeros_like(input_ids) if token_type_ids is None else token_type_ids
@@ -255,6 +267,43 @@ class XLNet(nnx.Module):
                 mask = mask.query_rows(length)
                 relative = relative.query_rows(length)
             x = run(layer, x, keys, mask, relative, rngs)
-        out = drop(x)
-        logits = vocabulary_logits(out, self.word, self.bias[...])
-        return logits, new_memory
+        return drop(x), new_memory
+
+
+def last_token(hidden: jnp.ndarray, attention: AttentionMask) -> jnp.ndarray:
+    """[B, D]: each row's last real token (XLNet's <cls> ends the row; rows are right-padded,
+    which XLNet's relative attention cannot tell from Hugging Face's left padding)."""
+    last = jnp.sum(attention.kv_segment_ids != 0, axis=-1) - 1
+    return jnp.take_along_axis(hidden, last[..., None, None], axis=-2)[..., 0, :]
+
+
+class XLNetForSequenceClassification(nnx.Module):
+    """XLNet fine-tuning (Yang et al. 2019, sec. 3.3): rows `A <sep> B <sep> <cls>`, the last
+    token's state through Hugging Face's `SequenceSummary` ("last": dense + tanh, dropout) and
+    a linear classifier (`logits_proj`); regression with `num_labels=1`."""
+
+    def __init__(self, cfg: TransformerConfig, num_labels: int, *, rngs: nnx.Rngs):
+        if num_labels < 1:
+            raise ValueError(f"num_labels must be >= 1, got {num_labels}")
+        self.encoder = XLNet(cfg, lm_head=False, rngs=rngs)
+        self.summary = dense(cfg, cfg.hidden_size, cfg.hidden_size, ("embed", "embed"), rngs)
+        self.dropout = nnx.Dropout(cfg.dropout_rate)
+        self.logits_proj = dense(cfg, cfg.hidden_size, num_labels, ("embed", None), rngs)
+
+    def __call__(
+        self,
+        input_ids: jnp.ndarray,
+        positions: jnp.ndarray,
+        attention: AttentionMask,
+        token_type_ids: jnp.ndarray | None = None,
+        *,
+        deterministic: bool = True,
+        rngs: nnx.Rngs | None = None,
+    ) -> jnp.ndarray:
+        """fp32 logits [batch, num_labels]."""
+        hidden, _ = self.encoder.hidden_states(
+            input_ids, positions, attention, token_type_ids, deterministic=deterministic, rngs=rngs
+        )
+        summary = jnp.tanh(self.summary(last_token(hidden, attention)))
+        summary = self.dropout(summary, deterministic=deterministic, rngs=rngs)
+        return self.logits_proj(summary).astype(jnp.float32)
