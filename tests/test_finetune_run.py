@@ -239,6 +239,47 @@ def test_an_electra_folder_fine_tunes_with_electras_heads(task_files, tmp_path):
     assert SEQUENCE_CLASSIFICATION[initial.family] == "ElectraForSequenceClassification"
 
 
+def test_a_roberta_folder_fine_tunes_with_its_bpe_rows_and_head(task_files, tmp_path):
+    """Byte-level BPE from vocab.json + merges.txt, rows `<s> A </s>`, RoBERTa's dense + tanh
+    first-token head; a few steps train."""
+    transformers = pytest.importorskip("transformers")
+    from tokenizers import ByteLevelBPETokenizer
+
+    from lm_jax.finetune.sequence import SequenceTaskData
+    from lm_jax.models.heads import FirstTokenClassificationHead
+
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    bpe = ByteLevelBPETokenizer()
+    sentences = [" ".join(GOOD + BAD + FILLER)] * 5
+    bpe.train_from_iterator(
+        sentences, vocab_size=300, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    )
+    bpe.save_model(str(folder))
+    hf_config = transformers.RobertaConfig(
+        vocab_size=bpe.get_vocab_size(),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=34,
+        type_vocab_size=1,
+    )
+    transformers.RobertaForMaskedLM(hf_config).save_pretrained(folder)
+    config = tiny_finetune(task_files, init=str(folder), **{"train.steps": 4})
+    config.model = finetuning_config().model  # the shape comes from the folder
+    initial = initial_weights(config)
+    assert initial.family == "roberta" and initial.tokenizer.vocab.cls_id == 0
+    data = SequenceTaskData(config, initial, tmp_path / "ft", resuming=False)
+    row = data.train.row(0)
+    assert row["input_ids"][0] == 0 and row["input_ids"][row["segment_ids"].sum() - 1] == 2
+    assert not row["token_type_ids"].any()
+    model = build_model(config, initial, initial.tokenizer.vocab, data.model)
+    assert isinstance(model.head, FirstTokenClassificationHead)
+    summary = finetune(config, tmp_path / "ft", progress=False)
+    assert summary.final_step == 4 and summary.export_dir is None  # RoBERTa export: not yet
+
+
 @pytest.mark.slow
 def test_several_seeds_report_each_and_mean_std(task_files, tmp_path):
     config = tiny_finetune(task_files, seeds=(1, 2), **{"train.steps": 10, "train.eval_every": 5})

@@ -96,7 +96,15 @@ class SentencePieceTokenizer(Tokenizer):
     whole-word n-gram masking); continuation pieces join the previous word.
     """
 
-    def __init__(self, model: str | os.PathLike | bytes, extra_ids: int = 0):
+    def __init__(
+        self,
+        model: str | os.PathLike | bytes,
+        extra_ids: int = 0,
+        specials: dict[str, str] | None = None,
+    ):
+        """`specials` maps roles (cls, sep, mask, and optionally pad, unk) to pieces; the
+        default is lm_jax's [CLS] / [SEP] / [MASK] with the model's own pad and unk (a
+        Hugging Face spiece.model names its own, e.g. XLNet's <cls> / <sep> / <mask>)."""
         import sentencepiece as spm
 
         if isinstance(model, bytes):
@@ -114,24 +122,28 @@ class SentencePieceTokenizer(Tokenizer):
         self.extra_ids = int(extra_ids)
         n = self._sp.get_piece_size()
         size = n + self.extra_ids
+        roles = specials or dict(zip(("cls", "sep", "mask"), SPECIAL_PIECES))
         ids = {}
-        for piece in SPECIAL_PIECES:
+        for role, piece in roles.items():
             i = self._sp.piece_to_id(piece)
             if self._sp.id_to_piece(i) != piece:
+                pieces = ", ".join(roles.values())
                 raise DataError(
-                    f"SentencePiece model has no {piece} piece; lm_jax needs "
-                    f"{', '.join(SPECIAL_PIECES)} (train with train_sentencepiece)"
+                    f"SentencePiece model has no {piece} piece; lm_jax needs {pieces} "
+                    "(train with train_sentencepiece)"
                 )
-            ids[piece] = i
-        if self._sp.pad_id() < 0:
+            ids[role] = i
+        ids.setdefault("pad", self._sp.pad_id())
+        ids.setdefault("unk", self._sp.unk_id())
+        if ids["pad"] < 0:
             raise DataError("SentencePiece model has no pad piece (train with pad_id=0)")
         self.vocab = VocabInfo(
             size=size,
-            pad_id=self._sp.pad_id(),
-            unk_id=self._sp.unk_id(),
-            cls_id=ids["[CLS]"],
-            sep_id=ids["[SEP]"],
-            mask_id=ids["[MASK]"],
+            pad_id=ids["pad"],
+            unk_id=ids["unk"],
+            cls_id=ids["cls"],
+            sep_id=ids["sep"],
+            mask_id=ids["mask"],
             sentinel_ids=tuple(size - 1 - k for k in range(self.extra_ids)),
         )
         self._is_word_start = np.array(

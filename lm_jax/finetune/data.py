@@ -201,33 +201,51 @@ def truncate_pair(a: list, b: list, budget: int) -> tuple[list, list]:
     return a, b
 
 
+# the pretrained family -> its rows' layout (`row_layout`)
+FAMILY_LAYOUTS = {"bert": "bert", "electra": "bert", "roberta": "roberta", "xlnet": "xlnet"}
+
+
+def row_layout(a: list, b: list | None, vocab, layout: str = "bert") -> tuple[list, list]:
+    """(ids, token types) of one example: BERT's `[CLS] A [SEP] B [SEP]` (types 0, then 1),
+    RoBERTa's / MPNet's `<s> A </s></s> B </s>` (types all 0) or XLNet's
+    `A <sep> B <sep> <cls>` (types 0, 1, and 2 for <cls>), with `b` None for one text."""
+    cls, sep = vocab.cls_id, vocab.sep_id
+    if layout == "xlnet":
+        first, second = [*a, sep], ([] if b is None else [*b, sep])
+        return first + second + [cls], [0] * len(first) + [1] * len(second) + [2]
+    if layout == "roberta":
+        ids = [cls, *a, sep] + ([] if b is None else [sep, *b, sep])
+        return ids, [0] * len(ids)
+    first, second = [cls, *a, sep], ([] if b is None else [*b, sep])
+    return first + second, [0] * len(first) + [1] * len(second)
+
+
+def special_count(layout: str, pair: bool) -> int:
+    """Special tokens a row of `layout` adds (3 for a BERT pair, 4 for RoBERTa's)."""
+    return 2 + pair + (pair and layout == "roberta")
+
+
 def encode(
     examples: Examples,
     labels: np.ndarray,
     tokenizer: Tokenizer,
     max_length: int,
-    cls_last: bool = False,
+    layout: str = "bert",
 ) -> EncodedSplit:
-    """`[CLS] A [SEP] (B [SEP])` rows of `max_length` ids, padded, token types 0 then 1; with
-    `cls_last`, XLNet's `A [SEP] (B [SEP]) [CLS]`, the [CLS] of type 2 (Yang et al. 2019)."""
+    """Rows of `max_length` ids in `layout` (`row_layout`), padded."""
     vocab, n = tokenizer.vocab, len(examples)
     firsts = tokenizer.encode_ids(examples.texts)
     seconds = tokenizer.encode_ids(examples.pairs) if examples.pairs is not None else None
     ids = np.full((n, max_length), vocab.pad_id, np.int32)
     types = np.zeros((n, max_length), np.int32)
     truncated = 0
+    budget = max_length - special_count(layout, seconds is not None)
     for i in range(n):
-        b = [] if seconds is None else seconds[i]
-        budget = max_length - (2 if seconds is None else 3)
-        a, b = truncate_pair(firsts[i], b, budget)
-        truncated += len(a) + len(b) < len(firsts[i]) + (0 if seconds is None else len(seconds[i]))
-        first = [*a, vocab.sep_id] if cls_last else [vocab.cls_id, *a, vocab.sep_id]
-        pair = [*b, vocab.sep_id] if seconds is not None else []
-        row = first + pair + ([vocab.cls_id] if cls_last else [])
-        ids[i, : len(row)] = row
-        types[i, len(first) : len(first) + len(pair)] = 1
-        if cls_last:
-            types[i, len(row) - 1] = 2
+        b = None if seconds is None else seconds[i]
+        a, b_kept = truncate_pair(firsts[i], [] if b is None else b, budget)
+        truncated += len(a) + len(b_kept) < len(firsts[i]) + (0 if b is None else len(b))
+        row, row_types = row_layout(a, None if b is None else b_kept, vocab, layout)
+        ids[i, : len(row)], types[i, : len(row)] = row, row_types
     arrays = dict(
         input_ids=ids,
         token_type_ids=types,

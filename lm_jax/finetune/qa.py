@@ -15,6 +15,7 @@ import numpy as np
 from flax import nnx
 
 from lm_jax.errors import ConfigError
+from lm_jax.finetune.data import FAMILY_LAYOUTS
 from lm_jax.finetune.export import export_model
 from lm_jax.finetune.outputs import plot_dev_metric, write_atomically
 from lm_jax.finetune.qa_data import QASplit, WindowSettings, make_windows, read_squad
@@ -68,7 +69,10 @@ class QATaskData(TaskData):
         self.config, self.family = config, initial.family
         self.tokenizer = task_tokenizer(config, initial, texts, workdir, resuming)
         q = config.qa
-        windows = WindowSettings(config.data.max_seq_length, q.doc_stride, q.max_query_length)
+        layout = FAMILY_LAYOUTS[initial.family]
+        windows = WindowSettings(
+            config.data.max_seq_length, q.doc_stride, q.max_query_length, layout
+        )
         self.train = make_windows(train, self.tokenizer, windows).rows
         self.dev_windows = make_windows(dev, self.tokenizer, windows)
         self.dev, self.dev_examples = self.dev_windows.rows, dev.examples

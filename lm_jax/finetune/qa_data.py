@@ -169,11 +169,18 @@ def answer_tokens(offsets: np.ndarray, start_char: int, end_char: int) -> tuple[
 @dataclasses.dataclass(frozen=True)
 class WindowSettings:
     """BERT's SQuAD settings: 384 tokens, windows every 128 context tokens, questions of at
-    most 64 tokens."""
+    most 64 tokens; `layout` "roberta" writes `<s> question </s></s> context </s>` with token
+    types all 0 (RoBERTa, MPNet) instead of BERT's `[CLS] question [SEP] context [SEP]`."""
 
     max_seq_length: int = 384
     doc_stride: int = 128
     max_query_length: int = 64
+    layout: str = "bert"
+
+    @property
+    def head_specials(self) -> int:
+        """Special tokens before the context: [CLS], [SEP] (and RoBERTa's second </s>)."""
+        return 3 if self.layout == "roberta" else 2
 
 
 def _example_windows(
@@ -181,17 +188,18 @@ def _example_windows(
 ):
     """(ids, types, offsets, max-context flags, start, end) per window of one example."""
     question = question[: settings.max_query_length]
-    room = settings.max_seq_length - len(question) - 3
+    head = [vocab.cls_id, *question, vocab.sep_id] + [vocab.sep_id] * (settings.layout == "roberta")
+    room = settings.max_seq_length - len(head) - 1
     n = len(context.ids)
     starts = window_starts(n, room, settings.doc_stride)
     best = max_context(starts, room, n)
     first, last = -1, -1
     if example.answerable:
         first, last = answer_tokens(context.offsets, example.answer_start, example.answer_end)
-    base = len(question) + 2  # [CLS] question [SEP]
+    base = len(head)
     for w, start in enumerate(starts):
         stop = min(start + room, n)
-        ids = [vocab.cls_id, *question, vocab.sep_id, *context.ids[start:stop], vocab.sep_id]
+        ids = [*head, *context.ids[start:stop], vocab.sep_id]
         offsets = np.full((len(ids), 2), OUTSIDE, np.int32)
         offsets[base : base + stop - start] = context.offsets[start:stop]
         flags = np.zeros(len(ids), bool)
@@ -204,7 +212,7 @@ def _example_windows(
 def make_windows(split: QASplit, tokenizer: Tokenizer, settings: WindowSettings) -> QAWindows:
     """Every example's windows, padded to `settings.max_seq_length` (contexts are tokenized
     once per paragraph)."""
-    if settings.max_seq_length - settings.max_query_length - 3 < 1:
+    if settings.max_seq_length - settings.max_query_length - settings.head_specials - 1 < 1:
         raise DataError(
             f"max_seq_length {settings.max_seq_length} leaves no context token after a "
             f"{settings.max_query_length}-token question"
@@ -230,7 +238,8 @@ def make_windows(split: QASplit, tokenizer: Tokenizer, settings: WindowSettings)
         for ids, base, offsets, flags, span in _example_windows(
             example, question, context, settings, vocab
         ):
-            types = [0] * base + [1] * (len(ids) - base)
+            second = 0 if settings.layout == "roberta" else 1
+            types = [0] * base + [second] * (len(ids) - base)
             for key, value in zip(rows, (ids, types, offsets, flags, span, i)):
                 rows[key].append(value)
     return _padded(rows, length, vocab.pad_id, truncated)

@@ -14,6 +14,7 @@ import numpy as np
 from flax import nnx
 
 from lm_jax.finetune.data import (
+    FAMILY_LAYOUTS,
     REGRESSION,
     Examples,
     encode,
@@ -82,9 +83,9 @@ class SequenceTaskData(TaskData):
         texts = train.texts + (train.pairs or [])
         self.tokenizer = task_tokenizer(config, initial, texts, workdir, resuming)
         max_len = config.data.max_seq_length
-        xlnet = self.family == "xlnet"
-        self.train = encode(train, train_labels, self.tokenizer, max_len, cls_last=xlnet)
-        self.dev = encode(dev, dev_labels, self.tokenizer, max_len, cls_last=xlnet)
+        layout = FAMILY_LAYOUTS[self.family]
+        self.train = encode(train, train_labels, self.tokenizer, max_len, layout)
+        self.dev = encode(dev, dev_labels, self.tokenizer, max_len, layout)
         pairs = dev.pairs or [None] * len(dev)
         self.dev_texts = [a if b is None else f"{a} ||| {b}" for a, b in zip(dev.texts, pairs)]
         self.metric = "pearson" if self.regression else "accuracy"

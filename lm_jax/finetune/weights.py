@@ -11,7 +11,8 @@ from pathlib import Path
 import ml_collections
 from flax import nnx
 
-from lm_jax.data.tokenizer import Tokenizer, WordPieceTokenizer
+from lm_jax.data.hf_tokenizers import load_hugging_face_tokenizer
+from lm_jax.data.tokenizer import Tokenizer
 from lm_jax.errors import CheckpointError, ConfigError, DataError
 from lm_jax.finetune.schema import SCRATCH, finetuning_config
 from lm_jax.models.config import TransformerConfig
@@ -78,19 +79,6 @@ def _weights(encoder: nnx.Module) -> nnx.State:
     return state
 
 
-def _hugging_face_tokenizer(folder: Path) -> Tokenizer:
-    """The tokenizer files a Hugging Face folder ships (WordPiece vocab.txt)."""
-    settings_file = folder / "tokenizer_config.json"
-    settings = json.loads(settings_file.read_text()) if settings_file.is_file() else {}
-    if (folder / "vocab.txt").is_file():
-        return WordPieceTokenizer(folder / "vocab.txt", settings.get("do_lower_case", True))
-    present = sorted(p.name for p in folder.iterdir())
-    raise CheckpointError(
-        f"{folder}: no tokenizer that lm_jax reads yet (WordPiece vocab.txt); the folder holds "
-        f"{present}"
-    )
-
-
 def _check_tokenizer(config: ml_collections.ConfigDict, run_tokenizer: Path) -> None:
     """A tokenizer named in the config must be the run's own."""
     named = config.tokenizer.path
@@ -115,7 +103,7 @@ def initial_weights(config: ml_collections.ConfigDict) -> Initial:
         return Initial(encoder.cfg, _weights(encoder), run.tokenizer, where, family)
     if (source / "config.json").is_file():
         encoder, family = _encoder_of(load_hf_checkpoint(source), source)
-        tokenizer = _hugging_face_tokenizer(source)
+        tokenizer = load_hugging_face_tokenizer(source)
         kind = json.loads((source / "config.json").read_text()).get("model_type")
         family = HF_FAMILIES.get(kind, family)
         where = f"Hugging Face model {source} ({kind})"

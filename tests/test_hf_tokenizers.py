@@ -1,0 +1,123 @@
+"""Hugging Face folders' tokenizer files read offline: the same ids as `transformers`' own
+tokenizer for byte-level BPE (tokenizer.json and vocab.json + merges.txt), the family's row
+layout, character offsets that map answers back, SentencePiece with a folder's special
+pieces, and named errors."""
+
+import shutil
+
+import numpy as np
+import pytest
+
+from lm_jax.data.hf_tokenizers import FastTokenizer, load_hugging_face_tokenizer
+from lm_jax.data.tokenizer import SentencePieceTokenizer
+from lm_jax.errors import DataError
+from lm_jax.finetune.data import row_layout
+from lm_jax.finetune.qa_data import QAExample, QASplit, WindowSettings, make_windows
+
+transformers = pytest.importorskip("transformers")
+ROBERTA_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+TEXTS = [
+    "The Normans were the people who gave their name to Normandy, a region in France.",
+    "They were descended from Norse raiders and pirates from Denmark, Iceland and Norway.",
+    "Rollo agreed to swear fealty to King Charles III of West Francia in 911.",
+]
+
+
+@pytest.fixture(scope="module")
+def roberta_folder(tmp_path_factory, wiki_docs):
+    """A RoBERTa tokenizer folder as `transformers` writes it (tokenizer.json,
+    tokenizer_config.json) beside vocab.json and merges.txt, its BPE trained on the default
+    corpus."""
+    from tokenizers import ByteLevelBPETokenizer
+
+    folder = tmp_path_factory.mktemp("roberta")
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(
+        wiki_docs[:200] + TEXTS, vocab_size=800, special_tokens=ROBERTA_SPECIALS
+    )
+    bpe.save_model(str(folder))
+    theirs = transformers.RobertaTokenizerFast.from_pretrained(str(folder))
+    theirs.save_pretrained(folder)  # adds tokenizer.json and tokenizer_config.json
+    return folder, theirs
+
+
+def test_byte_level_bpe_gives_transformers_ids_and_layout(roberta_folder, tmp_path):
+    folder, theirs = roberta_folder
+    ours = load_hugging_face_tokenizer(folder)  # tokenizer.json
+    assert isinstance(ours, FastTokenizer)
+    bare = tmp_path / "bare"  # vocab.json + merges.txt only
+    bare.mkdir()
+    for name in ("vocab.json", "merges.txt"):  # the special tokens: RoBERTa's by default
+        shutil.copy(folder / name, bare / name)
+    from_files = load_hugging_face_tokenizer(bare)
+    for text in TEXTS:
+        expected = theirs(text, add_special_tokens=False)["input_ids"]
+        assert list(ours.encode(text).ids) == expected
+        assert list(from_files.encode(text).ids) == expected
+    assert (ours.vocab.cls_id, ours.vocab.sep_id) == (theirs.cls_token_id, theirs.sep_token_id)
+    assert (ours.vocab.pad_id, ours.vocab.mask_id) == (theirs.pad_token_id, theirs.mask_token_id)
+    a, b = (list(ours.encode(t).ids) for t in TEXTS[:2])
+    ids, types = row_layout(a, b, ours.vocab, "roberta")
+    assert ids == theirs(TEXTS[0], TEXTS[1])["input_ids"] and set(types) == {0}
+    assert ours.decode(ours.encode(TEXTS[2]).ids) == TEXTS[2]
+    starts = ours.word_starts(ours.encode(TEXTS[0]).ids)
+    assert starts.sum() == len(TEXTS[0].split()) - 1  # every word after the first ("Ġ")
+
+
+def test_offsets_map_answers_back_through_byte_level_bpe(roberta_folder):
+    tokenizer = load_hugging_face_tokenizer(roberta_folder[0])
+    context = TEXTS[2]
+    start = context.index("King Charles III")
+    example = QAExample("q", "Who?", context, ("King Charles III",), start, start + 16)
+    windows = make_windows(
+        QASplit([example], "x", 0), tokenizer, WindowSettings(48, 16, 8, layout="roberta")
+    )
+    rows = windows.rows.arrays
+    s, e = rows["start_positions"][0], rows["end_positions"][0]
+    assert (
+        context[windows.offsets[0, s, 0] : windows.offsets[0, e, 1]].strip() == "King Charles III"
+    )
+    assert rows["input_ids"][0, 0] == tokenizer.vocab.cls_id
+    question_end = int(np.flatnonzero(rows["input_ids"][0] == tokenizer.vocab.sep_id)[0])
+    assert rows["input_ids"][0, question_end + 1] == tokenizer.vocab.sep_id  # </s></s>
+    assert not rows["token_type_ids"].any()
+
+
+def test_spiece_model_with_the_folders_special_pieces(tmp_path, wiki_docs):
+    import sentencepiece as spm
+
+    prefix = tmp_path / "spiece"
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(wiki_docs[:300]),
+        model_prefix=str(prefix),
+        vocab_size=600,
+        pad_id=0,
+        unk_id=1,
+        bos_id=-1,
+        eos_id=-1,
+        user_defined_symbols=["<sep>", "<cls>", "<mask>"],
+    )
+    folder = tmp_path / "xlnet"
+    folder.mkdir()
+    shutil.copy(f"{prefix}.model", folder / "spiece.model")
+    tokenizer = load_hugging_face_tokenizer(folder)
+    assert isinstance(tokenizer, SentencePieceTokenizer)
+    sp = spm.SentencePieceProcessor(model_file=str(folder / "spiece.model"))
+    v = tokenizer.vocab
+    assert (v.pad_id, v.unk_id) == (0, 1)
+    assert (v.sep_id, v.cls_id, v.mask_id) == tuple(
+        sp.piece_to_id(p) for p in ("<sep>", "<cls>", "<mask>")
+    )
+    assert list(tokenizer.encode(TEXTS[0]).ids) == sp.encode(TEXTS[0])
+
+
+def test_folders_without_a_readable_tokenizer_are_named(tmp_path, roberta_folder):
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(DataError, match=r"no tokenizer file lm_jax reads.*config.json"):
+        load_hugging_face_tokenizer(tmp_path)
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    shutil.copy(roberta_folder[0] / "tokenizer.json", odd / "tokenizer.json")
+    (odd / "special_tokens_map.json").write_text('{"mask_token": "[MASK]"}')
+    with pytest.raises(DataError, match=r"no special token for .*mask .*\[MASK\]"):
+        load_hugging_face_tokenizer(odd)
