@@ -280,6 +280,39 @@ def test_a_roberta_folder_fine_tunes_with_its_bpe_rows_and_head(task_files, tmp_
     assert summary.final_step == 4 and summary.export_dir is None  # RoBERTa export: not yet
 
 
+@pytest.mark.slow  # the XLNet fine-tuning path itself runs in the default suite (the plm run)
+def test_an_xlnet_folder_fine_tunes_with_its_spiece_model(task_files, tmp_path, wiki_docs):
+    """XLNetLMHeadModel weights and spiece.model (<sep>, <cls>, <mask> pieces): rows
+    `A <sep> <cls>` with XLNet's ids, a few steps train."""
+    transformers = pytest.importorskip("transformers")
+    import sentencepiece as spm
+
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(wiki_docs[:200] + [" ".join(GOOD + BAD + FILLER)] * 20),
+        model_prefix=str(folder / "spiece"),
+        vocab_size=500,
+        pad_id=0,
+        unk_id=1,
+        bos_id=-1,
+        eos_id=-1,
+        user_defined_symbols=["<sep>", "<cls>", "<mask>"],
+    )
+    hf_config = transformers.XLNetConfig(
+        vocab_size=500, d_model=32, n_layer=1, n_head=2, d_inner=64
+    )
+    transformers.XLNetLMHeadModel(hf_config).save_pretrained(folder)
+    config = tiny_finetune(task_files, init=str(folder), **{"train.steps": 4})
+    config.model = finetuning_config().model  # the shape comes from the folder
+    initial = initial_weights(config)
+    assert initial.family == "xlnet" and "bias" not in initial.encoder
+    sp = spm.SentencePieceProcessor(model_file=str(folder / "spiece.model"))
+    assert initial.tokenizer.vocab.cls_id == sp.piece_to_id("<cls>")
+    summary = finetune(config, tmp_path / "ft", progress=False)
+    assert summary.final_step == 4
+
+
 @pytest.mark.slow
 def test_several_seeds_report_each_and_mean_std(task_files, tmp_path):
     config = tiny_finetune(task_files, seeds=(1, 2), **{"train.steps": 10, "train.eval_every": 5})
