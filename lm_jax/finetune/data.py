@@ -22,7 +22,8 @@ from lm_jax.data.tokenizer import Tokenizer
 from lm_jax.errors import DataError
 
 log = logging.getLogger(__name__)
-FORMATS = ("auto", "tsv", "csv", "jsonl")
+TFDS = "tfds"  # a prepared TensorFlow Datasets dataset (lm_jax.finetune.tfds_tasks)
+FORMATS = ("auto", "tsv", "csv", "jsonl", TFDS)
 CLASSIFICATION, REGRESSION = "classification", "regression"
 QUESTION_ANSWERING = "question_answering"  # SQuAD-format JSON, read by lm_jax.finetune.qa_data
 

@@ -15,7 +15,7 @@ import numpy as np
 from flax import nnx
 
 from lm_jax.errors import ConfigError
-from lm_jax.finetune.data import FAMILY_LAYOUTS
+from lm_jax.finetune.data import FAMILY_LAYOUTS, TFDS
 from lm_jax.finetune.export import export_model
 from lm_jax.finetune.outputs import plot_dev_metric, write_atomically
 from lm_jax.finetune.qa_data import QASplit, WindowSettings, make_windows, read_squad
@@ -23,6 +23,7 @@ from lm_jax.finetune.qa_predictions import Answers, SpanSettings, predict_answer
 from lm_jax.finetune.squad_metrics import raw_scores, squad_v2_metrics, threshold_curve
 from lm_jax.finetune.task_data import TaskData, task_tokenizer
 from lm_jax.finetune.tasks import predict_spans, span_task
+from lm_jax.finetune.tfds_tasks import read_tfds_squad
 from lm_jax.finetune.weights import Initial
 from lm_jax.models.config import TransformerConfig
 from lm_jax.models.encoder import EncoderForQuestionAnswering
@@ -45,8 +46,13 @@ def span_loss(logits: np.ndarray, rows: dict[str, np.ndarray]) -> float:
 
 
 def _read(config: ml_collections.ConfigDict) -> tuple[QASplit, QASplit]:
-    train = read_squad(config.data.train_path, training=True)
-    dev = read_squad(config.data.dev_path, training=False)
+    d = config.data
+    if d.format == TFDS:
+        train = read_tfds_squad(d.tfds_name, d.train_split, d.tfds_data_dir, training=True)
+        dev = read_tfds_squad(d.tfds_name, d.dev_split, d.tfds_data_dir, training=False)
+    else:
+        train = read_squad(d.train_path, training=True)
+        dev = read_squad(d.dev_path, training=False)
     n = config.data.max_train_examples
     if n and n < len(train):
         train = QASplit(train.examples[:n], train.source, train.skipped)

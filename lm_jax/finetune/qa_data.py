@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -68,12 +69,12 @@ def _load_articles(path: Path) -> list:
     return data["data"]
 
 
-def _question(qa: dict, context: str, path: Path) -> tuple[QAExample, bool]:
+def _question(qa: dict, context: str, source: str) -> tuple[QAExample, bool]:
     """(the example, whether its training answer's offsets were wrong and dropped)."""
     try:
         qid, question, answers = str(qa["id"]), qa["question"], qa.get("answers", [])
     except (KeyError, TypeError):
-        raise DataError(f"{path}: a question lacks 'id' or 'question' ({qa!r:.120})") from None
+        raise DataError(f"{source}: a question lacks 'id' or 'question' ({qa!r:.120})") from None
     texts = tuple(a["text"] for a in answers)
     start = end = -1
     mismatch = False
@@ -87,34 +88,42 @@ def _question(qa: dict, context: str, path: Path) -> tuple[QAExample, bool]:
     return QAExample(qid, question, context, texts, start, end), mismatch
 
 
-def read_squad(path: str | Path, training: bool) -> QASplit:
-    """The questions of a SQuAD-format file. A training answer whose `answer_start` does not
-    point at its text is counted, reported and its question skipped (evaluation keeps every
-    question: gold texts only are scored)."""
-    path = Path(path)
+def squad_split(questions: Iterable[tuple[dict, str]], source: str, training: bool) -> QASplit:
+    """The split of (SQuAD question dict, context) pairs. A training answer whose
+    `answer_start` does not point at its text is counted, reported and its question skipped
+    (evaluation keeps every question: gold texts only are scored)."""
     examples, skipped = [], 0
-    for article in _load_articles(path):
-        for paragraph in article.get("paragraphs", []):
-            context = paragraph.get("context")
-            if not isinstance(context, str):
-                raise DataError(f"{path}: a paragraph has no 'context' text")
-            for qa in paragraph.get("qas", []):
-                example, mismatch = _question(qa, context, path)
-                if mismatch and training:
-                    skipped += 1
-                    continue
-                examples.append(example)
+    for qa, context in questions:
+        if not isinstance(context, str):
+            raise DataError(f"{source}: a paragraph has no 'context' text")
+        example, mismatch = _question(qa, context, source)
+        if mismatch and training:
+            skipped += 1
+            continue
+        examples.append(example)
     if not examples:
-        raise DataError(f"{path} holds no questions")
+        raise DataError(f"{source} holds no questions")
     if skipped:
         log.warning(
             "%s: %d of %d answers do not match their context at answer_start; those questions "
             "were skipped",
-            path,
+            source,
             skipped,
             skipped + len(examples),
         )
-    return QASplit(examples, str(path), skipped)
+    return QASplit(examples, source, skipped)
+
+
+def read_squad(path: str | Path, training: bool) -> QASplit:
+    """The questions of a SQuAD-format JSON file (`squad_split`)."""
+    path = Path(path)
+    questions = (
+        (qa, paragraph.get("context"))
+        for article in _load_articles(path)
+        for paragraph in article.get("paragraphs", [])
+        for qa in paragraph.get("qas", [])
+    )
+    return squad_split(questions, str(path), training)
 
 
 @dataclasses.dataclass(frozen=True)

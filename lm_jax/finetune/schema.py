@@ -16,7 +16,13 @@ import ml_collections
 
 from lm_jax.config_tools import Rule, check_fields
 from lm_jax.errors import ConfigError
-from lm_jax.finetune.data import CLASSIFICATION, FORMATS, QUESTION_ANSWERING, REGRESSION
+from lm_jax.finetune.data import (
+    CLASSIFICATION,
+    FORMATS,
+    QUESTION_ANSWERING,
+    REGRESSION,
+    TFDS,
+)
 from lm_jax.pretrain.schema import pretraining_config
 from lm_jax.pretrain.validation import MODEL_RULES
 from lm_jax.train.settings import RULES as TRAINER_RULES
@@ -51,7 +57,14 @@ def finetuning_config() -> ml_collections.ConfigDict:
     c.data.train_path = ""
     c.data.dev_path = ""  # "" -> hold out data.dev_fraction of the training file
     c.data.dev_fraction = 0.1
-    c.data.format = "auto"  # auto (from the extension) | tsv | csv | jsonl
+    # auto (from the extension) | tsv | csv | jsonl (QA: SQuAD-format JSON) | tfds (a prepared
+    # TensorFlow Datasets dataset: data.tfds_name, e.g. glue/sst2 or squad/v2.0, its splits
+    # data.train_split / data.dev_split, under data.tfds_data_dir; columns = feature names)
+    c.data.format = "auto"
+    c.data.tfds_name = ""
+    c.data.tfds_data_dir = ""  # "" = TFDS's default data_dir
+    c.data.train_split = "train"
+    c.data.dev_split = "validation"  # "" -> hold out data.dev_fraction of the training split
     c.data.header = True  # TSV / CSV: the first row names the columns
     # Columns by header name, or by 0-based position ("7") in files without a header.
     c.data.text_column = "sentence"
@@ -106,7 +119,6 @@ _RULES: dict[str, Rule] = {
     "epochs": (lambda x: 0 < x < math.inf, "must be > 0"),
     "warmup_fraction": (lambda x: 0 <= x < 1, "must be in [0, 1)"),
     "layer_decay": (lambda x: 0 < x <= 1, "must be in (0, 1]"),
-    "data.train_path": (bool, "is required"),
     "data.dev_fraction": (lambda x: 0 < x < 1, "must be in (0, 1)"),
     "data.format": (lambda x: x in FORMATS, f"must be one of {FORMATS}"),
     "data.text_column": (bool, "is required"),
@@ -138,6 +150,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
             f'config.init: {config.init} is neither "scratch" nor a directory (an lm_jax '
             "pretraining run or a Hugging Face model folder)"
         )
+    tfds = config.data.format == TFDS
+    if tfds and not config.data.tfds_name:
+        raise ConfigError("config.data.tfds_name is required with config.data.format=tfds")
+    if not tfds and not config.data.train_path:
+        raise ConfigError("config.data.train_path is required (or config.data.format=tfds)")
     if config.data.labels and config.task != CLASSIFICATION:
         raise ConfigError(f"config.data.labels is for classification; {config.task} has none")
     if config.task == QUESTION_ANSWERING:
@@ -147,10 +164,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 
 def _validate_qa(config: ml_collections.ConfigDict) -> None:
-    if not config.data.dev_path:
+    dev = config.data.dev_split if config.data.format == TFDS else config.data.dev_path
+    if not dev:
         raise ConfigError(
-            "config.data.dev_path is required for question_answering (a SQuAD-format dev file; "
-            "a held-out fraction would split one context's questions between train and dev)"
+            "config.data.dev_path (or, from TFDS, data.dev_split) is required for "
+            "question_answering: a held-out fraction would split one context's questions "
+            "between train and dev"
         )
     room = config.data.max_seq_length - config.qa.max_query_length - 3
     if room < 8:

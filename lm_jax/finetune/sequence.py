@@ -16,6 +16,7 @@ from flax import nnx
 from lm_jax.finetune.data import (
     FAMILY_LAYOUTS,
     REGRESSION,
+    TFDS,
     Examples,
     encode,
     label_ids,
@@ -33,6 +34,7 @@ from lm_jax.finetune.outputs import (
 )
 from lm_jax.finetune.task_data import TaskData, task_tokenizer
 from lm_jax.finetune.tasks import predict_logits, sequence_task
+from lm_jax.finetune.tfds_tasks import read_tfds_examples
 from lm_jax.finetune.weights import Initial
 from lm_jax.models.config import TransformerConfig
 from lm_jax.models.encoder import EncoderForSequenceClassification
@@ -47,19 +49,31 @@ SEQUENCE_CLASSIFICATION = {  # family -> the exported class (None: not exported 
 
 
 def read_splits(config: ml_collections.ConfigDict) -> tuple[Examples, Examples]:
-    """(train, dev) examples: the dev file, or a held-out fraction of the training file."""
+    """(train, dev) examples: the dev file (or TFDS split), or a held-out fraction of the
+    training examples."""
     d = config.data
-    read = functools.partial(
-        read_examples,
-        text_column=d.text_column,
-        label_column=d.label_column,
-        pair_column=d.text_pair_column,
-        fmt=d.format,
-        header=d.header,
-    )
-    train = read(d.train_path)
-    if d.dev_path:
-        dev = read(d.dev_path)
+    if d.format == TFDS:
+        read = functools.partial(
+            read_tfds_examples,
+            d.tfds_name,
+            data_dir=d.tfds_data_dir,
+            text_column=d.text_column,
+            label_column=d.label_column,
+            pair_column=d.text_pair_column,
+        )
+        train, dev_source = read(d.train_split), d.dev_split
+    else:
+        read = functools.partial(
+            read_examples,
+            text_column=d.text_column,
+            label_column=d.label_column,
+            pair_column=d.text_pair_column,
+            fmt=d.format,
+            header=d.header,
+        )
+        train, dev_source = read(d.train_path), d.dev_path
+    if dev_source:
+        dev = read(dev_source)
     else:
         train, dev = split_off(train, d.dev_fraction, DEV_SPLIT_SEED)
     if d.max_train_examples and d.max_train_examples < len(train):
