@@ -75,6 +75,24 @@ def wiki_tokenizer(wiki_docs, tmp_path_factory):
     return train_sentencepiece(wiki_docs[:40], path, vocab_size=2000, extra_ids=10)
 
 
+def train_xlnet_spiece(path: Path, sentences: list[str], vocab_size: int = 500) -> Path:
+    """An XLNet-style `spiece.model` at `path`: <pad> 0, <unk> 1, no bos / eos, and the
+    <sep> / <cls> / <mask> pieces of Hugging Face's XLNet vocabulary."""
+    import sentencepiece as spm
+
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(sentences),
+        model_prefix=str(path.with_suffix("")),
+        vocab_size=vocab_size,
+        pad_id=0,
+        unk_id=1,
+        bos_id=-1,
+        eos_id=-1,
+        user_defined_symbols=["<sep>", "<cls>", "<mask>"],
+    )
+    return path
+
+
 def tiny_config(**overrides):
     """The default pretraining config shrunk for CPU tests; overrides as dotted keys."""
     from lm_jax.config_tools import override

@@ -12,6 +12,8 @@ from lm_jax.finetune.data import (
     label_set,
     padded_batches,
     read_examples,
+    row_layout,
+    special_count,
     split_off,
     truncate_pair,
 )
@@ -130,3 +132,15 @@ def test_split_off_is_seeded_and_disjoint(tmp_path):
     again = split_off(examples, 0.2, seed=0)[1]
     assert len(dev) == 10 and dev.texts == again.texts
     assert not set(train.texts) & set(dev.texts) and len(train) + len(dev) == 50
+
+
+def test_row_layouts_of_each_family(vocab):
+    """BERT's [CLS] A [SEP] B [SEP], RoBERTa's <s> A </s></s> B </s> and XLNet's
+    A <sep> B <sep> <cls> (Hugging Face's build_inputs_with_special_tokens and token types)."""
+    cls, sep = vocab.cls_id, vocab.sep_id
+    a, b = [11, 12], [21]
+    assert row_layout(a, b, vocab, "bert") == ([cls, 11, 12, sep, 21, sep], [0, 0, 0, 0, 1, 1])
+    assert row_layout(a, b, vocab, "roberta") == ([cls, 11, 12, sep, sep, 21, sep], [0] * 7)
+    assert row_layout(a, b, vocab, "xlnet") == ([11, 12, sep, 21, sep, cls], [0, 0, 0, 1, 1, 2])
+    assert row_layout(a, None, vocab, "xlnet") == ([11, 12, sep, cls], [0, 0, 0, 2])
+    assert [special_count(layout, True) for layout in ("bert", "roberta", "xlnet")] == [3, 4, 3]

@@ -159,71 +159,46 @@ def test_one_step_equals_hugging_face_with_adamw(family, num_labels):
     assert compared > 0.5 * (compared + noisy)  # most weights moved by ~lr in both
 
 
-def test_exported_folder_loads_in_transformers_with_the_same_logits(tmp_path):
-    peer = hf_classifier(2)
+@pytest.mark.parametrize(
+    "family, num_labels",
+    [("bert", 2), ("bert", QA), ("electra", 3), ("electra", QA)],
+    ids=["bert", "bert-qa", "electra", "electra-qa"],
+)
+def test_exported_folder_loads_in_transformers_with_the_same_logits(tmp_path, family, num_labels):
+    peer = hf_classifier(num_labels, family)
+    architecture = type(peer).__name__
     state = {k: v.detach().numpy() for k, v in peer.state_dict().items()}
-    ours = from_hf_state_dict(state, peer.config.to_dict(), "BertForSequenceClassification")
-    config = bert_config(
-        ours.encoder.cfg,
-        "BertForSequenceClassification",
-        num_labels=2,
-        id2label={"0": "negative", "1": "positive"},
-        label2id={"negative": 0, "positive": 1},
-    )
-    save_hf_checkpoint(ours, tmp_path / "hf", "BertForSequenceClassification", config)
-    loaded = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "hf")
-    batch = rows(2)
-    logits = np.asarray(predict_logits(ours, {k: jnp.asarray(v) for k, v in batch.items()}))
-    t = lambda k: torch.tensor(batch[k]).long()
-    with torch.no_grad():
-        theirs = loaded.eval()(
-            input_ids=t("input_ids"),
-            token_type_ids=t("token_type_ids"),
-            attention_mask=t("segment_ids"),
-        ).logits.numpy()
-    np.testing.assert_allclose(logits, theirs, atol=1e-5, rtol=1e-5)
-    assert loaded.config.id2label == {0: "negative", 1: "positive"}
-
-
-def test_exported_qa_folder_loads_in_transformers_with_the_same_logits(tmp_path):
-    peer = hf_classifier(QA)
-    state = {k: v.detach().numpy() for k, v in peer.state_dict().items()}
-    ours = from_hf_state_dict(state, peer.config.to_dict(), "BertForQuestionAnswering")
-    config = bert_config(ours.encoder.cfg, "BertForQuestionAnswering")
-    save_hf_checkpoint(ours, tmp_path / "hf", "BertForQuestionAnswering", config)
-    loaded = transformers.AutoModelForQuestionAnswering.from_pretrained(tmp_path / "hf")
-    batch = rows(QA)
-    spans = np.asarray(predict_spans(ours, {k: jnp.asarray(v) for k, v in batch.items()}))
-    t = lambda k: torch.tensor(batch[k]).long()
+    ours = from_hf_state_dict(state, peer.config.to_dict(), architecture)
+    labels = {}
+    if num_labels == 2:
+        labels = dict(
+            num_labels=2,
+            id2label={"0": "negative", "1": "positive"},
+            label2id={"negative": 0, "positive": 1},
+        )
+    elif num_labels != QA:
+        labels = dict(num_labels=num_labels)
+    config = bert_config(ours.encoder.cfg, architecture, **labels)
+    save_hf_checkpoint(ours, tmp_path / "hf", architecture, config)
+    auto = "QuestionAnswering" if num_labels == QA else "SequenceClassification"
+    loaded = getattr(transformers, f"AutoModelFor{auto}").from_pretrained(tmp_path / "hf")
+    assert type(loaded).__name__ == architecture
+    batch = {k: jnp.asarray(v) for k, v in rows(num_labels).items()}
+    t = lambda k: torch.tensor(np.asarray(batch[k])).long()
     with torch.no_grad():
         out = loaded.eval()(
             input_ids=t("input_ids"),
             token_type_ids=t("token_type_ids"),
             attention_mask=t("segment_ids"),
         )
-    np.testing.assert_allclose(spans[:, 0], out.start_logits.numpy(), atol=1e-5, rtol=1e-5)
-    np.testing.assert_allclose(spans[:, 1], out.end_logits.numpy(), atol=1e-5, rtol=1e-5)
-
-
-def test_exported_electra_folder_loads_in_transformers_with_the_same_logits(tmp_path):
-    peer = hf_classifier(3, "electra")
-    state = {k: v.detach().numpy() for k, v in peer.state_dict().items()}
-    architecture = "ElectraForSequenceClassification"
-    ours = from_hf_state_dict(state, peer.config.to_dict(), architecture)
-    config = bert_config(ours.encoder.cfg, architecture, num_labels=3)
-    save_hf_checkpoint(ours, tmp_path / "hf", architecture, config)
-    loaded = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "hf")
-    assert type(loaded).__name__ == architecture
-    batch = rows(3)
-    logits = np.asarray(predict_logits(ours, {k: jnp.asarray(v) for k, v in batch.items()}))
-    t = lambda k: torch.tensor(batch[k]).long()
-    with torch.no_grad():
-        theirs = loaded.eval()(
-            input_ids=t("input_ids"),
-            token_type_ids=t("token_type_ids"),
-            attention_mask=t("segment_ids"),
-        ).logits.numpy()
-    np.testing.assert_allclose(logits, theirs, atol=1e-5, rtol=1e-5)
+    if num_labels == QA:
+        ours_out = np.asarray(predict_spans(ours, batch))
+        theirs = np.stack([out.start_logits.numpy(), out.end_logits.numpy()], 1)
+    else:
+        ours_out, theirs = np.asarray(predict_logits(ours, batch)), out.logits.numpy()
+    np.testing.assert_allclose(ours_out, theirs, atol=1e-5, rtol=1e-5)
+    if num_labels == 2:
+        assert loaded.config.id2label == {0: "negative", 1: "positive"}
 
 
 def xlnet_rows(vocab_size: int = 120):

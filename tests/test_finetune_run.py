@@ -8,7 +8,7 @@ import signal
 import jax
 import numpy as np
 import pytest
-from conftest import ROOT, run_module, tiny_config
+from conftest import ROOT, run_module, tiny_config, train_xlnet_spiece
 from flax import nnx
 
 from lm_jax.config_tools import override
@@ -141,6 +141,7 @@ def test_initial_weights_from_a_pretraining_run(task_files, tmp_path):
     assert summary.final_step == 4 and summary.eval_results_path.is_file()
 
 
+@pytest.mark.slow  # XLNet's model and step: test_finetune_parity; its rows: test_finetune_data
 def test_an_xlnet_pretraining_run_fine_tunes_with_xlnets_rows_and_summary(task_files, tmp_path):
     """Rows `A <sep> <cls>`, the last token's sequence summary; the transformer's weights
     arrive unchanged (not the LM bias); no Hugging Face export yet (logged)."""
@@ -289,16 +290,8 @@ def test_an_xlnet_folder_fine_tunes_with_its_spiece_model(task_files, tmp_path, 
 
     folder = tmp_path / "hf"
     folder.mkdir()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(wiki_docs[:200] + [" ".join(GOOD + BAD + FILLER)] * 20),
-        model_prefix=str(folder / "spiece"),
-        vocab_size=500,
-        pad_id=0,
-        unk_id=1,
-        bos_id=-1,
-        eos_id=-1,
-        user_defined_symbols=["<sep>", "<cls>", "<mask>"],
-    )
+    sentences = wiki_docs[:200] + [" ".join(GOOD + BAD + FILLER)] * 20
+    train_xlnet_spiece(folder / "spiece.model", sentences)
     hf_config = transformers.XLNetConfig(
         vocab_size=500, d_model=32, n_layer=1, n_head=2, d_inner=64
     )

@@ -7,6 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import train_xlnet_spiece
 
 from lm_jax.data.hf_tokenizers import FastTokenizer, load_hugging_face_tokenizer
 from lm_jax.data.tokenizer import SentencePieceTokenizer
@@ -86,28 +87,16 @@ def test_offsets_map_answers_back_through_byte_level_bpe(roberta_folder):
 def test_spiece_model_with_the_folders_special_pieces(tmp_path, wiki_docs):
     import sentencepiece as spm
 
-    prefix = tmp_path / "spiece"
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(wiki_docs[:300]),
-        model_prefix=str(prefix),
-        vocab_size=600,
-        pad_id=0,
-        unk_id=1,
-        bos_id=-1,
-        eos_id=-1,
-        user_defined_symbols=["<sep>", "<cls>", "<mask>"],
-    )
     folder = tmp_path / "xlnet"
     folder.mkdir()
-    shutil.copy(f"{prefix}.model", folder / "spiece.model")
+    train_xlnet_spiece(folder / "spiece.model", wiki_docs[:300], vocab_size=600)
     tokenizer = load_hugging_face_tokenizer(folder)
     assert isinstance(tokenizer, SentencePieceTokenizer)
     sp = spm.SentencePieceProcessor(model_file=str(folder / "spiece.model"))
     v = tokenizer.vocab
     assert (v.pad_id, v.unk_id) == (0, 1)
-    assert (v.sep_id, v.cls_id, v.mask_id) == tuple(
-        sp.piece_to_id(p) for p in ("<sep>", "<cls>", "<mask>")
-    )
+    pieces = ("<sep>", "<cls>", "<mask>")
+    assert (v.sep_id, v.cls_id, v.mask_id) == tuple(sp.piece_to_id(p) for p in pieces)
     assert list(tokenizer.encode(TEXTS[0]).ids) == sp.encode(TEXTS[0])
 
 
