@@ -141,10 +141,13 @@ class QATaskData(TaskData):
                 answers.predictions, scores, answers.null_odds, has_answer
             )
             ax.step(thresholds[1:], percents[1:], where="post", label=name)
-            if name == "f1":
+            if name == "f1" and len(thresholds) > 1:
                 best = int(np.argmax(percents))
                 label = f"best F1 {percents[best]:.2f} at {thresholds[best]:.3f}"
-                ax.plot(thresholds[best], percents[best], "r*", markersize=12, label=label)
+                x = thresholds[best]
+                if best == 0:  # abstaining on all: below every odds (the script reports 0)
+                    x, label = thresholds[1:].min(), f"best F1 {percents[0]:.2f}: abstain on all"
+                ax.plot(x, percents[best], "r*", markersize=12, label=label)
         ax.set_xlabel("null-odds threshold (no answer above it)")
         ax.set_ylabel("dev score (%)")
         ax.set_title(f"{self.config.name}: choosing the no-answer threshold")
