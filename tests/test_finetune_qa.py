@@ -323,3 +323,27 @@ def test_a_tiny_model_learns_spans_and_no_answers(tmp_path):
     assert set(summary.plots) == {"dev metric", "null threshold", "loss"}
     loaded = transformers.AutoModelForQuestionAnswering.from_pretrained(summary.export_dir)
     assert type(loaded).__name__ == "BertForQuestionAnswering"
+
+
+def test_qa_configuration_errors_name_the_field(tmp_path):
+    from lm_jax.errors import ConfigError
+    from lm_jax.finetune.schema import validate
+
+    c = tiny_qa(tmp_path, steps=1)
+    c.data.dev_path = ""
+    with pytest.raises(
+        ConfigError, match="config.data.dev_path .* is required for question_answering"
+    ):
+        validate(c)
+    c = tiny_qa(tmp_path, steps=1)
+    c.qa.max_query_length = 40
+    with pytest.raises(ConfigError, match=r"max_seq_length \(48\) leaves 5 context tokens"):
+        validate(c)
+    c = tiny_qa(tmp_path, steps=1)
+    c.data.labels = ("a", "b")
+    with pytest.raises(ConfigError, match="labels is for classification"):
+        validate(c)
+    c = tiny_qa(tmp_path, steps=1)
+    c.data.format, c.data.tfds_name = "tfds", ""
+    with pytest.raises(ConfigError, match="tfds_name is required"):
+        validate(c)
