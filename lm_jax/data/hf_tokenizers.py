@@ -51,7 +51,8 @@ class FastTokenizer(Tokenizer):
     """A Hugging Face `tokenizers.Tokenizer` (its normaliser, pre-tokeniser and model; the
     post-processor's special tokens are added by lm_jax's row layouts instead) with the ids of
     its special tokens. A piece starts a word when it carries a space mark ("Ġ", "▁") in
-    vocabularies that use one, and when it is not a "##" continuation otherwise."""
+    vocabularies that use one, and when it is not a "##" continuation otherwise; a text's
+    first piece always does (byte-level BPE marks no space before it)."""
 
     def __init__(self, tokenizer, specials: dict[str, str], source: str):
         self._tok = tokenizer
@@ -79,7 +80,9 @@ class FastTokenizer(Tokenizer):
         enc = self._tok.encode(text, add_special_tokens=False)
         ids = np.array(enc.ids, dtype=np.int32)
         offsets = np.array(enc.offsets, dtype=np.int32).reshape(-1, 2)
-        return Encoded(ids=ids, word_starts=self.word_starts(ids), offsets=offsets)
+        starts = self.word_starts(ids).copy()
+        starts[:1] = True
+        return Encoded(ids=ids, word_starts=starts, offsets=offsets)
 
     def encode_ids(self, texts: Sequence[str]) -> list[np.ndarray]:
         encodings = self._tok.encode_batch(list(texts), add_special_tokens=False)

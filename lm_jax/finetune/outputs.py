@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from lm_jax.finetune.metrics import log_softmax
 from lm_jax.train.metrics import new_figure, save_figure
 
 
@@ -41,8 +42,7 @@ def write_predictions(
     with tmp.open("w", encoding="utf-8", newline="") as f:
         out = csv.writer(f, delimiter="\t", quoting=csv.QUOTE_MINIMAL)
         if names:
-            probabilities = np.exp(outputs - outputs.max(-1, keepdims=True))
-            probabilities /= probabilities.sum(-1, keepdims=True)
+            probabilities = np.exp(log_softmax(outputs))
             out.writerow(["index", "text", "label", "prediction", *(f"p_{n}" for n in names)])
             for i, (text, label, p) in enumerate(zip(texts, labels, probabilities)):
                 row = [i, text, names[label], names[int(p.argmax())]]

@@ -17,9 +17,11 @@ from flax import nnx
 from lm_jax.errors import ConfigError
 from lm_jax.finetune.data import FAMILY_LAYOUTS, TFDS
 from lm_jax.finetune.export import export_model
+from lm_jax.finetune.metrics import log_softmax
 from lm_jax.finetune.outputs import plot_dev_metric, write_atomically
 from lm_jax.finetune.qa_data import QASplit, WindowSettings, make_windows, read_squad
 from lm_jax.finetune.qa_predictions import Answers, SpanSettings, predict_answers
+from lm_jax.finetune.schema import main_metric
 from lm_jax.finetune.squad_metrics import raw_scores, squad_v2_metrics, threshold_curve
 from lm_jax.finetune.task_data import TaskData, task_tokenizer
 from lm_jax.finetune.tasks import predict_spans, span_task
@@ -37,8 +39,7 @@ QUESTION_ANSWERING = {  # family -> the exported class
 
 def span_loss(logits: np.ndarray, rows: dict[str, np.ndarray]) -> float:
     """The training loss on the host: the mean over windows of (start + end cross-entropy) / 2."""
-    shifted = logits - logits.max(-1, keepdims=True)
-    log_p = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+    log_p = log_softmax(logits)
     n = np.arange(len(logits))
     starts = log_p[n, 0, rows["start_positions"][: len(logits)]]
     ends = log_p[n, 1, rows["end_positions"][: len(logits)]]
@@ -84,7 +85,7 @@ class QATaskData(TaskData):
         self.dev, self.dev_examples = self.dev_windows.rows, dev.examples
         self.train_questions = len(train)
         self.spans = SpanSettings(q.n_best_size, q.max_answer_length, q.null_threshold)
-        self.metric, self.step_task = "f1", span_task()
+        self.metric, self.step_task = main_metric(config), span_task()
 
     def describe(self) -> str:
         unanswerable = sum(not e.answers for e in self.dev_examples)
@@ -156,7 +157,7 @@ class QATaskData(TaskData):
         fig.tight_layout()
         return save_figure(fig, path)
 
-    def export(self, model, folder: Path, config) -> Path | None:
+    def export(self, model, folder: Path) -> Path | None:
         architecture = QUESTION_ANSWERING.get(self.family)
         return export_model(model, folder, architecture, {}, self.tokenizer)
 

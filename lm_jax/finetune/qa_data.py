@@ -21,7 +21,7 @@ import numpy as np
 
 from lm_jax.data.tokenizer import Encoded, Tokenizer
 from lm_jax.errors import DataError
-from lm_jax.finetune.data import EncodedSplit
+from lm_jax.finetune.data import EncodedSplit, row_layout, special_count
 
 log = logging.getLogger(__name__)
 OUTSIDE = -1  # the character offset of a token that is not in the context
@@ -178,8 +178,9 @@ def answer_tokens(offsets: np.ndarray, start_char: int, end_char: int) -> tuple[
 @dataclasses.dataclass(frozen=True)
 class WindowSettings:
     """BERT's SQuAD settings: 384 tokens, windows every 128 context tokens, questions of at
-    most 64 tokens; `layout` "roberta" writes `<s> question </s></s> context </s>` with token
-    types all 0 (RoBERTa, MPNet) instead of BERT's `[CLS] question [SEP] context [SEP]`."""
+    most 64 tokens; rows are the question and a context window in `layout` (`row_layout`:
+    BERT's `[CLS] question [SEP] context [SEP]`, or RoBERTa's / MPNet's
+    `<s> question </s></s> context </s>`)."""
 
     max_seq_length: int = 384
     doc_stride: int = 128
@@ -187,41 +188,41 @@ class WindowSettings:
     layout: str = "bert"
 
     @property
-    def head_specials(self) -> int:
-        """Special tokens before the context: [CLS], [SEP] (and RoBERTa's second </s>)."""
-        return 3 if self.layout == "roberta" else 2
+    def specials(self) -> int:
+        return special_count(self.layout, pair=True)
 
 
 def _example_windows(
     example: QAExample, question: np.ndarray, context: Encoded, settings: WindowSettings, vocab
 ):
-    """(ids, types, offsets, max-context flags, start, end) per window of one example."""
-    question = question[: settings.max_query_length]
-    head = [vocab.cls_id, *question, vocab.sep_id] + [vocab.sep_id] * (settings.layout == "roberta")
-    room = settings.max_seq_length - len(head) - 1
+    """(ids, token types, offsets, max-context flags, (start, end)) per window of one example:
+    the row `row_layout(question, window)`, its context tokens after the specials that precede
+    them (all but the closing separator)."""
+    question = list(question[: settings.max_query_length])
+    room = settings.max_seq_length - len(question) - settings.specials
+    base = len(question) + settings.specials - 1
     n = len(context.ids)
     starts = window_starts(n, room, settings.doc_stride)
     best = max_context(starts, room, n)
     first, last = -1, -1
     if example.answerable:
         first, last = answer_tokens(context.offsets, example.answer_start, example.answer_end)
-    base = len(head)
     for w, start in enumerate(starts):
         stop = min(start + room, n)
-        ids = [*head, *context.ids[start:stop], vocab.sep_id]
+        ids, types = row_layout(question, list(context.ids[start:stop]), vocab, settings.layout)
         offsets = np.full((len(ids), 2), OUTSIDE, np.int32)
         offsets[base : base + stop - start] = context.offsets[start:stop]
         flags = np.zeros(len(ids), bool)
         flags[base : base + stop - start] = best[w, start:stop]
         inside = first >= start and 0 <= last < stop
         span = (first - start + base, last - start + base) if inside else (0, 0)
-        yield ids, base, offsets, flags, span
+        yield ids, types, offsets, flags, span
 
 
 def make_windows(split: QASplit, tokenizer: Tokenizer, settings: WindowSettings) -> QAWindows:
     """Every example's windows, padded to `settings.max_seq_length` (contexts are tokenized
     once per paragraph)."""
-    if settings.max_seq_length - settings.max_query_length - settings.head_specials - 1 < 1:
+    if settings.max_seq_length - settings.max_query_length - settings.specials < 1:
         raise DataError(
             f"max_seq_length {settings.max_seq_length} leaves no context token after a "
             f"{settings.max_query_length}-token question"
@@ -244,12 +245,8 @@ def make_windows(split: QASplit, tokenizer: Tokenizer, settings: WindowSettings)
         if example.context not in contexts:
             contexts[example.context] = tokenizer.encode(example.context)
         context = contexts[example.context]
-        for ids, base, offsets, flags, span in _example_windows(
-            example, question, context, settings, vocab
-        ):
-            second = 0 if settings.layout == "roberta" else 1
-            types = [0] * base + [second] * (len(ids) - base)
-            for key, value in zip(rows, (ids, types, offsets, flags, span, i)):
+        for window in _example_windows(example, question, context, settings, vocab):
+            for key, value in zip(rows, (*window, i)):
                 rows[key].append(value)
     return _padded(rows, length, vocab.pad_id, truncated)
 
@@ -260,15 +257,15 @@ def _padded(rows: dict[str, list], length: int, pad_id: int, truncated: int) -> 
     types = np.zeros((count, length), np.int32)
     offsets = np.full((count, length, 2), OUTSIDE, np.int32)
     flags = np.zeros((count, length), bool)
-    for f in range(count):
-        n = len(rows["ids"][f])
+    lengths = np.array([len(r) for r in rows["ids"]], np.int32)
+    for f, n in enumerate(lengths):
         ids[f, :n], types[f, :n] = rows["ids"][f], rows["types"][f]
         offsets[f, :n], flags[f, :n] = rows["offsets"][f], rows["flags"][f]
     span = np.array(rows["span"], np.int32).reshape(count, 2)
     arrays = dict(
         input_ids=ids,
         token_type_ids=types,
-        segment_ids=(ids != pad_id).astype(np.int32),
+        segment_ids=(np.arange(length) < lengths[:, None]).astype(np.int32),
         start_positions=span[:, 0],
         end_positions=span[:, 1],
         weights=np.ones(count, np.float32),

@@ -22,11 +22,11 @@ from lm_jax.config_tools import flatten
 from lm_jax.data.pipeline import batch_iterator, train_batches
 from lm_jax.errors import ConfigError
 from lm_jax.finetune.best import BestModel
-from lm_jax.finetune.data import QUESTION_ANSWERING, REGRESSION
+from lm_jax.finetune.data import QUESTION_ANSWERING
 from lm_jax.finetune.evaluation import Evaluator
 from lm_jax.finetune.outputs import seeds_summary, write_eval_results
 from lm_jax.finetune.qa import QATaskData
-from lm_jax.finetune.schema import finetuning_config, resolve_schedule, validate
+from lm_jax.finetune.schema import finetuning_config, main_metric, resolve_schedule, validate
 from lm_jax.finetune.sequence import SequenceTaskData
 from lm_jax.finetune.task_data import TaskData
 from lm_jax.finetune.tasks import layer_decay_factors
@@ -88,12 +88,6 @@ class FinetuneSummary:
 
 def default_workdir(config: ml_collections.ConfigDict) -> Path:
     return Path(config.output_dir or f"runs/finetune/{config.name}")
-
-
-def main_metric(config: ml_collections.ConfigDict) -> str:
-    """The dev metric that picks the best model: accuracy, Pearson's r for regression, the
-    official F1 for question answering."""
-    return {REGRESSION: "pearson", QUESTION_ANSWERING: "f1"}.get(config.task, "accuracy")
 
 
 def load_task_data(config, initial: Initial, workdir: Path, resuming: bool) -> TaskData:
@@ -158,11 +152,13 @@ def _finetune_locked(config, workdir: Path, progress: bool) -> FinetuneSummary:
     main_process = jax.process_index() == 0
     config = ml_collections.ConfigDict(config.to_dict())  # resolved below, caller's untouched
     defaults = flatten(finetuning_config().to_dict())
-    resuming = bool(checkpoint_steps(workdir / "checkpoints"))  # reuse the run's tokenizer
     initial = initial_weights(config)
+    # The tokenizer comes before the schedule (QA counts windows), so before the check of the
+    # run's configuration; a resumed run reuses the tokenizer it wrote.
+    resuming = bool(checkpoint_steps(workdir / "checkpoints"))
     data = load_task_data(config, initial, workdir, resuming)
     resolve_schedule(config, len(data.train))
-    resuming = prepare_run_directory(config, workdir, main_process, defaults)
+    prepare_run_directory(config, workdir, main_process, defaults)
     if not resuming and main_process:
         check_run_config(workdir, config.to_dict(), resuming=False)
     log.info("%s: %s; init: %s", config.name, data.describe(), initial.description)
@@ -261,7 +257,7 @@ def _finish(config, workdir, data: TaskData, loop, parts: _Parts, result, main_p
         loss_plot = workdir / "loss.png"
         files["loss"] = plot_loss_curve(workdir / "metrics.jsonl", loss_plot, config.name)
         model = nnx.merge(parts.graphdef, params)
-        export_dir = data.export(model, workdir / "hf_model", config)
+        export_dir = data.export(model, workdir / "hf_model")
     best = {"step": parts.best.step, **(parts.best.metrics or data.metrics(outputs))}
     return FinetuneSummary(
         workdir=workdir,

@@ -163,6 +163,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise ConfigError("config.mesh: at most one of data, fsdp, tensor may be -1")
 
 
+def main_metric(config: ml_collections.ConfigDict) -> str:
+    """The dev metric that picks the best model: accuracy, Pearson's r for regression, the
+    official F1 for question answering."""
+    return {REGRESSION: "pearson", QUESTION_ANSWERING: "f1"}.get(config.task, "accuracy")
+
+
 def _validate_qa(config: ml_collections.ConfigDict) -> None:
     dev = config.data.dev_split if config.data.format == TFDS else config.data.dev_path
     if not dev:

@@ -25,13 +25,14 @@ from lm_jax.finetune.data import (
     split_off,
 )
 from lm_jax.finetune.export import export_model
-from lm_jax.finetune.metrics import classification_metrics, regression_metrics
+from lm_jax.finetune.metrics import classification_metrics, log_softmax, regression_metrics
 from lm_jax.finetune.outputs import (
     confusion_matrix,
     plot_confusion,
     plot_dev_metric,
     write_predictions,
 )
+from lm_jax.finetune.schema import main_metric
 from lm_jax.finetune.task_data import TaskData, task_tokenizer
 from lm_jax.finetune.tasks import predict_logits, sequence_task
 from lm_jax.finetune.tfds_tasks import read_tfds_examples
@@ -102,7 +103,7 @@ class SequenceTaskData(TaskData):
         self.dev = encode(dev, dev_labels, self.tokenizer, max_len, layout)
         pairs = dev.pairs or [None] * len(dev)
         self.dev_texts = [a if b is None else f"{a} ||| {b}" for a, b in zip(dev.texts, pairs)]
-        self.metric = "pearson" if self.regression else "accuracy"
+        self.metric = main_metric(config)
         self.step_task = sequence_task(config.task)
 
     def describe(self) -> str:
@@ -124,9 +125,7 @@ class SequenceTaskData(TaskData):
             scores = outputs[:, 0]
             loss = float(np.mean((scores - labels) ** 2))
             return {**regression_metrics(scores, labels), "loss": loss}
-        shifted = outputs - outputs.max(-1, keepdims=True)
-        log_p = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
-        loss = float(-np.mean(log_p[np.arange(len(labels)), labels]))
+        loss = float(-np.mean(log_softmax(outputs)[np.arange(len(labels)), labels]))
         return {**classification_metrics(outputs, labels), "loss": loss}
 
     def write_outputs(self, workdir: Path, outputs: np.ndarray, evaluations: list[dict]):
@@ -146,7 +145,7 @@ class SequenceTaskData(TaskData):
             )
         return paths
 
-    def export(self, model, folder: Path, config) -> Path | None:
+    def export(self, model, folder: Path) -> Path | None:
         names = self.labels or ["score"]
         fields = dict(
             num_labels=len(names),

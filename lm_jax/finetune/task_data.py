@@ -56,9 +56,7 @@ class TaskData(abc.ABC):
         """Write the best model's dev predictions and pictures; name -> path."""
 
     @abc.abstractmethod
-    def export(
-        self, model: nnx.Module, folder: Path, config: ml_collections.ConfigDict
-    ) -> Path | None:
+    def export(self, model: nnx.Module, folder: Path) -> Path | None:
         """Write the model as a Hugging Face folder (None when it does not export)."""
 
     def fingerprint(self) -> str:
