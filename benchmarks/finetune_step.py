@@ -31,6 +31,7 @@ from models import (  # benchmarks/models.py, beside this script
     torch_step,
 )
 
+from lm_jax.finetune.qa_data import padded_positions
 from lm_jax.finetune.tasks import sequence_task, span_task
 from lm_jax.models.convert import from_hf_state_dict
 from lm_jax.runtime import reuse_freed_host_memory
@@ -75,6 +76,7 @@ def batch(a) -> dict[str, np.ndarray]:
     )
     if a.task == "qa":
         del out["labels"]
+        out["positions"] = padded_positions(real, "bert")
         out["start_positions"] = rng.integers(0, lengths // 2).astype(np.int32)
         out["end_positions"] = (out["start_positions"] + rng.integers(0, 5, a.batch)).astype(
             np.int32

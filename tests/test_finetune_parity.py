@@ -11,6 +11,8 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from lm_jax.finetune.data import FAMILY_LAYOUTS  # noqa: E402
+from lm_jax.finetune.qa_data import padded_positions  # noqa: E402
 from lm_jax.finetune.tasks import (  # noqa: E402
     predict_logits,
     predict_spans,
@@ -18,8 +20,8 @@ from lm_jax.finetune.tasks import (  # noqa: E402
     span_task,
 )
 from lm_jax.models.convert import (  # noqa: E402
-    bert_config,
     from_hf_state_dict,
+    hf_config,
     save_hf_checkpoint,
     to_hf_state_dict,
 )
@@ -36,7 +38,8 @@ QA = 0  # num_labels of the QA head's tests: start and end logits instead of lab
 
 def hf_classifier(num_labels: int, family: str = "bert"):
     """`<Family>ForSequenceClassification`, or `...ForQuestionAnswering` when num_labels is
-    QA; ELECTRA's embeddings narrower than its hidden states, as in ELECTRA-small."""
+    QA; ELECTRA's embeddings narrower than its hidden states, as in ELECTRA-small; RoBERTa's
+    position table offset by its padding id 1; XLNet's simple span head (`AutoModelFor...`'s)."""
     torch.manual_seed(0)
     shape = dict(
         vocab_size=120,
@@ -49,20 +52,32 @@ def hf_classifier(num_labels: int, family: str = "bert"):
         attention_probs_dropout_prob=0.0,
         num_labels=num_labels or 2,
     )
+    kind = "QuestionAnswering" if num_labels == QA else "SequenceClassification"
+    if family == "xlnet":
+        config = transformers.XLNetConfig(
+            vocab_size=120, d_model=32, n_layer=2, n_head=4, d_inner=37, dropout=0.0
+        )
+        config.num_labels, config.summary_last_dropout = num_labels or 2, 0.0
+        simple = "Simple" if num_labels == QA else ""
+        return getattr(transformers, f"XLNetFor{kind}{simple}")(config)
     if family == "electra":
         config = transformers.ElectraConfig(embedding_size=16, **shape)
+    elif family == "roberta":
+        shape.update(max_position_embeddings=34, type_vocab_size=1)
+        config = transformers.RobertaConfig(pad_token_id=1, **shape)
     else:
         config = transformers.BertConfig(**shape)
-    kind = "QuestionAnswering" if num_labels == QA else "SequenceClassification"
     return getattr(transformers, f"{family.capitalize()}For{kind}")(config)
 
 
-def rows(num_labels: int) -> dict[str, np.ndarray]:
+def rows(num_labels: int, family: str = "bert") -> dict[str, np.ndarray]:
+    """Four rows of 16, 12, 9 and 5 real tokens (XLNet: all 16, whose padding side differs
+    from Hugging Face's), two token types (one for RoBERTa)."""
     rng = np.random.default_rng(0)
     ids = rng.integers(5, 120, (4, 16)).astype(np.int32)
-    lengths = np.array([16, 12, 9, 5])
+    lengths = np.array([16, 16, 16, 16] if family == "xlnet" else [16, 12, 9, 5])
     real = np.arange(16)[None] < lengths[:, None]
-    ids[~real] = 0
+    ids[~real] = 1 if family == "roberta" else 0
     types = ((np.arange(16)[None] >= lengths[:, None] // 2) & real).astype(np.int32)
     labels = None
     if num_labels == 1:
@@ -71,13 +86,14 @@ def rows(num_labels: int) -> dict[str, np.ndarray]:
         labels = rng.integers(0, num_labels, 4).astype(np.int32)
     out = dict(
         input_ids=ids,
-        token_type_ids=types,
+        token_type_ids=types * (family != "roberta"),
         segment_ids=real.astype(np.int32),
         labels=labels,
         weights=np.ones(4, np.float32),
     )
     if num_labels == QA:  # one no-answer span (0, 0) at [CLS]
         del out["labels"]
+        out["positions"] = padded_positions(real, FAMILY_LAYOUTS[family])
         out["start_positions"] = np.array([3, 0, 4, 1], np.int32)
         out["end_positions"] = np.array([6, 0, 4, 3], np.int32)
     return out
@@ -161,8 +177,17 @@ def test_one_step_equals_hugging_face_with_adamw(family, num_labels):
 
 @pytest.mark.parametrize(
     "family, num_labels",
-    [("bert", 2), ("bert", QA), ("electra", 3), ("electra", QA)],
-    ids=["bert", "bert-qa", "electra", "electra-qa"],
+    [
+        ("bert", 2),
+        ("bert", QA),
+        ("electra", 3),
+        ("electra", QA),
+        ("roberta", 2),
+        ("roberta", QA),
+        ("xlnet", 3),
+        ("xlnet", QA),
+    ],
+    ids=["bert", "bert-qa", "electra", "electra-qa", "roberta", "roberta-qa", "xlnet", "xlnet-qa"],
 )
 def test_exported_folder_loads_in_transformers_with_the_same_logits(tmp_path, family, num_labels):
     peer = hf_classifier(num_labels, family)
@@ -178,12 +203,12 @@ def test_exported_folder_loads_in_transformers_with_the_same_logits(tmp_path, fa
         )
     elif num_labels != QA:
         labels = dict(num_labels=num_labels)
-    config = bert_config(ours.encoder.cfg, architecture, **labels)
+    config = hf_config(ours.encoder.cfg, architecture, **labels)
     save_hf_checkpoint(ours, tmp_path / "hf", architecture, config)
     auto = "QuestionAnswering" if num_labels == QA else "SequenceClassification"
     loaded = getattr(transformers, f"AutoModelFor{auto}").from_pretrained(tmp_path / "hf")
     assert type(loaded).__name__ == architecture
-    batch = {k: jnp.asarray(v) for k, v in rows(num_labels).items()}
+    batch = {k: jnp.asarray(v) for k, v in rows(num_labels, family).items() if v is not None}
     t = lambda k: torch.tensor(np.asarray(batch[k])).long()
     with torch.no_grad():
         out = loaded.eval()(

@@ -278,7 +278,9 @@ def test_a_roberta_folder_fine_tunes_with_its_bpe_rows_and_head(task_files, tmp_
     model = build_model(config, initial, initial.tokenizer.vocab, data.model)
     assert isinstance(model.head, FirstTokenClassificationHead)
     summary = finetune(config, tmp_path / "ft", progress=False)
-    assert summary.final_step == 4 and summary.export_dir is None  # RoBERTa export: not yet
+    assert summary.final_step == 4
+    loaded = transformers.AutoModelForSequenceClassification.from_pretrained(summary.export_dir)
+    assert type(loaded).__name__ == "RobertaForSequenceClassification"
 
 
 @pytest.mark.slow  # the XLNet fine-tuning path itself runs in the default suite (the plm run)

@@ -226,6 +226,21 @@ def special_count(layout: str, pair: bool) -> int:
     return 2 + pair + (pair and layout == "roberta")
 
 
+# specials before the first text, and between it and the second, in a pair row of each layout
+_SPECIALS_BEFORE_SECOND = {"bert": 2, "roberta": 3, "xlnet": 1}
+
+
+def second_text_start(layout: str, first_length: int) -> int:
+    """Where the second text starts in a pair row of `layout` (`row_layout`)."""
+    return first_length + _SPECIALS_BEFORE_SECOND[layout]
+
+
+def classification_position(layout: str, row_length: int) -> int:
+    """The index of the row's classification token: [CLS] / <s> first, XLNet's <cls> last (the
+    no-answer span of extractive QA)."""
+    return row_length - 1 if layout == "xlnet" else 0
+
+
 def encode(
     examples: Examples,
     labels: np.ndarray,

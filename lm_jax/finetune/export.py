@@ -11,7 +11,7 @@ from flax import nnx
 
 from lm_jax.data.tokenizer import Tokenizer
 from lm_jax.errors import CheckpointError
-from lm_jax.models.convert import bert_config, save_hf_checkpoint
+from lm_jax.models.convert import hf_config, save_hf_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -24,15 +24,16 @@ def export_model(
     tokenizer: Tokenizer,
 ) -> Path | None:
     """Write `model` to `folder` as `architecture` (e.g. BertForSequenceClassification) with
-    config.json's extra `fields` (labels); None (logged) when the encoder is not BERT- or
-    ELECTRA-shaped or the architecture is None (a head lm_jax does not export yet). Written
+    config.json's extra `fields` (labels); None (logged) when the model does not fit the
+    architecture's config (`hf_config`) or the architecture is None (a head lm_jax does not
+    export yet). Written
     beside `folder` and renamed, so an interrupted export leaves the old one."""
     if architecture is None:
         log.warning("no Hugging Face export: this model's head does not export yet")
         return None
     fields = {**fields, "pad_token_id": tokenizer.vocab.pad_id}
     try:
-        hf = bert_config(model.encoder.cfg, architecture, **fields)
+        hf = hf_config(model.encoder.cfg, architecture, **fields)
     except CheckpointError as e:
         log.warning("no Hugging Face export: %s", e)
         return None

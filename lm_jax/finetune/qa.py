@@ -2,7 +2,7 @@
 and end logits per token over windows of the context, answers by BERT's n-best post-processing,
 the official SQuAD 2.0 metrics on dev, `predictions.json`, `null_odds.json` and
 `nbest_predictions.json` in the formats the official evaluation and Hugging Face use, and the
-model exported as `BertForQuestionAnswering`."""
+model exported as the family's `...ForQuestionAnswering` (XLNet's `...Simple`)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from lm_jax.errors import ConfigError
 from lm_jax.finetune.data import FAMILY_LAYOUTS, TFDS
 from lm_jax.finetune.export import export_model
 from lm_jax.finetune.metrics import log_softmax
@@ -29,11 +28,14 @@ from lm_jax.finetune.tfds_tasks import read_tfds_squad
 from lm_jax.finetune.weights import Initial
 from lm_jax.models.config import TransformerConfig
 from lm_jax.models.encoder import EncoderForQuestionAnswering
+from lm_jax.models.xlnet import XLNetForQuestionAnswering
 from lm_jax.train.metrics import new_figure, save_figure
 
 QUESTION_ANSWERING = {  # family -> the exported class
     "bert": "BertForQuestionAnswering",
     "electra": "ElectraForQuestionAnswering",
+    "roberta": "RobertaForQuestionAnswering",
+    "xlnet": "XLNetForQuestionAnsweringSimple",
 }
 
 
@@ -65,11 +67,6 @@ class QATaskData(TaskData):
     windows' offsets and the post-processing settings."""
 
     def __init__(self, config, initial: Initial, workdir: Path, resuming: bool):
-        if initial.family == "xlnet":
-            raise ConfigError(
-                f"config.init: {initial.description} is XLNet; question answering fine-tunes "
-                "BERT-style encoders and ELECTRA so far (XLNet's span head is not built yet)"
-            )
         train, dev = _read(config)
         contexts = list(dict.fromkeys(e.context for e in train.examples))
         texts = contexts + [e.question for e in train.examples]
@@ -95,6 +92,8 @@ class QATaskData(TaskData):
         )
 
     def model(self, cfg: TransformerConfig, rngs: nnx.Rngs) -> nnx.Module:
+        if self.family == "xlnet":
+            return XLNetForQuestionAnswering(cfg, rngs=rngs)
         return EncoderForQuestionAnswering(cfg, rngs=rngs)
 
     predict = staticmethod(predict_spans)

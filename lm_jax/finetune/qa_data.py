@@ -6,7 +6,8 @@ sec. 4.3): the question cut to `max_query_length` tokens, windows of the context
 maps back to the exact context substring, whatever the tokenizer.
 
 A training window whose answer is not wholly inside it, and every window of an unanswerable
-question, is labelled with the span (0, 0) at [CLS]: SQuAD 2.0's no-answer target.
+question, is labelled with the span at the classification token ([CLS] at 0; XLNet's <cls>
+last): SQuAD 2.0's no-answer target.
 """
 
 from __future__ import annotations
@@ -21,7 +22,13 @@ import numpy as np
 
 from lm_jax.data.tokenizer import Encoded, Tokenizer
 from lm_jax.errors import DataError
-from lm_jax.finetune.data import EncodedSplit, row_layout, special_count
+from lm_jax.finetune.data import (
+    EncodedSplit,
+    classification_position,
+    row_layout,
+    second_text_start,
+    special_count,
+)
 
 log = logging.getLogger(__name__)
 OUTSIDE = -1  # the character offset of a token that is not in the context
@@ -129,14 +136,16 @@ def read_squad(path: str | Path, training: bool) -> QASplit:
 @dataclasses.dataclass(frozen=True)
 class QAWindows:
     """Windows of a split: the model's rows (`input_ids`, `token_type_ids`, `segment_ids`,
-    `start_positions`, `end_positions`, `weights`) and, per window, its example's index, each
-    token's character offsets in the context ([F, L, 2], -1 outside it) and whether the window
-    is the token's maximum-context one (BERT's `_check_is_max_context`)."""
+    `positions`, `start_positions`, `end_positions`, `weights`) and, per window, its example's
+    index, each token's character offsets in the context ([F, L, 2], -1 outside it), whether
+    the window is the token's maximum-context one (BERT's `_check_is_max_context`) and the
+    index of its no-answer span (the classification token: [CLS] first, XLNet's <cls> last)."""
 
     rows: EncodedSplit
     example_index: np.ndarray  # int32 [F]
     offsets: np.ndarray  # int32 [F, L, 2]
     max_context: np.ndarray  # bool [F, L]
+    null_index: np.ndarray  # int32 [F]
 
     def __len__(self) -> int:
         return len(self.example_index)
@@ -179,8 +188,8 @@ def answer_tokens(offsets: np.ndarray, start_char: int, end_char: int) -> tuple[
 class WindowSettings:
     """BERT's SQuAD settings: 384 tokens, windows every 128 context tokens, questions of at
     most 64 tokens; rows are the question and a context window in `layout` (`row_layout`:
-    BERT's `[CLS] question [SEP] context [SEP]`, or RoBERTa's / MPNet's
-    `<s> question </s></s> context </s>`)."""
+    BERT's `[CLS] question [SEP] context [SEP]`, RoBERTa's / MPNet's
+    `<s> question </s></s> context </s>` or XLNet's `question <sep> context <sep> <cls>`)."""
 
     max_seq_length: int = 384
     doc_stride: int = 128
@@ -196,11 +205,12 @@ def _example_windows(
     example: QAExample, question: np.ndarray, context: Encoded, settings: WindowSettings, vocab
 ):
     """(ids, token types, offsets, max-context flags, (start, end)) per window of one example:
-    the row `row_layout(question, window)`, its context tokens after the specials that precede
-    them (all but the closing separator)."""
+    the row `row_layout(question, window)`, its context tokens after the question and the
+    specials that precede them; (start, end) is the no-answer span unless the window holds the
+    whole answer."""
     question = list(question[: settings.max_query_length])
     room = settings.max_seq_length - len(question) - settings.specials
-    base = len(question) + settings.specials - 1
+    base = second_text_start(settings.layout, len(question))
     n = len(context.ids)
     starts = window_starts(n, room, settings.doc_stride)
     best = max_context(starts, room, n)
@@ -215,7 +225,8 @@ def _example_windows(
         flags = np.zeros(len(ids), bool)
         flags[base : base + stop - start] = best[w, start:stop]
         inside = first >= start and 0 <= last < stop
-        span = (first - start + base, last - start + base) if inside else (0, 0)
+        null = classification_position(settings.layout, len(ids))
+        span = (first - start + base, last - start + base) if inside else (null, null)
         yield ids, types, offsets, flags, span
 
 
@@ -248,10 +259,21 @@ def make_windows(split: QASplit, tokenizer: Tokenizer, settings: WindowSettings)
         for window in _example_windows(example, question, context, settings, vocab):
             for key, value in zip(rows, (*window, i)):
                 rows[key].append(value)
-    return _padded(rows, length, vocab.pad_id, truncated)
+    return _padded(rows, length, vocab.pad_id, truncated, settings.layout)
 
 
-def _padded(rows: dict[str, list], length: int, pad_id: int, truncated: int) -> QAWindows:
+def padded_positions(real: np.ndarray, layout: str) -> np.ndarray:
+    """int32 position ids of windows whose every position is computed (padding too, as Hugging
+    Face's `...ForQuestionAnswering`): 0, 1, ... along the row, and RoBERTa's padding at the
+    position table's padding row (`create_position_ids_from_input_ids`: index -1 here, the
+    table being read at position + 2)."""
+    positions = np.broadcast_to(np.arange(real.shape[-1], dtype=np.int32), real.shape)
+    return np.where(real | (layout != "roberta"), positions, -1).astype(np.int32)
+
+
+def _padded(
+    rows: dict[str, list], length: int, pad_id: int, truncated: int, layout: str
+) -> QAWindows:
     count = len(rows["ids"])
     ids = np.full((count, length), pad_id, np.int32)
     types = np.zeros((count, length), np.int32)
@@ -262,13 +284,16 @@ def _padded(rows: dict[str, list], length: int, pad_id: int, truncated: int) -> 
         ids[f, :n], types[f, :n] = rows["ids"][f], rows["types"][f]
         offsets[f, :n], flags[f, :n] = rows["offsets"][f], rows["flags"][f]
     span = np.array(rows["span"], np.int32).reshape(count, 2)
+    real = np.arange(length) < lengths[:, None]
     arrays = dict(
         input_ids=ids,
         token_type_ids=types,
-        segment_ids=(np.arange(length) < lengths[:, None]).astype(np.int32),
+        segment_ids=real.astype(np.int32),
+        positions=padded_positions(real, layout),
         start_positions=span[:, 0],
         end_positions=span[:, 1],
         weights=np.ones(count, np.float32),
     )
     example_index = np.array(rows["ex"], np.int32)
-    return QAWindows(EncodedSplit(arrays, truncated), example_index, offsets, flags)
+    null_index = np.broadcast_to(classification_position(layout, lengths), lengths.shape)
+    return QAWindows(EncodedSplit(arrays, truncated), example_index, offsets, flags, null_index)

@@ -2,7 +2,8 @@
 Face's `compute_predictions_logits` do it for SQuAD 2.0: the `n_best_size` best start and end
 tokens of every window, spans inside the context, at most `max_answer_length` tokens long and
 starting in a token's maximum-context window, ranked by start + end logit; the no-answer score
-is the [CLS] span's, minimum over the example's windows. An example's answer is its best span
+is the classification token's span ([CLS]; XLNet's <cls>), minimum over the example's
+windows. An example's answer is its best span
 unless the no-answer score beats it by more than `null_threshold` (its "null odds").
 
 Answers are cut from the context by the tokens' character offsets, so they are exact context
@@ -92,8 +93,9 @@ def _example_answers(
     prelim, null = [], (math.inf, 0.0, 0.0)
     for f in features:
         start, end = logits[f, 0], logits[f, 1]
-        if start[0] + end[0] < null[0]:
-            null = (float(start[0] + end[0]), float(start[0]), float(end[0]))
+        c = windows.null_index[f]
+        if start[c] + end[c] < null[0]:
+            null = (float(start[c] + end[c]), float(start[c]), float(end[c]))
         prelim += _window_spans(windows, f, start, end, s)
     prelim.append((null[0], -1, 0, 0, null[1], null[2]))
     prelim.sort(key=lambda p: p[0], reverse=True)  # stable, as the reference's sorted()

@@ -43,9 +43,11 @@ from lm_jax.models.xlnet import XLNetForSequenceClassification
 
 log = logging.getLogger(__name__)
 DEV_SPLIT_SEED = 0  # one held-out split for every seed of a task without a dev file
-SEQUENCE_CLASSIFICATION = {  # family -> the exported class (None: not exported yet)
+SEQUENCE_CLASSIFICATION = {  # family -> the exported class
     "bert": "BertForSequenceClassification",
     "electra": "ElectraForSequenceClassification",
+    "roberta": "RobertaForSequenceClassification",
+    "xlnet": "XLNetForSequenceClassification",
 }
 
 

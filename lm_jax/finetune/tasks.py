@@ -57,11 +57,10 @@ def predict_logits(model: nnx.Module, rows: dict) -> jax.Array:
 
 def span_inputs(rows: dict) -> tuple:
     """(ids, positions, mask, token types) of QA windows: one segment per row, the padding
-    positions computed too (positions run on, they attend to the real tokens), as Hugging
-    Face's `...ForQuestionAnswering` computes them; its loss's softmax covers them."""
-    segments = rows["segment_ids"]
-    positions = jnp.broadcast_to(jnp.arange(segments.shape[-1], dtype=jnp.int32), segments.shape)
-    return rows["input_ids"], positions, AttentionMask.key_padding(segments), rows["token_type_ids"]
+    positions computed too (they attend to the real tokens, at the rows' `positions`), as
+    Hugging Face's `...ForQuestionAnswering` computes them; its loss's softmax covers them."""
+    mask = AttentionMask.key_padding(rows["segment_ids"])
+    return rows["input_ids"], rows["positions"], mask, rows["token_type_ids"]
 
 
 def span_sums(model, rows, key, deterministic, rngs) -> dict:

@@ -27,7 +27,11 @@ from lm_jax.models.encoder import (
     EncoderForSequenceClassification,
 )
 from lm_jax.models.seq2seq import EncoderDecoder, Seq2SeqConfig
-from lm_jax.models.xlnet import XLNet, XLNetForSequenceClassification
+from lm_jax.models.xlnet import (
+    XLNet,
+    XLNetForQuestionAnswering,
+    XLNetForSequenceClassification,
+)
 
 # (our flat path, Hugging Face name, layout): layout True transposes (torch Linear weights are
 # [out, in]), a tuple is the Hugging Face shape to reshape to (XLNet's [1, 1, d] mask_emb).
@@ -110,6 +114,7 @@ def _xlnet_config(hf: Mapping) -> TransformerConfig:
         layer_norm_eps=hf.get("layer_norm_eps", 1e-12),
         initializer_range=hf.get("initializer_range", 0.02),
         activation=_activation(hf.get("ff_activation", "gelu")),
+        pad_token_id=hf.get("pad_token_id"),
     )
 
 
@@ -507,6 +512,11 @@ ARCHITECTURES: dict[str, Architecture] = {
             *_linear("logits_proj", "logits_proj"),
         ],
     ),
+    "XLNetForQuestionAnsweringSimple": Architecture(
+        "xlnet",
+        lambda cfg, hf: XLNetForQuestionAnswering(cfg, rngs=nnx.Rngs(0)),
+        lambda cfg: _xlnet_names(cfg, prefix="encoder/") + _linear("head/output", "qa_outputs"),
+    ),
     "BartForConditionalGeneration": Architecture(
         "bart",
         lambda cfg, hf: EncoderDecoder(cfg, rngs=nnx.Rngs(0)),
@@ -661,22 +671,25 @@ def load_hf_checkpoint(folder: str | Path, architecture: str | None = None) -> n
 _HF_ACTIVATIONS = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu"}
 
 
-def bert_config(cfg: TransformerConfig, architecture: str, **fields) -> dict:
-    """A Hugging Face BERT (or, for an `Electra...` architecture, ELECTRA) `config.json` for our
-    encoder `cfg` (absolute positions from 0; embeddings at hidden width unless ELECTRA),
-    naming `architecture`; `fields` add e.g. `id2label`."""
-    electra = architecture.startswith("Electra")
+def _encoder_config(cfg: TransformerConfig, model_type: str) -> dict:
+    """config.json's fields of a BERT, ELECTRA or RoBERTa encoder (absolute positions, no
+    relative bias; narrower embeddings for ELECTRA only; RoBERTa's positions from
+    pad_token_id + 1, as its `create_position_ids_from_input_ids`)."""
+    offset = _ENCODERS[model_type][1]
     narrow = cfg.embedding_width != cfg.hidden_size
-    if cfg.position_offset or cfg.relative_attention_buckets or (narrow and not electra):
+    roberta_positions = model_type != "roberta" or (cfg.pad_token_id or 0) + 1 == offset
+    if (
+        cfg.position_offset != offset
+        or cfg.relative_attention_buckets
+        or (narrow and model_type != "electra")
+        or not roberta_positions
+    ):
         raise CheckpointError(
-            "only BERT-shaped encoders export as BERT / ELECTRA (absolute positions from 0, no "
-            "relative bias, embeddings at hidden width unless ELECTRA)"
+            f"this encoder does not export as {model_type} (positions from {offset}, no "
+            "relative bias, embeddings at hidden width unless ELECTRA, RoBERTa's padding id 1)"
         )
-    extra = {"embedding_size": cfg.embedding_width} if electra else {}
     return {
-        **extra,
-        "architectures": [architecture],
-        "model_type": "electra" if electra else "bert",
+        **({"embedding_size": cfg.embedding_width} if model_type == "electra" else {}),
         "vocab_size": cfg.vocab_size,
         "hidden_size": cfg.hidden_size,
         "num_hidden_layers": cfg.num_layers,
@@ -689,6 +702,50 @@ def bert_config(cfg: TransformerConfig, architecture: str, **fields) -> dict:
         "attention_probs_dropout_prob": 0.0,  # lm_jax has no attention-probability dropout
         "layer_norm_eps": cfg.layer_norm_eps,
         "initializer_range": cfg.initializer_range,
+    }
+
+
+def _xlnet_export_config(cfg: TransformerConfig) -> dict:
+    """config.json's fields of an XLNet (bidirectional, untied relative biases, no clamp, the
+    sequence summary of the last token through dense + tanh)."""
+    return {
+        "vocab_size": cfg.vocab_size,
+        "d_model": cfg.hidden_size,
+        "n_layer": cfg.num_layers,
+        "n_head": cfg.num_heads,
+        "d_head": cfg.hidden_size // cfg.num_heads,
+        "d_inner": cfg.intermediate_size,
+        "ff_activation": _HF_ACTIVATIONS[cfg.activation],
+        "attn_type": "bi",
+        "untie_r": True,
+        "bi_data": False,
+        "clamp_len": -1,
+        "dropout": cfg.dropout_rate,
+        "layer_norm_eps": cfg.layer_norm_eps,
+        "initializer_range": cfg.initializer_range,
+        "summary_type": "last",
+        "summary_use_proj": True,
+        "summary_activation": "tanh",
+        "summary_last_dropout": cfg.dropout_rate,
+    }
+
+
+def hf_config(cfg: TransformerConfig, architecture: str, **fields) -> dict:
+    """A Hugging Face `config.json` for our model config `cfg` as `architecture` (a BERT,
+    ELECTRA, RoBERTa or XLNet class of `ARCHITECTURES`); `fields` add e.g. `id2label`."""
+    if architecture not in ARCHITECTURES:
+        raise CheckpointError(f"unknown architecture {architecture!r}")
+    model_type = ARCHITECTURES[architecture].model_type
+    if model_type == "xlnet":
+        body = _xlnet_export_config(cfg)
+    elif model_type in ("bert", "electra", "roberta"):
+        body = _encoder_config(cfg, model_type)
+    else:
+        raise CheckpointError(f"{architecture}: config export is implemented for encoders")
+    return {
+        **body,
+        "architectures": [architecture],
+        "model_type": model_type,
         "pad_token_id": cfg.pad_token_id or 0,
         **fields,
     }
@@ -696,7 +753,7 @@ def bert_config(cfg: TransformerConfig, architecture: str, **fields) -> dict:
 
 def save_hf_checkpoint(model: nnx.Module, folder: str | Path, architecture: str, config: dict):
     """Write `model` as a Hugging Face folder: `config.json` (`config`, e.g. from
-    `bert_config`) and `model.safetensors`, loadable by `transformers` without lm_jax."""
+    `hf_config`) and `model.safetensors`, loadable by `transformers` without lm_jax."""
     from safetensors.numpy import save_file
 
     folder = Path(folder)

@@ -19,6 +19,7 @@ from flax import nnx, struct
 
 from lm_jax.attention import AttentionMask, dot_product_attention
 from lm_jax.models.config import TransformerConfig
+from lm_jax.models.heads import QuestionAnsweringHead
 from lm_jax.models.layers import (
     HIDDEN_AXES,
     FeedForward,
@@ -307,3 +308,29 @@ class XLNetForSequenceClassification(nnx.Module):
         summary = jnp.tanh(self.summary(last_token(hidden, attention)))
         summary = self.dropout(summary, deterministic=deterministic, rngs=rngs)
         return self.logits_proj(summary).astype(jnp.float32)
+
+
+class XLNetForQuestionAnswering(nnx.Module):
+    """XLNet extractive QA as Hugging Face's `XLNetForQuestionAnsweringSimple` (the class its
+    `AutoModelForQuestionAnswering` builds for XLNet): start / end logits from one linear layer
+    on every token of `question <sep> context <sep> <cls>`; no answer is the span at <cls>."""
+
+    def __init__(self, cfg: TransformerConfig, *, rngs: nnx.Rngs):
+        self.encoder = XLNet(cfg, lm_head=False, rngs=rngs)
+        self.head = QuestionAnsweringHead(cfg, rngs=rngs)
+
+    def __call__(
+        self,
+        input_ids: jnp.ndarray,
+        positions: jnp.ndarray,
+        attention: AttentionMask,
+        token_type_ids: jnp.ndarray | None = None,
+        *,
+        deterministic: bool = True,
+        rngs: nnx.Rngs | None = None,
+    ) -> tuple[jnp.ndarray, jnp.ndarray]:
+        """fp32 (start logits, end logits), each [batch, L]."""
+        hidden, _ = self.encoder.hidden_states(
+            input_ids, positions, attention, token_type_ids, deterministic=deterministic, rngs=rngs
+        )
+        return self.head(hidden)
