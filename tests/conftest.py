@@ -36,6 +36,92 @@ def pytest_unconfigure(config):
         shutil.rmtree(XLA_CACHE, ignore_errors=True)
 
 
+# Tests of 25 s or more each (measured with `--durations=0` on 2026-12-01, 2-core CPU), out of
+# the default run to keep it near 15 minutes: reference, property and learning checks whose
+# capability keeps a faster test in the default run. `bash scripts/test.sh -m extended` runs
+# them; CI runs them after the default run (.ci/run). A name that no longer matches a test is
+# an error, so the list cannot silently go stale.
+EXTENDED = {
+    "test_attention.py::test_chunked_matches_reference_on_every_objective[chunks0]",
+    "test_attention.py::test_tokamax_matches_reference_on_every_objective",
+    "test_attention.py::test_two_stream_in_one_call_equals_two_calls",
+    "test_autoregressive.py::test_unilm_modes_and_mixture",
+    "test_configs.py::test_tiny_t5_trains_with_adafactor",
+    "test_denoising.py::test_bart_odd_rows_give_valid_batches",
+    "test_denoising.py::test_bart_permutation_and_rotation_preserve_tokens",
+    "test_denoising.py::test_bart_replace_length_variants",
+    "test_denoising.py::test_contract_jit_vmap_determinism_and_segments[bart]",
+    "test_denoising.py::test_contract_jit_vmap_determinism_and_segments[mass]",
+    "test_denoising.py::test_contract_jit_vmap_determinism_and_segments[t5]",
+    "test_denoising.py::test_mass_fragment_and_decoder",
+    "test_denoising.py::test_t5_length_function[1024]",
+    "test_denoising.py::test_t5_length_function[128]",
+    "test_denoising.py::test_t5_length_function[512]",
+    "test_denoising.py::test_t5_length_function[64]",
+    "test_denoising.py::test_t5_noise_statistics_match_the_reference",
+    "test_denoising.py::test_t5_sentinel_order_and_exact_reconstruction[0]",
+    "test_entities.py::test_entity_masking_masks_whole_spans",
+    "test_finetune_parity.py::test_one_step_equals_hugging_face_with_adamw[electra-classification]",
+    "test_finetune_qa.py::test_a_tiny_model_learns_spans_and_no_answers",
+    "test_finetune_run.py::test_a_fresh_start_drops_the_best_model_of_a_run_that_crashed_early",
+    "test_finetune_run.py::test_a_roberta_folder_fine_tunes_with_its_bpe_rows_and_head",
+    "test_finetune_run.py::test_command_line_bad_input_exits_2_and_keeps_outputs",
+    "test_finetune_tasks.py::test_factors_follow_electra_and_scale_each_update",
+    "test_masked_lm.py::test_electra_replace_labels_and_gumbel_sampling",
+    "test_masked_lm.py::test_entity_spans_masked_whole",
+    "test_masked_lm.py::test_property_valid_batch_on_odd_inputs",
+    "test_masked_lm.py::test_sparse_layout_matches_dense",
+    "test_masked_lm.py::test_wwm_with_single_token_words_hits_the_budget_and_accepts_word_ids",
+    "test_model.py::test_bfloat16_compute_keeps_fp32_parameters_and_logits",
+    "test_model.py::test_padding_does_not_change_real_outputs",
+    "test_objectives.py::test_property_valid_batch_on_odd_inputs[electra]",
+    "test_objectives.py::test_property_valid_batch_on_odd_inputs[entity]",
+    "test_objectives.py::test_property_valid_batch_on_odd_inputs[mpnet]",
+    "test_objectives.py::test_property_valid_batch_on_odd_inputs[ngram]",
+    "test_objectives.py::test_property_valid_batch_on_odd_inputs[span]",
+    "test_objectives.py::test_property_valid_batch_on_odd_inputs[unilm]",
+    "test_objectives.py::test_property_valid_batch_on_odd_inputs[wwm]",
+    "test_parity.py::test_seq2seq_matches_hugging_face[BartForConditionalGeneration-False-True]",
+    "test_parity.py::test_xlnet_content_stream_matches_hugging_face",
+    "test_parity.py::test_xlnet_memory_matches_hugging_face",
+    "test_parity.py::test_xlnet_two_stream_permutation_lm_matches_hugging_face",
+    "test_permutation.py::test_mpnet_position_compensation_and_masks[False]",
+    "test_permutation.py::test_plm_masks_match_xlnet_reference[plain]",
+    "test_permutation.py::test_plm_span_selection_takes_contiguous_spans",
+    "test_reliability.py::test_torn_last_metrics_line_is_dropped_and_an_extended_run_says_what_its_schedule_does",
+    "test_sentence.py::test_nsp_single_sentence_gets_a_random_b_and_long_pairs_are_trimmed",
+    "test_sentence.py::test_odd_documents_give_valid_batches",
+    "test_sentence.py::test_pairs_are_built_from_the_right_text[nsp]",
+    "test_sentence.py::test_pairs_are_built_from_the_right_text[sop]",
+    "test_sentence.py::test_pairs_are_built_from_the_right_text[structbert]",
+    "test_sentence.py::test_structbert_word_structure",
+    "test_sentence.py::test_tlm_pairs",
+    "test_sharding.py::test_cli_splits_a_cpu_host_into_a_data_mesh",
+    "test_sharding.py::test_two_process_distributed_run",
+    "test_span.py::test_span_whole_words_decision_per_span_and_sbo_targets",
+    "test_train.py::test_every_trainable_objective_learns[clm]",
+    "test_train.py::test_every_trainable_objective_learns[electra]",
+    "test_train.py::test_every_trainable_objective_learns[nsp]",
+    "test_train.py::test_every_trainable_objective_learns[plm]",
+    "test_train.py::test_every_trainable_objective_learns[span]",
+    "test_train.py::test_gradient_accumulation_updates_every_second_step",
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def pytest_collection_modifyitems(config, items):
+    """Mark the EXTENDED tests (only a full collection can tell a stale name)."""
+    found = set()
+    for item in items:
+        name = item.nodeid.removeprefix("tests/")
+        if name in EXTENDED:
+            item.add_marker(pytest.mark.extended)
+            found.add(name)
+    whole_suite = [Path(a).resolve() for a in config.args] == [ROOT / "tests"]
+    if whole_suite and not config.getoption("keyword") and found != EXTENDED:
+        raise pytest.UsageError(f"conftest.EXTENDED names no test: {sorted(EXTENDED - found)}")
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     """`../shared/data` (or $LM_JAX_DATA_DIR); tests that need it skip when it is absent."""

@@ -324,6 +324,21 @@ def cli(*args):
     return run_module("lm_jax.finetune", *args)
 
 
+def test_command_line_bad_data_exits_2_and_writes_nothing(task_files, tmp_path):
+    """The default run's one fine-tuning subprocess (the full set of cases: the next test)."""
+    fresh = tmp_path / "fresh"
+    bad = cli(
+        f"--config={ROOT / 'configs' / 'finetune' / 'sst2.py'}",
+        f"--config.data.train_path={task_files[0]}",
+        f"--config.data.dev_path={task_files[1]}",
+        "--config.data.text_column=review",
+        f"--config.output_dir={fresh}",
+    )
+    assert bad.returncode == 2 and "no text column 'review'" in bad.stderr, bad.stderr[-1500:]
+    assert bad.stderr.strip().splitlines()[-1].startswith("lm_jax: error:")
+    assert [p.name for p in fresh.iterdir()] == [".lock"]
+
+
 def test_command_line_bad_input_exits_2_and_keeps_outputs(task_files, tmp_path):
     flags = [
         f"--config={ROOT / 'configs' / 'finetune' / 'sst2.py'}",
