@@ -53,6 +53,24 @@ def hf_classifier(num_labels: int, family: str = "bert"):
         num_labels=num_labels or 2,
     )
     kind = "QuestionAnswering" if num_labels == QA else "SequenceClassification"
+    if family == "bart":
+        config = transformers.BartConfig(
+            vocab_size=120,
+            d_model=32,
+            encoder_layers=2,
+            decoder_layers=2,
+            encoder_attention_heads=4,
+            decoder_attention_heads=4,
+            encoder_ffn_dim=64,
+            decoder_ffn_dim=64,
+            max_position_embeddings=32,
+            dropout=0.0,
+            attention_dropout=0.0,
+            activation_dropout=0.0,
+            init_std=0.1,  # at 0.02 the encoder's gradients are below Adam's eps (1e-8)
+            num_labels=num_labels or 2,
+        )
+        return getattr(transformers, f"BartFor{kind}")(config)
     if family == "xlnet":
         config = transformers.XLNetConfig(
             vocab_size=120, d_model=32, n_layer=2, n_head=4, d_inner=37, dropout=0.0
@@ -72,12 +90,15 @@ def hf_classifier(num_labels: int, family: str = "bert"):
 
 def rows(num_labels: int, family: str = "bert") -> dict[str, np.ndarray]:
     """Four rows of 16, 12, 9 and 5 real tokens (XLNet: all 16, whose padding side differs
-    from Hugging Face's), two token types (one for RoBERTa)."""
+    from Hugging Face's), two token types (none for RoBERTa and BART; BART's rows run from <s>
+    to one </s>, which its classifier reads)."""
     rng = np.random.default_rng(0)
     ids = rng.integers(5, 120, (4, 16)).astype(np.int32)
     lengths = np.array([16, 16, 16, 16] if family == "xlnet" else [16, 12, 9, 5])
     real = np.arange(16)[None] < lengths[:, None]
-    ids[~real] = 1 if family == "roberta" else 0
+    ids[~real] = 1 if family in ("roberta", "bart") else 0
+    if family == "bart":
+        ids[:, 0], ids[np.arange(4), lengths - 1] = 0, 2
     types = ((np.arange(16)[None] >= lengths[:, None] // 2) & real).astype(np.int32)
     labels = None
     if num_labels == 1:
@@ -86,7 +107,7 @@ def rows(num_labels: int, family: str = "bert") -> dict[str, np.ndarray]:
         labels = rng.integers(0, num_labels, 4).astype(np.int32)
     out = dict(
         input_ids=ids,
-        token_type_ids=types * (family != "roberta"),
+        token_type_ids=types * (family not in ("roberta", "bart")),
         segment_ids=real.astype(np.int32),
         labels=labels,
         weights=np.ones(4, np.float32),
@@ -99,9 +120,19 @@ def rows(num_labels: int, family: str = "bert") -> dict[str, np.ndarray]:
     return out
 
 
+def peer_inputs(peer, batch) -> dict:
+    """The Hugging Face call's arguments (BART takes no token types)."""
+    t = lambda k: torch.tensor(np.asarray(batch[k])).long()
+    inputs = dict(input_ids=t("input_ids"), attention_mask=t("segment_ids"))
+    if peer.config.model_type != "bart":
+        inputs["token_type_ids"] = t("token_type_ids")
+    return inputs
+
+
 def torch_step(peer, batch) -> tuple[float, dict]:
     """Hugging Face's recipe: AdamW without decay on biases and LayerNorm weights."""
-    no_decay = lambda n: n.endswith("bias") or "LayerNorm" in n
+    norms = ("LayerNorm", "layer_norm", "layernorm")
+    no_decay = lambda n: n.endswith("bias") or any(x in n for x in norms)
     groups = [
         {"params": [p for n, p in peer.named_parameters() if not no_decay(n)]},
         {"params": [p for n, p in peer.named_parameters() if no_decay(n)], "weight_decay": 0.0},
@@ -115,12 +146,7 @@ def torch_step(peer, batch) -> tuple[float, dict]:
         targets = {"labels": t("labels") if integer else torch.tensor(batch["labels"])}
     else:
         targets = {k: t(k) for k in ("start_positions", "end_positions")}
-    out = peer(
-        input_ids=t("input_ids"),
-        token_type_ids=t("token_type_ids"),
-        attention_mask=t("segment_ids"),
-        **targets,
-    )
+    out = peer(**peer_inputs(peer, batch), **targets)
     out.loss.backward()
     optimizer.step()
     return float(out.loss.detach()), {k: v.detach().numpy() for k, v in peer.state_dict().items()}
@@ -146,13 +172,29 @@ def our_step(state_dict, hf_config, batch, task, architecture) -> tuple[float, d
 
 @pytest.mark.parametrize(
     "family, num_labels",
-    [("bert", 3), ("bert", 1), ("bert", QA), ("electra", 3), ("electra", QA)],
-    ids=["classification", "regression", "qa", "electra-classification", "electra-qa"],
+    [
+        ("bert", 3),
+        ("bert", 1),
+        ("bert", QA),
+        ("electra", 3),
+        ("electra", QA),
+        ("bart", 3),
+        ("bart", QA),
+    ],
+    ids=[
+        "classification",
+        "regression",
+        "qa",
+        "electra-classification",
+        "electra-qa",
+        "bart-classification",
+        "bart-qa",
+    ],
 )
 def test_one_step_equals_hugging_face_with_adamw(family, num_labels):
     peer = hf_classifier(num_labels, family)
     state = {k: v.detach().numpy().copy() for k, v in peer.state_dict().items()}
-    batch = rows(num_labels)
+    batch = rows(num_labels, family)
     task = {1: "regression", QA: "qa"}.get(num_labels, "classification")
     our_loss, ours = our_step(state, peer.config.to_dict(), batch, task, type(peer).__name__)
     their_loss, theirs = torch_step(peer.train(), batch)
@@ -186,8 +228,21 @@ def test_one_step_equals_hugging_face_with_adamw(family, num_labels):
         ("roberta", QA),
         ("xlnet", 3),
         ("xlnet", QA),
+        ("bart", 3),
+        ("bart", QA),
     ],
-    ids=["bert", "bert-qa", "electra", "electra-qa", "roberta", "roberta-qa", "xlnet", "xlnet-qa"],
+    ids=[
+        "bert",
+        "bert-qa",
+        "electra",
+        "electra-qa",
+        "roberta",
+        "roberta-qa",
+        "xlnet",
+        "xlnet-qa",
+        "bart",
+        "bart-qa",
+    ],
 )
 def test_exported_folder_loads_in_transformers_with_the_same_logits(tmp_path, family, num_labels):
     peer = hf_classifier(num_labels, family)
@@ -209,13 +264,8 @@ def test_exported_folder_loads_in_transformers_with_the_same_logits(tmp_path, fa
     loaded = getattr(transformers, f"AutoModelFor{auto}").from_pretrained(tmp_path / "hf")
     assert type(loaded).__name__ == architecture
     batch = {k: jnp.asarray(v) for k, v in rows(num_labels, family).items() if v is not None}
-    t = lambda k: torch.tensor(np.asarray(batch[k])).long()
     with torch.no_grad():
-        out = loaded.eval()(
-            input_ids=t("input_ids"),
-            token_type_ids=t("token_type_ids"),
-            attention_mask=t("segment_ids"),
-        )
+        out = loaded.eval()(**peer_inputs(loaded, batch))
     if num_labels == QA:
         ours_out = np.asarray(predict_spans(ours, batch))
         theirs = np.stack([out.start_logits.numpy(), out.end_logits.numpy()], 1)

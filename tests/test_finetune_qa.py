@@ -116,7 +116,7 @@ def test_training_labels_cover_their_answers(squad):
     assert len(windows) == 5121
 
 
-@pytest.mark.parametrize("layout", ["bert", "roberta", "xlnet"])
+@pytest.mark.parametrize("layout", ["bert", "roberta", "bart", "xlnet"])
 def test_answer_outside_a_window_is_labelled_with_the_null_span(wiki_tokenizer, layout):
     context = " ".join(f"w{i}" for i in range(60)) + " the answer is here ."
     start = context.index("here")
@@ -126,6 +126,10 @@ def test_answer_outside_a_window_is_labelled_with_the_null_span(wiki_tokenizer, 
     lengths = rows["segment_ids"].sum(1)
     cls_at = lengths - 1 if layout == "xlnet" else np.zeros_like(lengths)
     np.testing.assert_array_equal(windows.null_index, cls_at)
+    padding = rows["segment_ids"] == 0  # RoBERTa's padding reads its table's padding row
+    counting = np.broadcast_to(np.arange(48), padding.shape)
+    expected = np.where(padding & (layout == "roberta"), -1, counting)
+    np.testing.assert_array_equal(rows["positions"], expected)
     assert (rows["input_ids"][np.arange(len(windows)), cls_at] == vocab.cls_id).all()
     assert len(windows) > 3
     inside = rows["start_positions"] != windows.null_index

@@ -144,7 +144,7 @@ def test_initial_weights_from_a_pretraining_run(task_files, tmp_path):
 @pytest.mark.slow  # XLNet's model and step: test_finetune_parity; its rows: test_finetune_data
 def test_an_xlnet_pretraining_run_fine_tunes_with_xlnets_rows_and_summary(task_files, tmp_path):
     """Rows `A <sep> <cls>`, the last token's sequence summary; the transformer's weights
-    arrive unchanged (not the LM bias); no Hugging Face export yet (logged)."""
+    arrive unchanged (not the LM bias); exported as XLNetForSequenceClassification."""
     from lm_jax.finetune.sequence import SequenceTaskData
     from lm_jax.models.xlnet import XLNetForSequenceClassification
     from lm_jax.pretrain.run import pretrain
@@ -158,7 +158,9 @@ def test_an_xlnet_pretraining_run_fine_tunes_with_xlnets_rows_and_summary(task_f
     initial = initial_weights(config)
     assert initial.family == "xlnet" and "bias" not in initial.encoder
     summary = finetune(config, tmp_path / "ft", progress=False)
-    assert summary.final_step == 4 and summary.export_dir is None
+    assert summary.final_step == 4
+    exported = json.loads((summary.export_dir / "config.json").read_text())
+    assert exported["architectures"] == ["XLNetForSequenceClassification"]
 
     data = SequenceTaskData(config, initial, tmp_path / "ft", resuming=True)
     first = data.train.row(0)
@@ -168,6 +170,50 @@ def test_an_xlnet_pretraining_run_fine_tunes_with_xlnets_rows_and_summary(task_f
     assert first["input_ids"][real - 2] == vocab.sep_id and first["input_ids"][0] != vocab.cls_id
     model = data.model(initial.encoder_cfg, nnx.Rngs(0))
     assert isinstance(model, XLNetForSequenceClassification)
+
+
+def test_a_bart_pretraining_run_fine_tunes_from_the_decoders_last_state(task_files, tmp_path):
+    """Rows `<s> A </s>`, BART's classifier on the decoder's state at the last </s>; the
+    encoder-decoder's weights arrive unchanged (not final_logits_bias); exported as
+    BartForSequenceClassification (its logits against ours: test_finetune_parity)."""
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    from lm_jax.finetune.sequence import SequenceTaskData
+    from lm_jax.models.seq2seq import BartForSequenceClassification
+    from lm_jax.pretrain.run import pretrain
+    from lm_jax.pretrain.schema import pretraining_config
+
+    bart = tiny_config(**{"train.steps": 4})
+    bart.objective, bart.objective_options = "bart", pretraining_config("bart").objective_options
+    run = pretrain(bart, tmp_path / "pre", progress=False)
+    config = tiny_finetune(task_files, init=str(run.workdir), **{"train.steps": 4})
+    config.model = finetuning_config().model
+    initial = initial_weights(config)
+    assert initial.family == "bart" and "bias" not in initial.encoder
+    vocab = initial.tokenizer.vocab
+    with_head = lambda cfg, rngs: BartForSequenceClassification(cfg, 2, vocab.eos_id, rngs=rngs)
+    model = build_model(config, initial, vocab, with_head)
+    trained = run.state.params
+    np.testing.assert_array_equal(
+        model.encoder.word.embedding[...], trained["word"]["embedding"][...]
+    )
+    summary = finetune(config, tmp_path / "ft", progress=False)
+    assert summary.final_step == 4
+
+    data = SequenceTaskData(config, initial, tmp_path / "ft", resuming=True)
+    first = data.train.row(0)
+    real = first["segment_ids"].sum()
+    assert first["input_ids"][0] == vocab.bos_id and first["input_ids"][real - 1] == vocab.eos_id
+    assert isinstance(data.model(initial.encoder_cfg, nnx.Rngs(0)), BartForSequenceClassification)
+    loaded = transformers.AutoModelForSequenceClassification.from_pretrained(summary.export_dir)
+    assert type(loaded).__name__ == "BartForSequenceClassification"
+    with torch.no_grad():
+        logits = loaded.eval()(
+            input_ids=torch.tensor(first["input_ids"][None]).long(),
+            attention_mask=torch.tensor(first["segment_ids"][None]).long(),
+        ).logits
+    assert logits.shape == (1, 2) and torch.isfinite(logits).all()
 
 
 @pytest.mark.slow  # Hugging Face loading itself is in the default run (test_parity.py)

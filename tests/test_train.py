@@ -276,8 +276,9 @@ def test_default_main_job_learns(tmp_path):
     assert run.last_eval_loss < run.first_eval_loss - 2.0, (run.first_eval_loss, run.last_eval_loss)
 
 
-# One objective per model and head in the default run (mlm: test_heldout_loss_falls; the T5
-# family: tests/test_configs.py trains configs/t5.py with Adafactor); the rest with -m slow.
+# One objective per model and head outside -m slow (mlm: test_heldout_loss_falls; the T5
+# family: tests/test_configs.py trains configs/t5.py with Adafactor): clm in the default run,
+# the others in the extended tier (conftest.EXTENDED); the rest with -m slow.
 SLOW = pytest.mark.slow
 
 

@@ -203,18 +203,24 @@ def truncate_pair(a: list, b: list, budget: int) -> tuple[list, list]:
 
 
 # the pretrained family -> its rows' layout (`row_layout`)
-FAMILY_LAYOUTS = {"bert": "bert", "electra": "bert", "roberta": "roberta", "xlnet": "xlnet"}
+FAMILY_LAYOUTS = {
+    "bert": "bert",
+    "electra": "bert",
+    "roberta": "roberta",
+    "xlnet": "xlnet",
+    "bart": "bart",  # RoBERTa's ids; its padding positions differ (`qa_data.padded_positions`)
+}
 
 
 def row_layout(a: list, b: list | None, vocab, layout: str = "bert") -> tuple[list, list]:
     """(ids, token types) of one example: BERT's `[CLS] A [SEP] B [SEP]` (types 0, then 1),
-    RoBERTa's / MPNet's `<s> A </s></s> B </s>` (types all 0) or XLNet's
+    RoBERTa's / MPNet's / BART's `<s> A </s></s> B </s>` (types all 0) or XLNet's
     `A <sep> B <sep> <cls>` (types 0, 1, and 2 for <cls>), with `b` None for one text."""
     cls, sep = vocab.cls_id, vocab.sep_id
     if layout == "xlnet":
         first, second = [*a, sep], ([] if b is None else [*b, sep])
         return first + second + [cls], [0] * len(first) + [1] * len(second) + [2]
-    if layout == "roberta":
+    if layout in ("roberta", "bart"):
         ids = [cls, *a, sep] + ([] if b is None else [sep, *b, sep])
         return ids, [0] * len(ids)
     first, second = [cls, *a, sep], ([] if b is None else [*b, sep])
@@ -223,11 +229,11 @@ def row_layout(a: list, b: list | None, vocab, layout: str = "bert") -> tuple[li
 
 def special_count(layout: str, pair: bool) -> int:
     """Special tokens a row of `layout` adds (3 for a BERT pair, 4 for RoBERTa's)."""
-    return 2 + pair + (pair and layout == "roberta")
+    return 2 + pair + (pair and layout in ("roberta", "bart"))
 
 
 # specials before the first text, and between it and the second, in a pair row of each layout
-_SPECIALS_BEFORE_SECOND = {"bert": 2, "roberta": 3, "xlnet": 1}
+_SPECIALS_BEFORE_SECOND = {"bert": 2, "roberta": 3, "bart": 3, "xlnet": 1}
 
 
 def second_text_start(layout: str, first_length: int) -> int:

@@ -31,7 +31,11 @@ def export_model(
     if architecture is None:
         log.warning("no Hugging Face export: this model's head does not export yet")
         return None
-    fields = {**fields, "pad_token_id": tokenizer.vocab.pad_id}
+    vocab = tokenizer.vocab
+    fields = {**fields, "pad_token_id": vocab.pad_id}
+    if architecture.startswith("Bart"):  # the decoder starts behind </s>
+        eos = dict(eos_token_id=vocab.eos_id, decoder_start_token_id=vocab.eos_id)
+        fields.update(bos_token_id=vocab.bos_id, **eos, forced_eos_token_id=vocab.eos_id)
     try:
         hf = hf_config(model.encoder.cfg, architecture, **fields)
     except CheckpointError as e:

@@ -28,6 +28,7 @@ from lm_jax.finetune.tfds_tasks import read_tfds_squad
 from lm_jax.finetune.weights import Initial
 from lm_jax.models.config import TransformerConfig
 from lm_jax.models.encoder import EncoderForQuestionAnswering
+from lm_jax.models.seq2seq import BartForQuestionAnswering
 from lm_jax.models.xlnet import XLNetForQuestionAnswering
 from lm_jax.train.metrics import new_figure, save_figure
 
@@ -36,6 +37,7 @@ QUESTION_ANSWERING = {  # family -> the exported class
     "electra": "ElectraForQuestionAnswering",
     "roberta": "RobertaForQuestionAnswering",
     "xlnet": "XLNetForQuestionAnsweringSimple",
+    "bart": "BartForQuestionAnswering",
 }
 
 
@@ -94,6 +96,8 @@ class QATaskData(TaskData):
     def model(self, cfg: TransformerConfig, rngs: nnx.Rngs) -> nnx.Module:
         if self.family == "xlnet":
             return XLNetForQuestionAnswering(cfg, rngs=rngs)
+        if self.family == "bart":
+            return BartForQuestionAnswering(cfg, self.tokenizer.vocab.eos_id, rngs=rngs)
         return EncoderForQuestionAnswering(cfg, rngs=rngs)
 
     predict = staticmethod(predict_spans)

@@ -194,6 +194,11 @@ def _build_loop(config, workdir, data: TaskData, initial: Initial, main_process:
     model = build_model(config, initial, data.tokenizer.vocab, data.model)
     factors = None
     if config.layer_decay < 1:
+        if initial.family == "bart":
+            raise ConfigError(
+                "config.layer_decay: layer-wise decay (ELECTRA's recipe) is defined for an "
+                "encoder's layer stack; BART fine-tunes with config.layer_decay=1"
+            )
         params = nnx.state(model, nnx.Param)
         factors = layer_decay_factors(params, model.encoder.cfg.num_layers, config.layer_decay)
     optimizer, schedule = make_optimizer(t, factors)

@@ -39,6 +39,7 @@ from lm_jax.finetune.tfds_tasks import read_tfds_examples
 from lm_jax.finetune.weights import Initial
 from lm_jax.models.config import TransformerConfig
 from lm_jax.models.encoder import EncoderForSequenceClassification
+from lm_jax.models.seq2seq import BartForSequenceClassification
 from lm_jax.models.xlnet import XLNetForSequenceClassification
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ SEQUENCE_CLASSIFICATION = {  # family -> the exported class
     "electra": "ElectraForSequenceClassification",
     "roberta": "RobertaForSequenceClassification",
     "xlnet": "XLNetForSequenceClassification",
+    "bart": "BartForSequenceClassification",
 }
 
 
@@ -116,6 +118,9 @@ class SequenceTaskData(TaskData):
         num_labels = len(self.labels) or 1
         if self.family == "xlnet":
             return XLNetForSequenceClassification(cfg, num_labels, rngs=rngs)
+        if self.family == "bart":  # the decoder starts behind </s>
+            eos = self.tokenizer.vocab.eos_id
+            return BartForSequenceClassification(cfg, num_labels, eos, rngs=rngs)
         return EncoderForSequenceClassification(cfg, num_labels, self.family, rngs=rngs)
 
     predict = staticmethod(predict_logits)

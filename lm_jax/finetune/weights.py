@@ -19,6 +19,7 @@ from lm_jax.models.config import TransformerConfig
 from lm_jax.models.convert import load_hf_checkpoint
 from lm_jax.models.electra import Electra
 from lm_jax.models.encoder import Encoder
+from lm_jax.models.seq2seq import EncoderDecoder
 from lm_jax.models.xlnet import XLNet
 from lm_jax.pretrain.saved import is_pretraining_run, load_pretraining_run
 from lm_jax.vocab import VocabInfo
@@ -36,7 +37,7 @@ SHAPE_FIELDS = (
 
 
 # Hugging Face model_type -> the family whose heads it takes, where not its model's
-HF_FAMILIES = {"roberta": "roberta", "mpnet": "roberta", "electra": "electra"}
+HF_FAMILIES = {"roberta": "roberta", "mpnet": "roberta", "electra": "electra", "bart": "bart"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,8 +45,8 @@ class Initial:
     """The starting point: a pretrained encoder's config and weights and its tokenizer (all
     None from scratch: the run then uses config.tokenizer's file or trains one), the family
     whose fine-tuning heads and row layout it takes (bert, roberta, electra: `[CLS] A [SEP]`
-    and `CLASSIFICATION_HEADS`; xlnet: `A <sep> <cls>` and XLNet's sequence summary), and a
-    description for the logs."""
+    and `CLASSIFICATION_HEADS`; xlnet: `A <sep> <cls>` and XLNet's sequence summary; bart:
+    `<s> A </s>` and the decoder's last state), and a description for the logs."""
 
     encoder_cfg: TransformerConfig | None
     encoder: nnx.State | None
@@ -56,25 +57,34 @@ class Initial:
 
 def _encoder_of(model: nnx.Module, source: Path) -> tuple[nnx.Module, str]:
     """(the encoder a pretrained model holds, its family): ELECTRA's discriminator encoder,
-    XLNet's transformer, or a BERT-style `Encoder`."""
+    XLNet's transformer, BART's encoder-decoder, or a BERT-style `Encoder`."""
     if isinstance(model, Electra):
         return model.discriminator.encoder, "electra"
     if isinstance(model, XLNet):
         return model, "xlnet"
+    if isinstance(model, EncoderDecoder):
+        if model.cfg.family != "bart":
+            raise CheckpointError(
+                f"{source} holds a T5 model: T5 fine-tunes text-to-text, which belongs to "
+                "generation (not built yet); classification and QA fine-tune encoders, XLNet "
+                "and BART"
+            )
+        return model, "bart"
     encoder = getattr(model, "encoder", None)
     if isinstance(encoder, Encoder):
         return encoder, "bert"
     raise CheckpointError(
         f"{source} holds a {type(model).__name__}; fine-tuning is implemented for encoders "
-        "(BERT, RoBERTa, SpanBERT, MPNet, UniLM-style, the ELECTRA discriminator) and XLNet so "
-        "far"
+        "(BERT, RoBERTa, SpanBERT, MPNet, UniLM-style, the ELECTRA discriminator), XLNet and "
+        "BART"
     )
 
 
 def _weights(encoder: nnx.Module) -> nnx.State:
-    """The encoder's parameters without an LM decoder's bias (XLNet's `lm_loss.bias`)."""
+    """The encoder's parameters without an LM decoder's bias (XLNet's `lm_loss.bias`, BART's
+    `final_logits_bias`)."""
     state = nnx.state(encoder)
-    if isinstance(encoder, XLNet) and "bias" in state:
+    if isinstance(encoder, XLNet | EncoderDecoder) and "bias" in state:
         del state["bias"]
     return state
 

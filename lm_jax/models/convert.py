@@ -26,7 +26,12 @@ from lm_jax.models.encoder import (
     EncoderForQuestionAnswering,
     EncoderForSequenceClassification,
 )
-from lm_jax.models.seq2seq import EncoderDecoder, Seq2SeqConfig
+from lm_jax.models.seq2seq import (
+    BartForQuestionAnswering,
+    BartForSequenceClassification,
+    EncoderDecoder,
+    Seq2SeqConfig,
+)
 from lm_jax.models.xlnet import (
     XLNet,
     XLNetForQuestionAnswering,
@@ -138,6 +143,7 @@ def _bart_config(hf: Mapping) -> Seq2SeqConfig:
         layer_norm_eps=1e-5,
         initializer_range=hf.get("init_std", 0.02),
         activation=_activation(hf.get("activation_function", "gelu")),
+        pad_token_id=hf.get("pad_token_id"),
     )
 
 
@@ -297,18 +303,19 @@ def _kernel(ours: str, hf: str) -> NameMap:
     return [(f"{ours}/kernel", f"{hf}.weight", True)]
 
 
-def _bart_names(cfg: Seq2SeqConfig) -> NameMap:
-    pairs = [
-        ("word/embedding", "model.shared.weight", False),
-        ("bias", "final_logits_bias", (1, cfg.vocab_size)),
-    ]
+def _bart_names(cfg: Seq2SeqConfig, prefix: str = "") -> NameMap:
+    """BartForConditionalGeneration's names; with `prefix` (our path to the EncoderDecoder,
+    e.g. "encoder/"), those of its `model` alone (the fine-tuning models)."""
+    pairs = [(f"{prefix}word/embedding", "model.shared.weight", False)]
+    if not prefix:
+        pairs.append(("bias", "final_logits_bias", (1, cfg.vocab_size)))
     projections = ("q_proj", "k_proj", "v_proj", "out_proj")
     for side, layers in (("encoder", cfg.num_layers), ("decoder", cfg.decoder_layers)):
-        hf_side = f"model.{side}"
-        pairs.append((f"{side}_positions/embedding", f"{hf_side}.embed_positions.weight", False))
-        pairs += _norm(f"{side}_embedding_norm", f"{hf_side}.layernorm_embedding")
+        hf_side, mine = f"model.{side}", f"{prefix}{side}"
+        pairs.append((f"{mine}_positions/embedding", f"{hf_side}.embed_positions.weight", False))
+        pairs += _norm(f"{mine}_embedding_norm", f"{hf_side}.layernorm_embedding")
         for i in range(layers):
-            ours, hf = f"{side}_layers/{i}", f"{hf_side}.layers.{i}"
+            ours, hf = f"{mine}_layers/{i}", f"{hf_side}.layers.{i}"
             pairs += _attention(f"{ours}/self_attention", f"{hf}.self_attn", projections, True)
             pairs += _norm(f"{ours}/self_norm", f"{hf}.self_attn_layer_norm")
             if side == "decoder":
@@ -365,6 +372,10 @@ _BERT_MLM = _mlm_head(
     "cls.predictions.bias",
 )
 _LM_HEAD = _mlm_head("mlm_head", "lm_head.dense", "lm_head.layer_norm", "lm_head.bias")
+_BART_EMBEDDINGS = {  # BART's encoder and decoder read the shared embedding matrix
+    "model.encoder.embed_tokens.weight": "model.shared.weight",
+    "model.decoder.embed_tokens.weight": "model.shared.weight",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -521,11 +532,27 @@ ARCHITECTURES: dict[str, Architecture] = {
         "bart",
         lambda cfg, hf: EncoderDecoder(cfg, rngs=nnx.Rngs(0)),
         _bart_names,
-        {
-            "lm_head.weight": "model.shared.weight",
-            "model.encoder.embed_tokens.weight": "model.shared.weight",
-            "model.decoder.embed_tokens.weight": "model.shared.weight",
-        },
+        {"lm_head.weight": "model.shared.weight", **_BART_EMBEDDINGS},
+    ),
+    "BartForSequenceClassification": Architecture(
+        "bart",
+        lambda cfg, hf: BartForSequenceClassification(
+            cfg, _num_labels(hf), hf.get("decoder_start_token_id", 2), rngs=nnx.Rngs(0)
+        ),
+        lambda cfg: [
+            *_bart_names(cfg, prefix="encoder/"),
+            *_linear("head/dense", "classification_head.dense"),
+            *_linear("head/out_proj", "classification_head.out_proj"),
+        ],
+        _BART_EMBEDDINGS,
+    ),
+    "BartForQuestionAnswering": Architecture(
+        "bart",
+        lambda cfg, hf: BartForQuestionAnswering(
+            cfg, hf.get("decoder_start_token_id", 2), rngs=nnx.Rngs(0)
+        ),
+        lambda cfg: _bart_names(cfg, prefix="encoder/") + _linear("head/output", "qa_outputs"),
+        _BART_EMBEDDINGS,
     ),
     "T5ForConditionalGeneration": Architecture(
         "t5",
@@ -730,14 +757,41 @@ def _xlnet_export_config(cfg: TransformerConfig) -> dict:
     }
 
 
+def _bart_export_config(cfg: Seq2SeqConfig) -> dict:
+    """config.json's fields of a BART (post-LN, learned positions offset by 2, no embedding
+    scale, the classification head without dropout as Hugging Face's default)."""
+    heads, width = cfg.num_heads, cfg.intermediate_size
+    return {
+        "vocab_size": cfg.vocab_size,
+        "d_model": cfg.hidden_size,
+        "encoder_layers": cfg.num_layers,
+        "decoder_layers": cfg.decoder_layers,
+        "encoder_attention_heads": heads,
+        "decoder_attention_heads": heads,
+        "encoder_ffn_dim": width,
+        "decoder_ffn_dim": width,
+        "max_position_embeddings": cfg.max_position,
+        "activation_function": _HF_ACTIVATIONS[cfg.activation],
+        "dropout": cfg.dropout_rate,
+        "attention_dropout": 0.0,  # lm_jax has no attention-probability dropout
+        "activation_dropout": 0.0,
+        "init_std": cfg.initializer_range,
+        "scale_embedding": False,
+        "tie_word_embeddings": True,
+    }
+
+
 def hf_config(cfg: TransformerConfig, architecture: str, **fields) -> dict:
     """A Hugging Face `config.json` for our model config `cfg` as `architecture` (a BERT,
-    ELECTRA, RoBERTa or XLNet class of `ARCHITECTURES`); `fields` add e.g. `id2label`."""
+    ELECTRA, RoBERTa, XLNet or BART class of `ARCHITECTURES`); `fields` add e.g. `id2label`
+    (and for BART its `bos_token_id`, `eos_token_id`, `decoder_start_token_id`)."""
     if architecture not in ARCHITECTURES:
         raise CheckpointError(f"unknown architecture {architecture!r}")
     model_type = ARCHITECTURES[architecture].model_type
     if model_type == "xlnet":
         body = _xlnet_export_config(cfg)
+    elif model_type == "bart":
+        body = _bart_export_config(cfg)
     elif model_type in ("bert", "electra", "roberta"):
         body = _encoder_config(cfg, model_type)
     else:

@@ -102,6 +102,15 @@ def embed(
     )
 
 
+def freeze_padding_row(embedded, input_ids, pad_id: int | None) -> jnp.ndarray:
+    """Embeddings whose padding tokens pass no gradient to their row (torch's
+    `nn.Embedding(padding_idx)`, as Hugging Face's models build it); unchanged for None."""
+    if pad_id is None:
+        return embedded
+    frozen = (input_ids == pad_id)[..., None]
+    return jnp.where(frozen, jax.lax.stop_gradient(embedded), embedded)
+
+
 class Embeddings(nnx.Module):
     """Word + absolute position + token-type embeddings, then LayerNorm and dropout (BERT), all
     `cfg.embedding_width` wide (the encoder projects them to hidden_size when it differs)."""
@@ -123,10 +132,7 @@ class Embeddings(nnx.Module):
     def __call__(
         self, input_ids, positions, token_type_ids, *, deterministic: bool, rngs: nnx.Rngs | None
     ) -> jnp.ndarray:
-        word = self.word(input_ids)
-        if self.pad_token_id is not None:  # nn.Embedding(padding_idx): no gradient to that row
-            frozen = (input_ids == self.pad_token_id)[..., None]
-            word = jnp.where(frozen, jax.lax.stop_gradient(word), word)
+        word = freeze_padding_row(self.word(input_ids), input_ids, self.pad_token_id)
         x = word + self.position(positions + self.position_offset)
         if self.token_type is not None:
             x = x + self.token_type(token_type_ids)

@@ -21,6 +21,7 @@ from flax import nnx
 
 from lm_jax.attention import AttentionMask
 from lm_jax.models.config import TransformerConfig
+from lm_jax.models.heads import FirstTokenClassificationHead, QuestionAnsweringHead
 from lm_jax.models.layers import (
     HIDDEN_AXES,
     FeedForward,
@@ -29,6 +30,7 @@ from lm_jax.models.layers import (
     RelativePositionBias,
     dense,
     embed,
+    freeze_padding_row,
     layer_norm,
     layer_runner,
     rms_norm,
@@ -134,10 +136,12 @@ class EncoderDecoder(nnx.Module):
 
     `model(...)` returns fp32 decoder logits [batch, L_dec, vocab] from the encoder and decoder
     arrays and masks (the fields of a `Seq2SeqBatch`); `encode` and `decode` expose the halves
-    (for generation and scoring).
+    (for generation and scoring), `decoder_states` the decoder's last hidden states.
+    `lm_head=False` leaves out BART's `final_logits_bias`: the fine-tuning models read
+    hidden states only (Hugging Face's `BartModel`).
     """
 
-    def __init__(self, cfg: Seq2SeqConfig, *, rngs: nnx.Rngs):
+    def __init__(self, cfg: Seq2SeqConfig, *, lm_head: bool = True, rngs: nnx.Rngs):
         self.cfg = cfg
         self.word = embed(cfg, cfg.vocab_size, ("vocab", "embed"), rngs)
         t5 = cfg.family == "t5"
@@ -163,9 +167,9 @@ class EncoderDecoder(nnx.Module):
             self.decoder_positions = embed(cfg, rows, (None, "embed"), rngs)
             self.encoder_embedding_norm = layer_norm(cfg, rngs)
             self.decoder_embedding_norm = layer_norm(cfg, rngs)
-            self.bias = nnx.Param(
-                jnp.zeros((cfg.vocab_size,), jnp.float32), logical_axes=("vocab",)
-            )
+            if lm_head:
+                zeros = jnp.zeros((cfg.vocab_size,), jnp.float32)
+                self.bias = nnx.Param(zeros, logical_axes=("vocab",))
         self.encoder_layers = nnx.List(
             [Seq2SeqLayer(cfg, decoder=False, rngs=rngs) for _ in range(cfg.num_layers)]
         )
@@ -175,7 +179,7 @@ class EncoderDecoder(nnx.Module):
         self.dropout = nnx.Dropout(cfg.dropout_rate)
 
     def _embed(self, ids, positions, side: str, deterministic, rngs) -> jnp.ndarray:
-        x = self.word(ids)
+        x = freeze_padding_row(self.word(ids), ids, self.cfg.pad_token_id)
         if self.cfg.family == "bart":
             table = getattr(self, f"{side}_positions")
             norm = getattr(self, f"{side}_embedding_norm")
@@ -221,6 +225,36 @@ class EncoderDecoder(nnx.Module):
     ) -> jnp.ndarray:
         """fp32 logits [batch, L_dec, vocab] given the encoder states; `decoder_attention` is
         causal per example, `cross_attention` its queries against the encoder keys."""
+        x = self.decoder_states(
+            decoder_inputs,
+            decoder_positions,
+            decoder_attention,
+            encoded,
+            cross_attention,
+            deterministic=deterministic,
+            rngs=rngs,
+        )
+        if self.cfg.family == "t5":
+            if self.cfg.scale_decoder_outputs:
+                x = x * self.cfg.hidden_size**-0.5
+            if not self.cfg.tie_word_embeddings:
+                return self.lm_head(x).astype(jnp.float32)
+            return vocabulary_logits(x, self.word)
+        return vocabulary_logits(x, self.word, self.bias[...])
+
+    def decoder_states(
+        self,
+        decoder_inputs: jnp.ndarray,
+        decoder_positions: jnp.ndarray,
+        decoder_attention: AttentionMask,
+        encoded: jnp.ndarray,
+        cross_attention: AttentionMask,
+        *,
+        deterministic: bool = True,
+        rngs: nnx.Rngs | None = None,
+    ) -> jnp.ndarray:
+        """The decoder's last hidden states [batch, L_dec, hidden] (T5: after its final norm
+        and dropout), before the output projection."""
         positions = decoder_positions
         x = self._embed(decoder_inputs, positions, "decoder", deterministic, rngs)
         bias = None
@@ -236,12 +270,40 @@ class EncoderDecoder(nnx.Module):
             x = run(layer, x, decoder_attention, bias, encoded, cross_attention, rngs)
         if self.cfg.family == "t5":
             x = self.dropout(self.decoder_final_norm(x), deterministic=deterministic, rngs=rngs)
-            if self.cfg.scale_decoder_outputs:
-                x = x * self.cfg.hidden_size**-0.5
-            if not self.cfg.tie_word_embeddings:
-                return self.lm_head(x).astype(jnp.float32)
-            return vocabulary_logits(x, self.word)
-        return vocabulary_logits(x, self.word, self.bias[...])
+        return x
+
+    def reconstruction_states(
+        self,
+        input_ids: jnp.ndarray,
+        positions: jnp.ndarray,
+        attention: AttentionMask,
+        decoder_start_id: int,
+        *,
+        deterministic: bool = True,
+        rngs: nnx.Rngs | None = None,
+    ) -> jnp.ndarray:
+        """Decoder states [batch, L, hidden] for rows fed to both halves, the decoder's copy
+        shifted right behind `decoder_start_id` (Hugging Face's `shift_tokens_right`, as
+        `BartModel` does without decoder ids): causal over the whole row, its positions
+        0, 1, ... and its cross-attention on the encoder's real tokens (BART fine-tuning,
+        Lewis et al. 2020 sec. 3)."""
+        encoded = self.encode(
+            input_ids, positions, attention, deterministic=deterministic, rngs=rngs
+        )
+        start = jnp.full_like(input_ids[..., :1], decoder_start_id)
+        decoder_inputs = jnp.concatenate([start, input_ids[..., :-1]], axis=-1)
+        everywhere = jnp.ones_like(input_ids)
+        order = jnp.broadcast_to(jnp.arange(input_ids.shape[-1]), input_ids.shape)
+        cross = AttentionMask(q_segment_ids=everywhere, kv_segment_ids=attention.kv_segment_ids)
+        return self.decoder_states(
+            decoder_inputs,
+            order,
+            AttentionMask.ordered(everywhere, order),
+            encoded,
+            cross,
+            deterministic=deterministic,
+            rngs=rngs,
+        )
 
     def __call__(
         self,
@@ -269,3 +331,78 @@ class EncoderDecoder(nnx.Module):
             deterministic=deterministic,
             rngs=rngs,
         )
+
+
+def last_real_token(hidden: jnp.ndarray, attention: AttentionMask) -> jnp.ndarray:
+    """[B, D]: each row's state at its last real token (the final </s> of a BART row)."""
+    last = jnp.sum(attention.kv_segment_ids != 0, axis=-1) - 1
+    return jnp.take_along_axis(hidden, last[..., None, None], axis=-2)[..., 0, :]
+
+
+class BartForSequenceClassification(nnx.Module):
+    """BART classification (Lewis et al. 2020, sec. 3.1) as Hugging Face's
+    `BartForSequenceClassification`: the row `<s> A </s></s> B </s>` into the encoder and,
+    shifted right, the decoder; the decoder's final state at the last </s> through dropout,
+    dense + tanh, dropout and a linear classifier (`BartClassificationHead`); regression with
+    `num_labels=1`."""
+
+    def __init__(
+        self, cfg: Seq2SeqConfig, num_labels: int, decoder_start_id: int, *, rngs: nnx.Rngs
+    ):
+        self.encoder = EncoderDecoder(cfg, lm_head=False, rngs=rngs)
+        self.head = FirstTokenClassificationHead(cfg, num_labels, "tanh", rngs=rngs)
+        self.decoder_start_id = decoder_start_id
+
+    def __call__(
+        self,
+        input_ids: jnp.ndarray,
+        positions: jnp.ndarray,
+        attention: AttentionMask,
+        token_type_ids: jnp.ndarray | None = None,
+        *,
+        deterministic: bool = True,
+        rngs: nnx.Rngs | None = None,
+    ) -> jnp.ndarray:
+        """fp32 logits [batch, num_labels] (`token_type_ids` unused: BART has none)."""
+        states = self.encoder.reconstruction_states(
+            input_ids,
+            positions,
+            attention,
+            self.decoder_start_id,
+            deterministic=deterministic,
+            rngs=rngs,
+        )
+        last = last_real_token(states, attention)
+        return self.head(last[..., None, :], deterministic=deterministic, rngs=rngs)
+
+
+class BartForQuestionAnswering(nnx.Module):
+    """BART extractive QA as Hugging Face's `BartForQuestionAnswering`: start / end logits from
+    one linear layer on the decoder's states of `<s> question </s></s> context </s>` (fed to
+    both halves, as for classification); no answer is the span at <s>."""
+
+    def __init__(self, cfg: Seq2SeqConfig, decoder_start_id: int, *, rngs: nnx.Rngs):
+        self.encoder = EncoderDecoder(cfg, lm_head=False, rngs=rngs)
+        self.head = QuestionAnsweringHead(cfg, rngs=rngs)
+        self.decoder_start_id = decoder_start_id
+
+    def __call__(
+        self,
+        input_ids: jnp.ndarray,
+        positions: jnp.ndarray,
+        attention: AttentionMask,
+        token_type_ids: jnp.ndarray | None = None,
+        *,
+        deterministic: bool = True,
+        rngs: nnx.Rngs | None = None,
+    ) -> tuple[jnp.ndarray, jnp.ndarray]:
+        """fp32 (start logits, end logits), each [batch, L]."""
+        states = self.encoder.reconstruction_states(
+            input_ids,
+            positions,
+            attention,
+            self.decoder_start_id,
+            deterministic=deterministic,
+            rngs=rngs,
+        )
+        return self.head(states)
