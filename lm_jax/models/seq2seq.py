@@ -339,7 +339,26 @@ def last_real_token(hidden: jnp.ndarray, attention: AttentionMask) -> jnp.ndarra
     return jnp.take_along_axis(hidden, last[..., None, None], axis=-2)[..., 0, :]
 
 
-class BartForSequenceClassification(nnx.Module):
+class _BartFineTuning(nnx.Module):
+    """What BART's fine-tuning models share: the encoder-decoder without its LM bias, read
+    through `reconstruction_states` with the decoder starting behind `decoder_start_id`."""
+
+    def __init__(self, cfg: Seq2SeqConfig, decoder_start_id: int, *, rngs: nnx.Rngs):
+        self.encoder = EncoderDecoder(cfg, lm_head=False, rngs=rngs)
+        self.decoder_start_id = decoder_start_id
+
+    def states(self, input_ids, positions, attention, deterministic, rngs) -> jnp.ndarray:
+        return self.encoder.reconstruction_states(
+            input_ids,
+            positions,
+            attention,
+            self.decoder_start_id,
+            deterministic=deterministic,
+            rngs=rngs,
+        )
+
+
+class BartForSequenceClassification(_BartFineTuning):
     """BART classification (Lewis et al. 2020, sec. 3.1) as Hugging Face's
     `BartForSequenceClassification`: the row `<s> A </s></s> B </s>` into the encoder and,
     shifted right, the decoder; the decoder's final state at the last </s> through dropout,
@@ -349,9 +368,8 @@ class BartForSequenceClassification(nnx.Module):
     def __init__(
         self, cfg: Seq2SeqConfig, num_labels: int, decoder_start_id: int, *, rngs: nnx.Rngs
     ):
-        self.encoder = EncoderDecoder(cfg, lm_head=False, rngs=rngs)
+        super().__init__(cfg, decoder_start_id, rngs=rngs)
         self.head = FirstTokenClassificationHead(cfg, num_labels, "tanh", rngs=rngs)
-        self.decoder_start_id = decoder_start_id
 
     def __call__(
         self,
@@ -364,27 +382,19 @@ class BartForSequenceClassification(nnx.Module):
         rngs: nnx.Rngs | None = None,
     ) -> jnp.ndarray:
         """fp32 logits [batch, num_labels] (`token_type_ids` unused: BART has none)."""
-        states = self.encoder.reconstruction_states(
-            input_ids,
-            positions,
-            attention,
-            self.decoder_start_id,
-            deterministic=deterministic,
-            rngs=rngs,
-        )
+        states = self.states(input_ids, positions, attention, deterministic, rngs)
         last = last_real_token(states, attention)
         return self.head(last[..., None, :], deterministic=deterministic, rngs=rngs)
 
 
-class BartForQuestionAnswering(nnx.Module):
+class BartForQuestionAnswering(_BartFineTuning):
     """BART extractive QA as Hugging Face's `BartForQuestionAnswering`: start / end logits from
     one linear layer on the decoder's states of `<s> question </s></s> context </s>` (fed to
     both halves, as for classification); no answer is the span at <s>."""
 
     def __init__(self, cfg: Seq2SeqConfig, decoder_start_id: int, *, rngs: nnx.Rngs):
-        self.encoder = EncoderDecoder(cfg, lm_head=False, rngs=rngs)
+        super().__init__(cfg, decoder_start_id, rngs=rngs)
         self.head = QuestionAnsweringHead(cfg, rngs=rngs)
-        self.decoder_start_id = decoder_start_id
 
     def __call__(
         self,
@@ -397,12 +407,4 @@ class BartForQuestionAnswering(nnx.Module):
         rngs: nnx.Rngs | None = None,
     ) -> tuple[jnp.ndarray, jnp.ndarray]:
         """fp32 (start logits, end logits), each [batch, L]."""
-        states = self.encoder.reconstruction_states(
-            input_ids,
-            positions,
-            attention,
-            self.decoder_start_id,
-            deterministic=deterministic,
-            rngs=rngs,
-        )
-        return self.head(states)
+        return self.head(self.states(input_ids, positions, attention, deterministic, rngs))
