@@ -11,7 +11,7 @@ from flax import nnx
 
 from lm_jax.data.tokenizer import Tokenizer
 from lm_jax.errors import CheckpointError
-from lm_jax.models.convert import hf_config, save_hf_checkpoint
+from lm_jax.models.convert import ARCHITECTURES, hf_config, save_hf_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def export_model(
         return None
     vocab = tokenizer.vocab
     fields = {**fields, "pad_token_id": vocab.pad_id}
-    if architecture.startswith("Bart"):  # the decoder starts behind </s>
+    if ARCHITECTURES[architecture].model_type == "bart":  # the decoder starts behind </s>
         eos = dict(eos_token_id=vocab.eos_id, decoder_start_token_id=vocab.eos_id)
         fields.update(bos_token_id=vocab.bos_id, **eos, forced_eos_token_id=vocab.eos_id)
     try:

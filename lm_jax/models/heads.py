@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 from flax import nnx
 
+from lm_jax.attention import AttentionMask
 from lm_jax.models.config import TransformerConfig
 from lm_jax.models.layers import (
     ACTIVATIONS,
@@ -13,6 +14,13 @@ from lm_jax.models.layers import (
     embed,
     layer_norm,
 )
+
+
+def last_real_token(hidden: jnp.ndarray, attention: AttentionMask) -> jnp.ndarray:
+    """[B, D]: each right-padded row's state at its last real token (XLNet's <cls>, BART's
+    final </s>)."""
+    last = jnp.sum(attention.kv_segment_ids != 0, axis=-1) - 1
+    return jnp.take_along_axis(hidden, last[..., None, None], axis=-2)[..., 0, :]
 
 
 def gather_positions(hidden: jnp.ndarray, positions: jnp.ndarray) -> jnp.ndarray:

@@ -21,7 +21,11 @@ from flax import nnx
 
 from lm_jax.attention import AttentionMask
 from lm_jax.models.config import TransformerConfig
-from lm_jax.models.heads import FirstTokenClassificationHead, QuestionAnsweringHead
+from lm_jax.models.heads import (
+    FirstTokenClassificationHead,
+    QuestionAnsweringHead,
+    last_real_token,
+)
 from lm_jax.models.layers import (
     HIDDEN_AXES,
     FeedForward,
@@ -333,12 +337,6 @@ class EncoderDecoder(nnx.Module):
         )
 
 
-def last_real_token(hidden: jnp.ndarray, attention: AttentionMask) -> jnp.ndarray:
-    """[B, D]: each row's state at its last real token (the final </s> of a BART row)."""
-    last = jnp.sum(attention.kv_segment_ids != 0, axis=-1) - 1
-    return jnp.take_along_axis(hidden, last[..., None, None], axis=-2)[..., 0, :]
-
-
 class _BartFineTuning(nnx.Module):
     """What BART's fine-tuning models share: the encoder-decoder without its LM bias, read
     through `reconstruction_states` with the decoder starting behind `decoder_start_id`."""
@@ -383,7 +381,7 @@ class BartForSequenceClassification(_BartFineTuning):
     ) -> jnp.ndarray:
         """fp32 logits [batch, num_labels] (`token_type_ids` unused: BART has none)."""
         states = self.states(input_ids, positions, attention, deterministic, rngs)
-        last = last_real_token(states, attention)
+        last = last_real_token(states, attention)  # the row's final </s>
         return self.head(last[..., None, :], deterministic=deterministic, rngs=rngs)
 
 

@@ -19,7 +19,7 @@ from flax import nnx, struct
 
 from lm_jax.attention import AttentionMask, dot_product_attention
 from lm_jax.models.config import TransformerConfig
-from lm_jax.models.heads import QuestionAnsweringHead
+from lm_jax.models.heads import QuestionAnsweringHead, last_real_token
 from lm_jax.models.layers import (
     HIDDEN_AXES,
     FeedForward,
@@ -271,13 +271,6 @@ class XLNet(nnx.Module):
         return drop(x), new_memory
 
 
-def last_token(hidden: jnp.ndarray, attention: AttentionMask) -> jnp.ndarray:
-    """[B, D]: each row's last real token (XLNet's <cls> ends the row; rows are right-padded,
-    which XLNet's relative attention cannot tell from Hugging Face's left padding)."""
-    last = jnp.sum(attention.kv_segment_ids != 0, axis=-1) - 1
-    return jnp.take_along_axis(hidden, last[..., None, None], axis=-2)[..., 0, :]
-
-
 class XLNetForSequenceClassification(nnx.Module):
     """XLNet fine-tuning (Yang et al. 2019, sec. 3.3): rows `A <sep> B <sep> <cls>`, the last
     token's state through Hugging Face's `SequenceSummary` ("last": dense + tanh, dropout) and
@@ -305,7 +298,9 @@ class XLNetForSequenceClassification(nnx.Module):
         hidden, _ = self.encoder.hidden_states(
             input_ids, positions, attention, token_type_ids, deterministic=deterministic, rngs=rngs
         )
-        summary = jnp.tanh(self.summary(last_token(hidden, attention)))
+        # <cls> ends the row; rows are right-padded, which XLNet's relative attention cannot
+        # tell from Hugging Face's left padding
+        summary = jnp.tanh(self.summary(last_real_token(hidden, attention)))
         summary = self.dropout(summary, deterministic=deterministic, rngs=rngs)
         return self.logits_proj(summary).astype(jnp.float32)
 
