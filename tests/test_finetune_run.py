@@ -139,6 +139,12 @@ def test_initial_weights_from_a_pretraining_run(task_files, tmp_path):
         initial_weights(changed(config, **{"tokenizer.path": str(other)}))
     summary = finetune(changed(config, **{"train.steps": 4}), tmp_path / "ft", progress=False)
     assert summary.final_step == 4 and summary.eval_results_path.is_file()
+    # A run recorded before a group or field existed reads them at their defaults.
+    record = run.workdir / "run_config.json"
+    older = json.loads(record.read_text())
+    del older["model_options"], older["train"]["keep_checkpoints"]
+    record.write_text(json.dumps(older))
+    assert initial_weights(config).encoder is not None
 
 
 @pytest.mark.slow  # XLNet's model and step: test_finetune_parity; its rows: test_finetune_data

@@ -5,18 +5,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import jax
 import ml_collections
 from flax import nnx
 
-from lm_jax.config_tools import flatten
 from lm_jax.data.pipeline import TOKENIZER_FILE
 from lm_jax.data.tokenizer import Tokenizer, load_tokenizer
 from lm_jax.errors import CheckpointError
 from lm_jax.pretrain.run import build_model
-from lm_jax.pretrain.schema import schema_defaults
+from lm_jax.pretrain.schema import schema_default_config
 from lm_jax.train.checkpoint import RUN_CONFIG_FILE, Checkpointer
 from lm_jax.train.optimizer import make_optimizer
 from lm_jax.train.step import TrainState
@@ -38,21 +39,19 @@ def is_pretraining_run(path: str | Path) -> bool:
 
 
 def _saved_config(workdir: Path) -> ml_collections.ConfigDict:
-    """The run's recorded configuration, with fields added since it was written at their
-    defaults."""
-    saved = json.loads((workdir / RUN_CONFIG_FILE).read_text())
-    config = ml_collections.ConfigDict(saved)
-    have = flatten(saved)
-    for name, value in schema_defaults(config).items():
-        if name not in have:
-            *parents, leaf = name.split(".")
-            node = config
-            for p in parents:
-                if p not in node:
-                    node[p] = ml_collections.ConfigDict()
-                node = node[p]
-            node[leaf] = value
+    """The run's recorded configuration, with fields and groups added since it was written
+    (an empty group such as `model_options` included) at their defaults."""
+    config = ml_collections.ConfigDict(json.loads((workdir / RUN_CONFIG_FILE).read_text()))
+    _fill_missing(config, schema_default_config(config).to_dict())
     return config
+
+
+def _fill_missing(node: ml_collections.ConfigDict, defaults: Mapping[str, Any]) -> None:
+    for key, value in defaults.items():
+        if key not in node:
+            node[key] = ml_collections.ConfigDict(value) if isinstance(value, Mapping) else value
+        elif isinstance(value, Mapping) and isinstance(node[key], ml_collections.ConfigDict):
+            _fill_missing(node[key], value)
 
 
 def run_tokenizer_path(workdir: Path, config: ml_collections.ConfigDict) -> Path:

@@ -152,10 +152,15 @@ def pretraining_config(objective: str = "mlm") -> ml_collections.ConfigDict:
     return c
 
 
-def schema_defaults(config: ml_collections.ConfigDict) -> dict[str, Any]:
-    """Every field's default for `config`'s objective (a mixture: its first component's model
-    family), flattened: what a run recorded before a field existed is taken to have used."""
+def schema_default_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The default configuration of `config`'s objective (a mixture: its first component's
+    model family): what a run recorded before a field existed is taken to have used."""
     defaults = pretraining_config(config.objective)
     if config.objective == MIXTURE and config.mixture:
         family_defaults(defaults, components(config)[0].objective)
-    return flatten(defaults.to_dict())
+    return defaults
+
+
+def schema_defaults(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """`schema_default_config`, flattened (`{"train.steps": ...}`)."""
+    return flatten(schema_default_config(config).to_dict())
