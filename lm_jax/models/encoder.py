@@ -20,8 +20,10 @@ from lm_jax.models.heads import (
 from lm_jax.models.layers import (
     Embeddings,
     EncoderLayer,
+    KVCache,
     RelativePositionBias,
     dense,
+    empty_caches,
     layer_runner,
 )
 
@@ -118,6 +120,33 @@ class Encoder(nnx.Module):
             query_start=content.shape[-2],
         )
 
+    def init_cache(self, batch: int, slots: int) -> list[KVCache]:
+        """An empty self-attention cache per layer for incremental decoding."""
+        return empty_caches(self.cfg, len(self.layers), batch, slots)
+
+    def extend(
+        self,
+        input_ids: jnp.ndarray,
+        positions: jnp.ndarray,
+        token_type_ids: jnp.ndarray | None,
+        caches: list[KVCache],
+        index,
+        mask: AttentionMask,
+        kv_positions: jnp.ndarray,
+    ) -> tuple[jnp.ndarray, list[KVCache]]:
+        """Incremental decoding under a causal, prefix-LM or UniLM mask: hidden states of new
+        tokens [batch, n] at cache slots [index, index + n), which attend to the cache's slots
+        as `mask` (queries [batch, n], keys [batch, slots]) allows; `kv_positions` [batch,
+        slots] are the slots' position ids (for a relative-position bias). Exact because with
+        those masks no earlier row's states depend on a later token."""
+        x = self.embed(input_ids, positions, token_type_ids)
+        bias = None if self.relative_bias is None else self.relative_bias(positions, kv_positions)
+        updated = []
+        for layer, cache in zip(self.layers, caches, strict=True):
+            x, cache = layer.extend(x, cache, index, mask, bias)
+            updated.append(cache)
+        return x, updated
+
     def run_layers(
         self,
         x: jnp.ndarray,
@@ -184,6 +213,23 @@ class EncoderForMaskedLM(nnx.Module):
         if masked_positions is not None:
             hidden = gather_positions(hidden, masked_positions)
         return self.mlm_head(hidden, self.encoder.embeddings)
+
+    def extend(
+        self,
+        input_ids: jnp.ndarray,
+        positions: jnp.ndarray,
+        token_type_ids: jnp.ndarray | None,
+        caches: list[KVCache],
+        index,
+        mask: AttentionMask,
+        kv_positions: jnp.ndarray,
+    ) -> tuple[jnp.ndarray, list[KVCache]]:
+        """fp32 logits [batch, n, vocab] of new tokens in incremental decoding
+        (`Encoder.extend`)."""
+        hidden, caches = self.encoder.extend(
+            input_ids, positions, token_type_ids, caches, index, mask, kv_positions
+        )
+        return self.mlm_head(hidden, self.encoder.embeddings), caches
 
     def query_stream(
         self,

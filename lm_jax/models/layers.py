@@ -10,7 +10,7 @@ import math
 
 import jax
 import jax.numpy as jnp
-from flax import nnx
+from flax import nnx, struct
 
 from lm_jax.attention import AttentionMask, dot_product_attention
 from lm_jax.models.config import TransformerConfig
@@ -186,12 +186,38 @@ def _tied_logits_bwd(residuals, grad):
 _tied_logits.defvjp(_tied_logits_fwd, _tied_logits_bwd)
 
 
+@struct.dataclass
+class KVCache:
+    """One attention layer's keys and values [batch, slots, heads, head_dim]: a decoder's
+    preallocated self-attention cache (filled slot by slot) or its cross-attention's projected
+    encoder states. Which slots a query may read is the `AttentionMask`'s business: the cache
+    is just more keys."""
+
+    key: jnp.ndarray
+    value: jnp.ndarray
+
+    def write(self, key: jnp.ndarray, value: jnp.ndarray, index) -> "KVCache":
+        """The cache with rows [index, index + new) replaced by `key`, `value` [batch, new, ...]."""
+        put = lambda cache, new: jax.lax.dynamic_update_slice_in_dim(
+            cache, new.astype(cache.dtype), index, axis=1
+        )
+        return KVCache(put(self.key, key), put(self.value, value))
+
+
+def empty_caches(cfg: TransformerConfig, layers: int, batch: int, slots: int) -> list[KVCache]:
+    """`layers` zero-filled self-attention caches of `slots` keys in the compute dtype."""
+    shape = (batch, slots, cfg.num_heads, cfg.head_dim)
+    zeros = lambda: jnp.zeros(shape, cfg.compute_dtype)
+    return [KVCache(zeros(), zeros()) for _ in range(layers)]
+
+
 class MultiHeadAttention(nnx.Module):
     """Multi-head attention through the shared kernel, under a compact `AttentionMask`.
 
     Self-attention takes keys and values from the first `mask.kv_len` rows of x: all of them,
     or the content rows when query-stream rows follow (two-stream attention as one kernel
-    call). Cross-attention (encoder-decoder) takes them from `context`.
+    call). Cross-attention (encoder-decoder) takes them from `context`. Incremental decoding
+    (`extend`) writes the new rows' keys and values into a `KVCache` and attends over it.
     """
 
     def __init__(
@@ -210,6 +236,35 @@ class MultiHeadAttention(nnx.Module):
         self.value = dense(cfg, h, h, ("embed", "heads"), rngs, use_bias=use_bias)
         self.output = dense(cfg, h, h, ("heads", "embed"), rngs, use_bias=use_bias)
 
+    def _split(self, t: jnp.ndarray) -> jnp.ndarray:
+        return constrain(
+            t.reshape(*t.shape[:-1], self.cfg.num_heads, self.cfg.head_dim),
+            ("batch", "length", "heads", None),
+        )
+
+    def project_kv(self, source: jnp.ndarray) -> KVCache:
+        """Keys and values [batch, L, heads, head_dim] of the rows `source` [batch, L, hidden]."""
+        return KVCache(self._split(self.key(source)), self._split(self.value(source)))
+
+    def attend(
+        self,
+        x: jnp.ndarray,
+        kv: KVCache,
+        mask: AttentionMask,
+        bias: jnp.ndarray | None = None,
+    ) -> jnp.ndarray:
+        """The queries of rows x [batch, Q, hidden] against given keys and values."""
+        out = dot_product_attention(
+            self._split(self.query(x)),
+            kv.key,
+            kv.value,
+            mask,
+            bias=bias,
+            scale=self.scale,
+            implementation=self.cfg.attention_implementation,
+        )
+        return self.output(out.reshape(*out.shape[:-2], -1))
+
     def __call__(
         self,
         x: jnp.ndarray,
@@ -217,21 +272,23 @@ class MultiHeadAttention(nnx.Module):
         bias: jnp.ndarray | None = None,
         context: jnp.ndarray | None = None,
     ) -> jnp.ndarray:
-        split = lambda t: constrain(
-            t.reshape(*t.shape[:-1], self.cfg.num_heads, self.cfg.head_dim),
-            ("batch", "length", "heads", None),
-        )
         source = x[..., : mask.kv_len, :] if context is None else context
-        out = dot_product_attention(
-            split(self.query(x)),
-            split(self.key(source)),
-            split(self.value(source)),
-            mask,
-            bias=bias,
-            scale=self.scale,
-            implementation=self.cfg.attention_implementation,
-        )
-        return self.output(out.reshape(*out.shape[:-2], -1))
+        return self.attend(x, self.project_kv(source), mask, bias)
+
+    def extend(
+        self,
+        x: jnp.ndarray,
+        cache: KVCache,
+        index,
+        mask: AttentionMask,
+        bias: jnp.ndarray | None = None,
+    ) -> tuple[jnp.ndarray, KVCache]:
+        """Self-attention of new rows x [batch, n, hidden] that occupy cache slots
+        [index, index + n): their keys and values are written there first, then the rows
+        attend over the whole cache under `mask` (queries [batch, n], keys: every slot)."""
+        new = self.project_kv(x)
+        cache = cache.write(new.key, new.value, index)
+        return self.attend(x, cache, mask, bias), cache
 
 
 class FeedForward(nnx.Module):
@@ -289,6 +346,14 @@ class EncoderLayer(nnx.Module):
         drop = lambda y: self.dropout(y, deterministic=deterministic, rngs=rngs)
         x = self.attention_norm(x + drop(self.attention(x, mask, bias, context)))
         return constrain(self.output_norm(x + drop(self.feed_forward(x))), HIDDEN_AXES)
+
+    def extend(
+        self, x: jnp.ndarray, cache: KVCache, index, mask: AttentionMask, bias=None
+    ) -> tuple[jnp.ndarray, KVCache]:
+        """Incremental decoding (no dropout): new rows x at cache slots [index, index + n)."""
+        attended, cache = self.attention.extend(x, cache, index, mask, bias)
+        x = self.attention_norm(x + attended)
+        return self.output_norm(x + self.feed_forward(x)), cache
 
 
 def relative_position_bucket(

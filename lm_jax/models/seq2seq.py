@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 
 import jax.numpy as jnp
-from flax import nnx
+from flax import nnx, struct
 
 from lm_jax.attention import AttentionMask
 from lm_jax.models.config import TransformerConfig
@@ -30,10 +30,12 @@ from lm_jax.models.layers import (
     HIDDEN_AXES,
     FeedForward,
     GatedFeedForward,
+    KVCache,
     MultiHeadAttention,
     RelativePositionBias,
     dense,
     embed,
+    empty_caches,
     freeze_padding_row,
     layer_norm,
     layer_runner,
@@ -80,6 +82,15 @@ class Seq2SeqConfig(TransformerConfig):
     @property
     def decoder_layers(self) -> int:
         return self.num_layers if self.num_decoder_layers is None else self.num_decoder_layers
+
+
+@struct.dataclass
+class DecoderCache:
+    """What incremental decoding keeps per decoder layer: its self-attention cache and its
+    cross-attention's projected encoder states."""
+
+    self_attention: list[KVCache]
+    cross_attention: list[KVCache]
 
 
 class Seq2SeqLayer(nnx.Module):
@@ -133,6 +144,28 @@ class Seq2SeqLayer(nnx.Module):
             )
         x = self._residual(x, self.feed_forward_norm, self.feed_forward, deterministic, rngs)
         return constrain(x, HIDDEN_AXES)
+
+    def extend(
+        self, x, cache: KVCache, index, mask, bias, cross: KVCache, cross_mask
+    ) -> tuple[jnp.ndarray, KVCache]:
+        """Incremental decoding (no dropout): new decoder rows x at self-attention cache slots
+        [index, index + n), cross-attending to the projected encoder states `cross`."""
+        written = []
+
+        def self_attention(y):
+            out, updated = self.self_attention.extend(y, cache, index, mask, bias)
+            written.append(updated)
+            return out
+
+        x = self._residual(x, self.self_norm, self_attention, True, None)
+        x = self._residual(
+            x,
+            self.cross_norm,
+            lambda y: self.cross_attention.attend(y, cross, cross_mask),
+            True,
+            None,
+        )
+        return self._residual(x, self.feed_forward_norm, self.feed_forward, True, None), written[0]
 
 
 class EncoderDecoder(nnx.Module):
@@ -238,6 +271,10 @@ class EncoderDecoder(nnx.Module):
             deterministic=deterministic,
             rngs=rngs,
         )
+        return self.output_logits(x)
+
+    def output_logits(self, x: jnp.ndarray) -> jnp.ndarray:
+        """fp32 vocabulary logits of decoder states x [..., hidden]."""
         if self.cfg.family == "t5":
             if self.cfg.scale_decoder_outputs:
                 x = x * self.cfg.hidden_size**-0.5
@@ -245,6 +282,43 @@ class EncoderDecoder(nnx.Module):
                 return self.lm_head(x).astype(jnp.float32)
             return vocabulary_logits(x, self.word)
         return vocabulary_logits(x, self.word, self.bias[...])
+
+    def start_decoding(self, encoded: jnp.ndarray, slots: int) -> DecoderCache:
+        """An empty self-attention cache of `slots` keys per decoder layer, and each layer's
+        cross-attention keys and values of the encoder states [batch, L_enc, hidden], projected
+        once for the whole generation."""
+        layers = self.decoder_layers
+        return DecoderCache(
+            self_attention=empty_caches(self.cfg, len(layers), encoded.shape[0], slots),
+            cross_attention=[layer.cross_attention.project_kv(encoded) for layer in layers],
+        )
+
+    def extend(
+        self,
+        decoder_inputs: jnp.ndarray,
+        decoder_positions: jnp.ndarray,
+        cache: DecoderCache,
+        index,
+        mask: AttentionMask,
+        kv_positions: jnp.ndarray,
+        cross_mask: AttentionMask,
+    ) -> tuple[jnp.ndarray, DecoderCache]:
+        """Incremental decoding: fp32 logits [batch, n, vocab] of new decoder tokens at cache
+        slots [index, index + n), which see the slots `mask` allows (`kv_positions`: the slots'
+        position ids, for T5's relative bias) and the encoder keys `cross_mask` allows."""
+        x = self._embed(decoder_inputs, decoder_positions, "decoder", True, None)
+        bias = None
+        if self.cfg.family == "t5":
+            bias = self.decoder_relative_bias(decoder_positions, kv_positions)
+        updated = []
+        for layer, own, cross in zip(
+            self.decoder_layers, cache.self_attention, cache.cross_attention, strict=True
+        ):
+            x, own = layer.extend(x, own, index, mask, bias, cross, cross_mask)
+            updated.append(own)
+        if self.cfg.family == "t5":
+            x = self.decoder_final_norm(x)
+        return self.output_logits(x), dataclasses.replace(cache, self_attention=updated)
 
     def decoder_states(
         self,

@@ -1,0 +1,157 @@
+"""The models generation drives, behind one interface: `start` takes the prompt and returns
+the decoding state (every cache preallocated: static shapes), `step` feeds one token per row
+and returns the next token's logits. The search algorithms (`lm_jax.generation.search`) see
+only this interface; the model sees the compact `AttentionMask` of the cache slots it may read,
+so the cache is just more keys.
+
+- `Seq2SeqDecoder`: BART, T5 (v1.0 and v1.1) and MASS (`EncoderDecoder`): the source encoded
+  once, each layer's cross-attention keys projected once, the decoder fed from its start token.
+- `CausalDecoder`: the shared encoder (`EncoderForMaskedLM`) under a
+  causal mask (clm) or a prefix-LM mask (prefix_lm; UniLM's seq2seq mask is the same rule:
+  the prompt sees itself bidirectionally, each new token its past), prompts left-padded so
+  every row's next token lands in the same cache slot.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from lm_jax.attention import AttentionMask
+from lm_jax.models.encoder import EncoderForMaskedLM
+from lm_jax.models.layers import KVCache
+from lm_jax.models.seq2seq import DecoderCache, EncoderDecoder
+
+CAUSAL_MASKS = ("causal", "prefix")
+
+
+@struct.dataclass
+class Seq2SeqState:
+    cache: DecoderCache
+    cross_segments: jnp.ndarray  # [rows, L_enc]: the encoder's real tokens
+
+
+class Seq2SeqDecoder:
+    """An encoder-decoder generating from its decoder start token."""
+
+    def __init__(self, model: EncoderDecoder, max_new_tokens: int):
+        self.model = model
+        self.slots = max_new_tokens  # the start token and the new tokens but the last
+
+    def start(self, input_ids: jnp.ndarray, segment_ids: jnp.ndarray) -> Seq2SeqState:
+        """Encode the source rows [rows, L_enc] (`segment_ids` 0 on padding)."""
+        real = segment_ids != 0
+        positions = jnp.where(real, jnp.cumsum(real, axis=-1) - 1, 0)
+        encoded = self.model.encode(input_ids, positions, AttentionMask.bidirectional(segment_ids))
+        return Seq2SeqState(self.model.start_decoding(encoded, self.slots), segment_ids)
+
+    def step(self, state: Seq2SeqState, tokens: jnp.ndarray, t) -> tuple:
+        """Logits [rows, vocab] after decoder input `tokens` [rows] at position t."""
+        rows = tokens.shape[0]
+        one = jnp.ones((rows, 1), jnp.int32)
+        seen = jnp.broadcast_to(jnp.arange(self.slots) <= t, (rows, self.slots))
+        positions = jnp.full((rows, 1), t, jnp.int32)
+        logits, cache = self.model.extend(
+            tokens[:, None],
+            positions,
+            state.cache,
+            t,
+            AttentionMask(q_segment_ids=one, kv_segment_ids=seen.astype(jnp.int32)),
+            jnp.broadcast_to(jnp.arange(self.slots), (rows, self.slots)),
+            AttentionMask(q_segment_ids=one, kv_segment_ids=state.cross_segments),
+        )
+        return logits[:, 0], state.replace(cache=cache)
+
+
+@struct.dataclass
+class CausalState:
+    caches: list[KVCache]
+    kv_segments: jnp.ndarray  # [rows, slots]: 1 where a slot holds a real token
+    kv_ranks: jnp.ndarray  # [rows, slots]: the order rule's rank of each slot
+    kv_positions: jnp.ndarray  # [rows, slots]
+    next_position: jnp.ndarray  # [rows]: the position id of the token fed next
+    prompt_slots: int = struct.field(pytree_node=False)
+
+
+class CausalDecoder:
+    """The shared encoder as a left-to-right LM: `mask` "causal" (every token sees its past)
+    or "prefix" (the prompt sees all of itself; token types 0 for it and 1 after it, as the
+    prefix_lm objective trains)."""
+
+    def __init__(self, model: EncoderForMaskedLM, max_new_tokens: int, mask: str = "causal"):
+        if mask not in CAUSAL_MASKS:
+            raise ValueError(f"mask must be one of {CAUSAL_MASKS}, got {mask!r}")
+        self.model, self.max_new_tokens, self.mask = model, max_new_tokens, mask
+
+    def start(self, input_ids: jnp.ndarray, segment_ids: jnp.ndarray) -> CausalState:
+        """Prompts [rows, P], left-padded (`segment_ids` 0 on padding), written into cache
+        slots [0, P). `step(state, input_ids[:, -1], 0)` then feeds the last prompt token
+        again, into the same slot (its keys and values come out the same: under either mask
+        it sees the whole prompt), for the first new token's logits."""
+        rows, prompt = input_ids.shape
+        slots = prompt - 1 + self.max_new_tokens
+        real = (segment_ids != 0).astype(jnp.int32)
+        positions = jnp.maximum(jnp.cumsum(real, axis=-1) - 1, 0)
+        if self.mask == "prefix":  # the prompt sees all of itself
+            ranks = jnp.maximum(positions, real.sum(-1, keepdims=True) - 1)
+        else:
+            ranks = positions
+        pad = lambda x: jnp.pad(x, ((0, 0), (0, slots - prompt)))
+        state = CausalState(
+            caches=self.model.encoder.init_cache(rows, slots),
+            kv_segments=pad(real),
+            kv_ranks=pad(ranks),
+            kv_positions=pad(positions),
+            next_position=positions[:, -1],
+            prompt_slots=prompt - 1,
+        )
+        if prompt == 1:
+            return state
+        mask = AttentionMask(
+            q_segment_ids=real,
+            kv_segment_ids=state.kv_segments,
+            q_ranks=ranks,
+            kv_ranks=state.kv_ranks,
+        )
+        _, caches = self.model.extend(
+            input_ids,
+            positions,
+            jnp.zeros_like(input_ids),
+            state.caches,
+            0,
+            mask,
+            state.kv_positions,
+        )
+        return state.replace(caches=caches)
+
+    def step(self, state: CausalState, tokens: jnp.ndarray, t) -> tuple:
+        """Logits [rows, vocab] after `tokens` [rows]: the prompt's last token at t = 0, then
+        the t-th new one, in slot prompt_slots + t (each new token sees its past)."""
+        slot = state.prompt_slots + t
+        rows = tokens.shape[0]
+        position = state.next_position
+        rank = position  # the prompt's last token has the prompt's top rank either way
+        token_type = jnp.where(t == 0, 0, 1) if self.mask == "prefix" else 0
+        put = lambda x, v: jax.lax.dynamic_update_slice_in_dim(x, v[:, None], slot, axis=1)
+        state = state.replace(
+            kv_segments=put(state.kv_segments, jnp.ones(rows, jnp.int32)),
+            kv_ranks=put(state.kv_ranks, rank),
+            kv_positions=put(state.kv_positions, position),
+        )
+        mask = AttentionMask(
+            q_segment_ids=jnp.ones((rows, 1), jnp.int32),
+            kv_segment_ids=state.kv_segments,
+            q_ranks=rank[:, None],
+            kv_ranks=state.kv_ranks,
+        )
+        logits, caches = self.model.extend(
+            tokens[:, None],
+            position[:, None],
+            jnp.full((rows, 1), token_type, jnp.int32),
+            state.caches,
+            slot,
+            mask,
+            state.kv_positions,
+        )
+        return logits[:, 0], state.replace(caches=caches, next_position=position + 1)

@@ -1,0 +1,131 @@
+"""`generate`: token ids in, token ids and scores out, for any lm_jax language model, jitted
+once per (model structure, settings, shape); `generate_text` does the same from strings."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from lm_jax.errors import ConfigError
+from lm_jax.generation.config import GenerationConfig
+from lm_jax.generation.decoders import CAUSAL_MASKS, CausalDecoder, Seq2SeqDecoder
+from lm_jax.generation.search import beam_search, greedy_or_sample
+from lm_jax.models.encoder import EncoderForMaskedLM
+from lm_jax.models.seq2seq import EncoderDecoder
+
+
+@dataclasses.dataclass(frozen=True)
+class Generated:
+    """Token ids [rows, P + max_new_tokens] (the prompt, for an encoder-decoder its start
+    token, then the new tokens, `pad_id` after each row's end), the new tokens alone
+    [rows, max_new_tokens], and each row's score (beam search: the length-penalised
+    log-probability; otherwise the summed log-probability of its new tokens)."""
+
+    sequences: np.ndarray
+    new_tokens: np.ndarray
+    scores: np.ndarray
+
+
+def generate(
+    model: nnx.Module,
+    input_ids,
+    segment_ids,
+    config: GenerationConfig,
+    *,
+    key: jax.Array | None = None,
+    mask: str = "causal",
+) -> Generated:
+    """Generate from `model`: an `EncoderDecoder` (BART, T5, MASS; `input_ids` is the source,
+    right-padded) or an `EncoderForMaskedLM` trained as a left-to-right LM (`mask` "causal"
+    for clm, "prefix" for prefix_lm; `input_ids` is the prompt, left-padded). `segment_ids`
+    [rows, L] is 0 on padding. Sampling needs `key`."""
+    input_ids = jnp.asarray(input_ids, jnp.int32)
+    segment_ids = jnp.asarray(segment_ids, jnp.int32)
+    if input_ids.ndim != 2 or segment_ids.shape != input_ids.shape:
+        raise ConfigError(
+            f"input_ids and segment_ids must be [rows, length] alike, got {input_ids.shape} "
+            f"and {segment_ids.shape}"
+        )
+    if config.do_sample and key is None:
+        raise ConfigError("sampling (do_sample=True) needs a key")
+    if isinstance(model, EncoderDecoder):
+        if config.decoder_start_id is None:
+            raise ConfigError("an encoder-decoder needs decoder_start_id (BART: eos, T5: pad)")
+        kind = "seq2seq"
+        _check_length(input_ids.shape[1], model.cfg.max_position, "source", model)
+    elif isinstance(model, EncoderForMaskedLM):
+        if mask not in CAUSAL_MASKS:
+            raise ConfigError(f"mask must be one of {CAUSAL_MASKS}, got {mask!r}")
+        if not bool((segment_ids[:, -1] != 0).all()):
+            raise ConfigError("prompts must be left-padded: every row's last token is real")
+        kind = mask
+        total = input_ids.shape[1] + config.max_new_tokens - 1
+        _check_length(total, model.encoder.cfg.max_position, "prompt + max_new_tokens", model)
+    else:
+        raise ConfigError(
+            f"cannot generate with {type(model).__name__}: an EncoderDecoder or an "
+            "EncoderForMaskedLM trained with clm / prefix_lm is needed"
+        )
+    graphdef, params = nnx.split(model)
+    key = jax.random.key(0) if key is None else key
+    sequences, scores = _generate(graphdef, params, input_ids, segment_ids, key, config, kind)
+    sequences = np.asarray(sequences)
+    prompt = sequences.shape[1] - config.max_new_tokens
+    return Generated(sequences, sequences[:, prompt:], np.asarray(scores))
+
+
+def _check_length(length: int, maximum: int, what: str, model) -> None:
+    if length > maximum:
+        raise ConfigError(
+            f"{what} is {length} tokens; {type(model).__name__} has {maximum} positions"
+        )
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "config", "kind"))
+def _generate(graphdef, params, input_ids, segment_ids, key, config, kind):
+    model = nnx.merge(graphdef, params)
+    if kind == "seq2seq":
+        decoder = Seq2SeqDecoder(model, config.max_new_tokens)
+        prompt = jnp.full((input_ids.shape[0], 1), config.decoder_start_id, jnp.int32)
+    else:
+        decoder = CausalDecoder(model, config.max_new_tokens, kind)
+        prompt = input_ids
+    state = decoder.start(input_ids, segment_ids)
+    if config.num_beams > 1:
+        return beam_search(decoder, state, prompt, config)
+    return greedy_or_sample(decoder, state, prompt, config, key)
+
+
+def generate_text(
+    model: nnx.Module,
+    tokenizer,
+    texts: Sequence[str],
+    config: GenerationConfig,
+    *,
+    rows,
+    key: jax.Array | None = None,
+    mask: str = "causal",
+) -> list[str]:
+    """`generate` from strings: `rows(ids) -> ids` builds each model input from the text's
+    token ids (the family's special tokens); the new tokens up to the end-of-sequence id are
+    decoded back to text."""
+    encoded = [list(rows(tokenizer.encode(t).ids)) for t in texts]
+    width = max(len(e) for e in encoded)
+    seq2seq = isinstance(model, EncoderDecoder)
+    ids = np.full((len(encoded), width), config.pad_id, np.int32)
+    segments = np.zeros_like(ids)
+    for i, e in enumerate(encoded):
+        span = slice(0, len(e)) if seq2seq else slice(width - len(e), width)
+        ids[i, span], segments[i, span] = e, 1
+    out = generate(model, ids, segments, config, key=key, mask=mask)
+    texts_out = []
+    for new in out.new_tokens:
+        ends = np.flatnonzero(new == config.eos_id)
+        texts_out.append(tokenizer.decode(new[: ends[0] if ends.size else len(new)].tolist()))
+    return texts_out

@@ -1,0 +1,298 @@
+"""Generation: incremental decoding equals recomputing the whole prefix, and with the same
+random weights our tokens equal transformers' `generate` (greedy, beam search with a length
+penalty, the processors) for BART, T5 and a causal BERT (`BertLMHeadModel`). No downloads."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+from flax import nnx  # noqa: E402
+
+from lm_jax.attention import AttentionMask  # noqa: E402
+from lm_jax.errors import ConfigError  # noqa: E402
+from lm_jax.generation import GenerationConfig, generate  # noqa: E402
+from lm_jax.generation.decoders import CausalDecoder, Seq2SeqDecoder  # noqa: E402
+from lm_jax.models.convert import from_hf_state_dict  # noqa: E402
+
+VOCAB = 99
+
+
+def seq2seq_peer(family: str, gated: bool = False):
+    """A tiny random BART or T5 with noisy norms and biases (so no parameter is trivial)."""
+    torch.manual_seed(0)
+    if family == "bart":
+        config = transformers.BartConfig(
+            vocab_size=VOCAB,
+            d_model=32,
+            encoder_layers=2,
+            decoder_layers=2,
+            encoder_attention_heads=4,
+            decoder_attention_heads=4,
+            encoder_ffn_dim=37,
+            decoder_ffn_dim=37,
+            max_position_embeddings=64,
+            forced_eos_token_id=None,
+        )
+        architecture = "BartForConditionalGeneration"
+    else:
+        config = transformers.T5Config(
+            vocab_size=VOCAB,
+            d_model=32,
+            d_kv=8,
+            d_ff=37,
+            num_layers=2,
+            num_decoder_layers=2,  # transformers 5.24's generate sizes its cache by num_layers
+            num_heads=4,
+            relative_attention_num_buckets=8,
+            relative_attention_max_distance=20,
+            feed_forward_proj="gated-gelu" if gated else "relu",
+            decoder_start_token_id=0,
+        )
+        architecture = "T5ForConditionalGeneration"
+    peer = getattr(transformers, architecture)(config)
+    with torch.no_grad():
+        for name, p in peer.named_parameters():
+            p.mul_(3.0)  # sharper distributions: fewer near-ties between candidate tokens
+            if "norm" in name or name.endswith("bias"):
+                p.add_(0.1 * torch.randn_like(p))
+    peer.eval()
+    state = {k: v.numpy() for k, v in peer.state_dict().items()}
+    return peer, from_hf_state_dict(state, peer.config.to_dict(), architecture)
+
+
+def sources(pad: int, eos: int):
+    rng = np.random.default_rng(1)
+    ids = rng.integers(5, VOCAB, (3, 12))
+    ids[:, -1] = eos
+    ids[1, 7:] = pad
+    ids[1, 6] = eos
+    return ids, (ids != pad).astype(np.int32)
+
+
+def seq2seq_settings(peer, **overrides):
+    c = peer.generation_config
+    return GenerationConfig(
+        eos_id=c.eos_token_id,
+        pad_id=c.pad_token_id,
+        decoder_start_id=c.decoder_start_token_id,
+        **overrides,
+    )
+
+
+def hf_generate(peer, ids, real, settings: GenerationConfig):
+    with torch.no_grad():
+        out = peer.generate(
+            input_ids=torch.tensor(ids),
+            attention_mask=torch.tensor(real),
+            max_new_tokens=settings.max_new_tokens,
+            min_new_tokens=settings.min_new_tokens,
+            num_beams=settings.num_beams,
+            length_penalty=settings.length_penalty,
+            early_stopping=settings.early_stopping,
+            no_repeat_ngram_size=settings.no_repeat_ngram_size,
+            do_sample=False,
+            forced_bos_token_id=settings.forced_bos_id,
+            forced_eos_token_id=settings.forced_eos_id,
+            output_scores=True,
+            return_dict_in_generate=True,
+        )
+    return out.sequences.numpy(), out
+
+
+def assert_same_tokens(ours: np.ndarray, theirs: np.ndarray, settings: GenerationConfig):
+    """Token for token up to and including each row's end; after it both hold filler."""
+    assert ours.shape[1] >= theirs.shape[1]
+    for a, b in zip(ours, theirs, strict=True):
+        ends = np.flatnonzero(b[1:] == settings.eos_id)
+        stop = 1 + ends[0] + 1 if ends.size else len(b)
+        np.testing.assert_array_equal(a[:stop], b[:stop])
+
+
+@pytest.mark.parametrize("family", ["bart", "t5"])
+def test_incremental_decoding_equals_recomputing_the_prefix(family):
+    """At every step the cached decoder's logits equal the teacher-forced decoder's."""
+    peer, model = seq2seq_peer(family)
+    ids, real = sources(peer.config.pad_token_id, peer.config.eos_token_id)
+    steps = 9
+    rng = np.random.default_rng(2)
+    decoder_ids = rng.integers(5, VOCAB, (3, steps))
+    decoder = Seq2SeqDecoder(model, steps)
+    state = decoder.start(jnp.asarray(ids), jnp.asarray(real))
+    enc_segments = jnp.asarray(real)
+    positions = jnp.asarray(np.where(real, np.cumsum(real, 1) - 1, 0))
+    encoded = model.encode(jnp.asarray(ids), positions, AttentionMask.bidirectional(enc_segments))
+    order = jnp.broadcast_to(jnp.arange(steps), (3, steps))
+    ones = jnp.ones((3, steps), jnp.int32)
+    full = model.decode(
+        jnp.asarray(decoder_ids),
+        order,
+        AttentionMask.ordered(ones, order),
+        encoded,
+        AttentionMask(q_segment_ids=ones, kv_segment_ids=enc_segments),
+    )
+    scale = float(jnp.abs(full).max())  # fp32 rounding grows with T5's unnormalised residuals
+    step = nnx.jit(lambda m, s, tokens, t: Seq2SeqDecoder(m, steps).step(s, tokens, t))
+    for t in range(steps):
+        logits, state = step(model, state, jnp.asarray(decoder_ids[:, t]), t)
+        np.testing.assert_allclose(logits, full[:, t], atol=2e-5 * scale, err_msg=f"step {t}")
+
+
+@pytest.mark.parametrize(
+    "family,overrides",
+    [
+        ("bart", {}),
+        ("t5", {}),
+        ("bart", {"num_beams": 4, "length_penalty": 2.0}),
+        ("t5", {"num_beams": 4, "length_penalty": 0.6, "early_stopping": True}),
+        ("bart", {"no_repeat_ngram_size": 2, "min_new_tokens": 5, "forced_bos_id": 0}),
+        ("t5", {"num_beams": 3, "no_repeat_ngram_size": 3, "forced_eos_id": 1}),
+    ],
+)
+def test_seq2seq_generate_equals_hugging_face(family, overrides):
+    peer, model = seq2seq_peer(family)
+    ids, real = sources(peer.config.pad_token_id, peer.config.eos_token_id)
+    settings = seq2seq_settings(peer, max_new_tokens=12, **overrides)
+    ours = generate(model, ids, real, settings)
+    theirs, out = hf_generate(peer, ids, real, settings)
+    assert_same_tokens(ours.sequences, theirs, settings)
+    if settings.num_beams > 1:
+        np.testing.assert_allclose(ours.scores, out.sequences_scores.numpy(), rtol=1e-4)
+
+
+def test_bad_settings_are_clear_errors():
+    with pytest.raises(ConfigError, match="num_beams must be >= 1"):
+        GenerationConfig(eos_id=2, pad_id=1, num_beams=0)
+    with pytest.raises(ConfigError, match=r"min_new_tokens \(9\) must be in \[0, max_new_tokens"):
+        GenerationConfig(eos_id=2, pad_id=1, max_new_tokens=4, min_new_tokens=9)
+    with pytest.raises(ConfigError, match="end-of-sequence"):
+        GenerationConfig(eos_id=None, pad_id=1)
+    peer, model = seq2seq_peer("bart")
+    long = np.full((1, 80), 5)
+    with pytest.raises(ConfigError, match="source is 80 tokens; EncoderDecoder has 64 positions"):
+        generate(model, long, np.ones_like(long), seq2seq_settings(peer))
+
+
+def causal_peer():
+    """A tiny random `BertLMHeadModel` with `is_decoder=True`: the post-LN causal encoder our
+    clm objective trains, with the same weights as our `EncoderForMaskedLM`."""
+    torch.manual_seed(0)
+    config = transformers.BertConfig(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        max_position_embeddings=64,
+        is_decoder=True,
+        pad_token_id=0,
+        eos_token_id=3,
+        bos_token_id=2,
+    )
+    peer = transformers.BertLMHeadModel(config)
+    with torch.no_grad():
+        for name, p in peer.named_parameters():
+            p.mul_(3.0)
+            if "LayerNorm" in name or name.endswith("bias"):
+                p.add_(0.1 * torch.randn_like(p))
+    peer.eval()
+    state = {k: v.numpy() for k, v in peer.state_dict().items()}
+    return peer, from_hf_state_dict(state, peer.config.to_dict(), "BertForMaskedLM")
+
+
+@pytest.mark.parametrize("overrides", [{}, {"num_beams": 4, "length_penalty": 1.5}])
+def test_causal_lm_generate_equals_bert_lm_head_model(overrides):
+    peer, model = causal_peer()
+    prompts = np.random.default_rng(3).integers(5, VOCAB, (2, 6))
+    settings = GenerationConfig(eos_id=3, pad_id=0, max_new_tokens=10, **overrides)
+    ours = generate(model, prompts, np.ones_like(prompts), settings)
+    with torch.no_grad():
+        theirs = peer.generate(
+            input_ids=torch.tensor(prompts),
+            attention_mask=torch.ones(prompts.shape, dtype=torch.long),
+            max_new_tokens=10,
+            num_beams=settings.num_beams,
+            length_penalty=settings.length_penalty,
+            do_sample=False,
+        ).numpy()
+    for a, b in zip(ours.sequences, theirs, strict=True):
+        new = b[6:]
+        ends = np.flatnonzero(new == 3)
+        stop = 6 + (ends[0] + 1 if ends.size else len(new))
+        np.testing.assert_array_equal(a[:stop], b[:stop])
+
+
+@pytest.mark.parametrize("mask", ["causal", "prefix"])
+def test_causal_incremental_decoding_and_left_padding(mask):
+    """Each step's logits equal the full forward pass under the same order rule, and a
+    left-padded prompt generates what it generates alone."""
+    _, model = causal_peer()
+    rng = np.random.default_rng(4)
+    prompt, steps = rng.integers(5, VOCAB, (1, 5)), 6
+    fed = np.concatenate([prompt, rng.integers(5, VOCAB, (1, steps - 1))], axis=1)
+    decoder = CausalDecoder(model, steps, mask)
+    state = decoder.start(jnp.asarray(prompt), jnp.ones((1, 5), jnp.int32))
+    positions = jnp.arange(fed.shape[1])[None]
+    ranks = jnp.maximum(positions, 4) if mask == "prefix" else positions
+    types = (positions >= 5).astype(jnp.int32) if mask == "prefix" else None
+    ones = jnp.ones_like(positions)
+    full = model(jnp.asarray(fed), positions, AttentionMask.ordered(ones, ranks), types)
+    step = nnx.jit(lambda m, s, tokens, t: CausalDecoder(m, steps, mask).step(s, tokens, t))
+    for t in range(steps):
+        logits, state = step(model, state, jnp.asarray(fed[:, 4 + t]), t)
+        np.testing.assert_allclose(logits[0], full[0, 4 + t], atol=1e-4, err_msg=f"step {t}")
+    settings = GenerationConfig(eos_id=3, pad_id=0, max_new_tokens=8)
+    alone = generate(model, prompt, np.ones_like(prompt), settings, mask=mask)
+    padded = np.concatenate([np.zeros((1, 3), int), prompt], axis=1)
+    together = generate(
+        model,
+        np.repeat(padded, 2, 0),
+        np.repeat((padded != 0).astype(int), 2, 0),
+        settings,
+        mask=mask,
+    )
+    np.testing.assert_array_equal(together.new_tokens[0], alone.new_tokens[0])
+    np.testing.assert_allclose(together.scores[0], alone.scores[0], rtol=1e-5)
+
+
+def test_sampling_is_keyed_and_top_k_1_is_greedy():
+    _, model = causal_peer()
+    prompt = np.random.default_rng(5).integers(5, VOCAB, (4, 3))
+    real = np.ones_like(prompt)
+    base = dict(eos_id=3, pad_id=0, max_new_tokens=8)
+    greedy = generate(model, prompt, real, GenerationConfig(**base))
+    top1 = GenerationConfig(**base, do_sample=True, top_k=1, temperature=0.7)
+    sampled = generate(model, prompt, real, top1, key=jax.random.key(0))
+    np.testing.assert_array_equal(sampled.sequences, greedy.sequences)
+    free = GenerationConfig(**base, do_sample=True, top_p=0.9)
+    a = generate(model, prompt, real, free, key=jax.random.key(1))
+    b = generate(model, prompt, real, free, key=jax.random.key(1))
+    c = generate(model, prompt, real, free, key=jax.random.key(2))
+    np.testing.assert_array_equal(a.sequences, b.sequences)
+    assert (a.sequences != c.sequences).any()
+    with pytest.raises(ConfigError, match="needs a key"):
+        generate(model, prompt, real, free)
+    with pytest.raises(ConfigError, match="left-padded"):
+        right_padded = np.concatenate([real[:, :-1], 0 * real[:, -1:]], axis=1)
+        generate(model, prompt, right_padded, GenerationConfig(**base))
+
+
+def test_warpers_equal_hugging_faces():
+    """Temperature, top-k and top-p give the logits transformers' warpers give."""
+    from transformers.generation import logits_process as hf
+
+    from lm_jax.generation.processors import warp
+
+    scores = np.random.default_rng(6).normal(size=(3, 50)).astype(np.float32) * 3
+    settings = GenerationConfig(eos_id=3, pad_id=0, temperature=0.7, top_k=20, top_p=0.8)
+    theirs = torch.tensor(scores)
+    for warper in (
+        hf.TemperatureLogitsWarper(0.7),
+        hf.TopKLogitsWarper(20),
+        hf.TopPLogitsWarper(0.8),
+    ):
+        theirs = warper(None, theirs)
+    np.testing.assert_allclose(warp(jnp.asarray(scores), settings), theirs.numpy(), rtol=1e-6)
