@@ -12,6 +12,7 @@ from flax import nnx
 from lm_jax.data.tokenizer import Tokenizer
 from lm_jax.errors import CheckpointError
 from lm_jax.models.convert import ARCHITECTURES, hf_config, save_hf_checkpoint
+from lm_jax.models.seq2seq import EncoderDecoder
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +24,8 @@ def export_model(
     fields: dict,
     tokenizer: Tokenizer,
 ) -> Path | None:
-    """Write `model` to `folder` as `architecture` (e.g. BertForSequenceClassification) with
+    """Write `model` (a fine-tuning model, or an `EncoderDecoder` with its LM head) to
+    `folder` as `architecture` (e.g. BertForSequenceClassification) with
     config.json's extra `fields` (labels); None (logged) when the model does not fit the
     architecture's config (`hf_config`) or the architecture is None (a head lm_jax does not
     export yet). Written
@@ -36,8 +38,9 @@ def export_model(
     if ARCHITECTURES[architecture].model_type == "bart":  # the decoder starts behind </s>
         eos = dict(eos_token_id=vocab.eos_id, decoder_start_token_id=vocab.eos_id)
         fields.update(bos_token_id=vocab.bos_id, **eos, forced_eos_token_id=vocab.eos_id)
+    cfg = model.cfg if isinstance(model, EncoderDecoder) else model.encoder.cfg
     try:
-        hf = hf_config(model.encoder.cfg, architecture, **fields)
+        hf = hf_config(cfg, architecture, **fields)
     except CheckpointError as e:
         log.warning("no Hugging Face export: %s", e)
         return None

@@ -85,6 +85,19 @@ def finetuning_config() -> ml_collections.ConfigDict:
     c.qa.max_answer_length = 30
     c.qa.null_threshold = 0.0
 
+    # Text-to-text (Raffel et al. 2020, T5 sec. 2.4): an encoder-decoder (T5, BART, MASS; from
+    # scratch a T5 of config.model's shape) reads "<prefix> sentence: ..." (pairs: "sentence1:
+    # ... sentence2: ...") and writes the label's word (STS-B: the score rounded to 0.2, as
+    # text), scored by greedy generation (or num_beams) with the heads' metrics; with
+    # rank_classification, by the likelihood of each label's word instead.
+    c.text_to_text = ml_collections.ConfigDict()
+    c.text_to_text.enabled = False
+    c.text_to_text.prefix = ""  # "" -> config.name
+    c.text_to_text.label_words = ()  # each label's target text, in label order; () = the labels
+    c.text_to_text.max_target_length = 8  # target tokens, end-of-sequence included
+    c.text_to_text.num_beams = 1
+    c.text_to_text.rank_classification = False
+
     pretraining = pretraining_config()
     c.tokenizer = pretraining.tokenizer  # read when init is "scratch" (or to check a run's)
     c.tokenizer.extra_ids = 0
@@ -159,6 +172,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         raise ConfigError(f"config.data.labels is for classification; {config.task} has none")
     if config.task == QUESTION_ANSWERING:
         _validate_qa(config)
+    _validate_text_to_text(config)
     if [config.mesh.data, config.mesh.fsdp, config.mesh.tensor].count(-1) > 1:
         raise ConfigError("config.mesh: at most one of data, fsdp, tensor may be -1")
 
@@ -167,6 +181,25 @@ def main_metric(config: ml_collections.ConfigDict) -> str:
     """The dev metric that picks the best model: accuracy, Pearson's r for regression, the
     official F1 for question answering."""
     return {REGRESSION: "pearson", QUESTION_ANSWERING: "f1"}.get(config.task, "accuracy")
+
+
+def _validate_text_to_text(config: ml_collections.ConfigDict) -> None:
+    t = config.text_to_text
+    if not t.enabled:
+        return
+    if config.task == QUESTION_ANSWERING:
+        raise ConfigError(
+            "config.text_to_text: question answering as text to text is not built yet; "
+            "text-to-text fine-tuning covers classification and regression"
+        )
+    if t.rank_classification and config.task != CLASSIFICATION:
+        raise ConfigError("config.text_to_text.rank_classification is for classification")
+    if t.max_target_length < 2:
+        raise ConfigError("config.text_to_text.max_target_length must be >= 2 (a token and eos)")
+    if t.num_beams < 1:
+        raise ConfigError(f"config.text_to_text.num_beams must be >= 1, got {t.num_beams}")
+    if config.layer_decay < 1:
+        raise ConfigError("config.layer_decay is for encoders; text to text uses 1")
 
 
 def _validate_qa(config: ml_collections.ConfigDict) -> None:

@@ -55,9 +55,16 @@ class Initial:
     family: str = "bert"
 
 
-def _encoder_of(model: nnx.Module, source: Path) -> tuple[nnx.Module, str]:
+def _encoder_of(model: nnx.Module, source: Path, text_to_text: bool) -> tuple[nnx.Module, str]:
     """(the encoder a pretrained model holds, its family): ELECTRA's discriminator encoder,
-    XLNet's transformer, BART's encoder-decoder, or a BERT-style `Encoder`."""
+    XLNet's transformer, BART's or T5's encoder-decoder, or a BERT-style `Encoder`."""
+    if text_to_text:
+        if not isinstance(model, EncoderDecoder):
+            raise CheckpointError(
+                f"{source} holds a {type(model).__name__}; text-to-text fine-tuning needs an "
+                "encoder-decoder (T5, BART, MASS)"
+            )
+        return model, model.cfg.family
     if isinstance(model, Electra):
         return model.discriminator.encoder, "electra"
     if isinstance(model, XLNet):
@@ -65,9 +72,8 @@ def _encoder_of(model: nnx.Module, source: Path) -> tuple[nnx.Module, str]:
     if isinstance(model, EncoderDecoder):
         if model.cfg.family != "bart":
             raise CheckpointError(
-                f"{source} holds a T5 model: T5 fine-tunes text-to-text, which belongs to "
-                "generation (not built yet); classification and QA fine-tune encoders, XLNet "
-                "and BART"
+                f"{source} holds a T5 model: T5 fine-tunes text to text "
+                "(config.text_to_text.enabled=True)"
             )
         return model, "bart"
     encoder = getattr(model, "encoder", None)
@@ -75,16 +81,16 @@ def _encoder_of(model: nnx.Module, source: Path) -> tuple[nnx.Module, str]:
         return encoder, "bert"
     raise CheckpointError(
         f"{source} holds a {type(model).__name__}; fine-tuning is implemented for encoders "
-        "(BERT, RoBERTa, SpanBERT, MPNet, UniLM-style, the ELECTRA discriminator), XLNet and "
-        "BART"
+        "(BERT, RoBERTa, SpanBERT, MPNet, UniLM-style, the ELECTRA discriminator), XLNet, "
+        "BART, and text to text for T5, BART and MASS"
     )
 
 
-def _weights(encoder: nnx.Module) -> nnx.State:
-    """The encoder's parameters without an LM decoder's bias (XLNet's `lm_loss.bias`, BART's
-    `final_logits_bias`)."""
+def _weights(encoder: nnx.Module, text_to_text: bool) -> nnx.State:
+    """The encoder's parameters; without an LM decoder's bias (XLNet's `lm_loss.bias`, BART's
+    `final_logits_bias`) unless it generates (text to text)."""
     state = nnx.state(encoder)
-    if isinstance(encoder, XLNet | EncoderDecoder) and "bias" in state:
+    if not text_to_text and isinstance(encoder, XLNet | EncoderDecoder) and "bias" in state:
         del state["bias"]
     return state
 
@@ -105,19 +111,20 @@ def initial_weights(config: ml_collections.ConfigDict) -> Initial:
     if config.init == SCRATCH:  # the tokenizer: config.tokenizer's (get_tokenizer)
         return Initial(None, None, None, "random initialisation")
     source = Path(config.init)  # an existing directory (validated)
+    generates = config.text_to_text.enabled
     if is_pretraining_run(source):
         run = load_pretraining_run(source)
         _check_tokenizer(config, run.tokenizer_path)
-        encoder, family = _encoder_of(run.model, source)
+        encoder, family = _encoder_of(run.model, source, generates)
         where = f"pretraining run {source} ({run.config.objective}, step {run.step})"
-        return Initial(encoder.cfg, _weights(encoder), run.tokenizer, where, family)
+        return Initial(encoder.cfg, _weights(encoder, generates), run.tokenizer, where, family)
     if (source / "config.json").is_file():
-        encoder, family = _encoder_of(load_hf_checkpoint(source), source)
+        encoder, family = _encoder_of(load_hf_checkpoint(source), source, generates)
         tokenizer = load_hugging_face_tokenizer(source)
         kind = json.loads((source / "config.json").read_text()).get("model_type")
         family = HF_FAMILIES.get(kind, family)
         where = f"Hugging Face model {source} ({kind})"
-        return Initial(encoder.cfg, _weights(encoder), tokenizer, where, family)
+        return Initial(encoder.cfg, _weights(encoder, generates), tokenizer, where, family)
     raise ConfigError(
         f"config.init: {source} is neither an lm_jax pretraining run (run_config.json) nor a "
         "Hugging Face model folder (config.json)"

@@ -1,6 +1,6 @@
 """The models generation drives, behind one interface: `start` takes the prompt and returns
 the decoding state (every cache preallocated: static shapes), `step` feeds one token per row
-and returns the next token's logits. The search algorithms (`lm_jax.generation.search`) see
+and returns the next token's logits, `reorder` makes the state follow beam search's beams. The search algorithms (`lm_jax.generation.search`) see
 only this interface; the model sees the compact `AttentionMask` of the cache slots it may read,
 so the cache is just more keys.
 
@@ -62,6 +62,14 @@ class Seq2SeqDecoder:
             AttentionMask(q_segment_ids=one, kv_segment_ids=state.cross_segments),
         )
         return logits[:, 0], state.replace(cache=cache)
+
+    def reorder(self, state: Seq2SeqState, origin: jnp.ndarray) -> Seq2SeqState:
+        """Beam search: the self-attention caches of the beams that run on (`origin` [rows]:
+        the row each continues). The encoder's keys stay: beams only move within their
+        example, and every beam of an example reads the same source."""
+        gather = lambda x: x[origin]
+        own = [jax.tree.map(gather, c) for c in state.cache.self_attention]
+        return state.replace(cache=state.cache.replace(self_attention=own))
 
 
 @struct.dataclass
@@ -155,3 +163,7 @@ class CausalDecoder:
             state.kv_positions,
         )
         return logits[:, 0], state.replace(caches=caches, next_position=position + 1)
+
+    def reorder(self, state: CausalState, origin: jnp.ndarray) -> CausalState:
+        """Beam search: the whole state of the beams that run on (`origin` [rows])."""
+        return jax.tree.map(lambda x: x[origin], state)

@@ -89,7 +89,13 @@ def _check_length(length: int, maximum: int, what: str, model) -> None:
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "config", "kind"))
 def _generate(graphdef, params, input_ids, segment_ids, key, config, kind):
-    model = nnx.merge(graphdef, params)
+    return decode(nnx.merge(graphdef, params), input_ids, segment_ids, config, key, kind)
+
+
+def decode(model, input_ids, segment_ids, config: GenerationConfig, key, kind: str = "seq2seq"):
+    """(sequences, scores) of `generate`, traceable: for use inside a jitted function (the
+    fine-tuning predict step, sharded over its mesh). `kind`: "seq2seq", or the mask of a
+    `CausalDecoder` ("causal", "prefix")."""
     if kind == "seq2seq":
         decoder = Seq2SeqDecoder(model, config.max_new_tokens)
         prompt = jnp.full((input_ids.shape[0], 1), config.decoder_start_id, jnp.int32)

@@ -119,7 +119,7 @@ def beam_search(decoder, state, prompt, config: GenerationConfig):
         finished = _gather(merged_finished, best)
         # The cache follows the beams that run on.
         origin = (_gather(source_beam, next_beams) + jnp.arange(batch)[:, None] * beams).reshape(-1)
-        state = jax.tree.map(lambda x: x[origin], state)
+        state = decoder.reorder(state, origin)
         # Can a running beam still beat the worst kept one?
         if config.early_stopping == "never" and config.length_penalty > 0:
             best_length = max_length - prompt_length

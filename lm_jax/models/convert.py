@@ -781,9 +781,32 @@ def _bart_export_config(cfg: Seq2SeqConfig) -> dict:
     }
 
 
+def _t5_export_config(cfg: Seq2SeqConfig) -> dict:
+    """config.json's fields of a T5 (v1.0: ReLU, tied and scaled; v1.1: gated GeLU, its own
+    head), the inverse of `_t5_config`."""
+    activation = "gelu" if cfg.activation == "gelu_tanh" else cfg.activation
+    return {
+        "vocab_size": cfg.vocab_size,
+        "d_model": cfg.hidden_size,
+        "d_kv": cfg.head_dim,
+        "d_ff": cfg.intermediate_size,
+        "num_layers": cfg.num_layers,
+        "num_decoder_layers": cfg.decoder_layers,
+        "num_heads": cfg.num_heads,
+        "relative_attention_num_buckets": cfg.relative_attention_buckets,
+        "relative_attention_max_distance": cfg.relative_attention_max_distance,
+        "dropout_rate": cfg.dropout_rate,
+        "layer_norm_epsilon": cfg.layer_norm_eps,
+        "feed_forward_proj": ("gated-" if cfg.gated_feed_forward else "") + activation,
+        "tie_word_embeddings": cfg.tie_word_embeddings,
+        "scale_decoder_outputs": cfg.scale_decoder_outputs,
+        "is_encoder_decoder": True,
+    }
+
+
 def hf_config(cfg: TransformerConfig, architecture: str, **fields) -> dict:
     """A Hugging Face `config.json` for our model config `cfg` as `architecture` (a BERT,
-    ELECTRA, RoBERTa, XLNet or BART class of `ARCHITECTURES`); `fields` add e.g. `id2label`
+    ELECTRA, RoBERTa, XLNet, BART or T5 class of `ARCHITECTURES`); `fields` add e.g. `id2label`
     (and for BART its `bos_token_id`, `eos_token_id`, `decoder_start_token_id`)."""
     if architecture not in ARCHITECTURES:
         raise CheckpointError(f"unknown architecture {architecture!r}")
@@ -792,6 +815,8 @@ def hf_config(cfg: TransformerConfig, architecture: str, **fields) -> dict:
         body = _xlnet_export_config(cfg)
     elif model_type == "bart":
         body = _bart_export_config(cfg)
+    elif model_type == "t5":
+        body = _t5_export_config(cfg)
     elif model_type in ("bert", "electra", "roberta"):
         body = _encoder_config(cfg, model_type)
     else:

@@ -214,6 +214,8 @@ class EncoderDecoder(nnx.Module):
             [Seq2SeqLayer(cfg, decoder=True, rngs=rngs) for _ in range(cfg.decoder_layers)]
         )
         self.dropout = nnx.Dropout(cfg.dropout_rate)
+        if t5:
+            _t5_initialisation(self, rngs)
 
     def _embed(self, ids, positions, side: str, deterministic, rngs) -> jnp.ndarray:
         x = freeze_padding_row(self.word(ids), ids, self.cfg.pad_token_id)
@@ -409,6 +411,28 @@ class EncoderDecoder(nnx.Module):
             deterministic=deterministic,
             rngs=rngs,
         )
+
+
+def _t5_initialisation(model: nnx.Module, rngs: nnx.Rngs) -> None:
+    """Mesh TensorFlow's initialisation, as T5 and Hugging Face's `T5PreTrainedModel` use it
+    (factor 1): embeddings and an untied head N(0, 1); every kernel N(0, 1 / fan_in), the query
+    kernels N(0, 1 / (fan_in * head_dim)) (T5's attention has no 1/sqrt(d) scale: it is folded
+    in here); relative-position biases N(0, 1 / d_model). Truncated at two standard deviations,
+    as every lm_jax initialiser."""
+    cfg = model.cfg
+    for path, param in nnx.iter_graph(model):
+        if not isinstance(param, nnx.Param) or param[...].ndim != 2:
+            continue
+        names = [str(p) for p in path]
+        shape = param[...].shape
+        if names[-1] == "embedding" and "relative" in "/".join(names):
+            std = cfg.hidden_size**-0.5
+        elif names[-1] == "embedding" or names[0] == "lm_head":
+            std = 1.0
+        else:
+            std = shape[0] ** -0.5 * (cfg.head_dim**-0.5 if "query" in names else 1.0)
+        init = nnx.initializers.truncated_normal(stddev=std)
+        param[...] = init(rngs.params(), shape, param[...].dtype)
 
 
 class _BartFineTuning(nnx.Module):

@@ -1,0 +1,298 @@
+"""Text-to-text fine-tuning (Raffel et al. 2020, T5 sec. 2.4 and appendix D): every
+classification and regression task as an encoder-decoder that reads the task's text with a
+prefix ("sst2 sentence: ...", "rte sentence1: ... sentence2: ...") and writes its answer: the
+label's word, or the STS-B score rounded to the nearest 0.2 as text. Trained with the
+decoder's cross-entropy, scored by generating (`lm_jax.generation`, inside the jitted predict
+step) and comparing with the heads' metrics (an answer that is no label counts as wrong; an
+unparsable score as -1, T5's `string_to_float`), or by rank classification (the label word
+with the highest likelihood). Exported as `T5ForConditionalGeneration` /
+`BartForConditionalGeneration`."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from lm_jax.attention import AttentionMask
+from lm_jax.errors import ConfigError
+from lm_jax.finetune.data import REGRESSION, EncodedSplit, Examples, label_ids, label_set
+from lm_jax.finetune.export import export_model
+from lm_jax.finetune.metrics import accuracy, binary_f1, regression_metrics
+from lm_jax.finetune.outputs import plot_dev_metric, write_atomically
+from lm_jax.finetune.schema import main_metric
+from lm_jax.finetune.sequence import read_splits
+from lm_jax.finetune.task_data import TaskData, task_tokenizer
+from lm_jax.finetune.weights import Initial
+from lm_jax.generation import GenerationConfig
+from lm_jax.generation.generate import decode
+from lm_jax.models.config import TransformerConfig
+from lm_jax.models.seq2seq import EncoderDecoder, Seq2SeqConfig
+from lm_jax.train.losses import weighted_cross_entropy
+from lm_jax.train.step import StepTask
+
+log = logging.getLogger(__name__)
+ARCHITECTURES = {"t5": "T5ForConditionalGeneration", "bart": "BartForConditionalGeneration"}
+T5_SCRATCH = dict(  # T5 v1.0's choices for a model trained from scratch (Raffel et al. 2020)
+    family="t5", relative_attention_buckets=32, activation="relu", layer_norm_eps=1e-6
+)
+
+
+def t5_input(prefix: str, text: str, pair: str | None) -> str:
+    """T5's input format: `prefix sentence: A`, or `prefix sentence1: A sentence2: B`."""
+    if pair is None:
+        return f"{prefix} sentence: {text}"
+    return f"{prefix} sentence1: {text} sentence2: {pair}"
+
+
+def score_text(score: float) -> str:
+    """STS-B's target as T5 writes it: the score rounded to the nearest 0.2, one decimal."""
+    return f"{round(float(score) * 5) / 5:.1f}"
+
+
+def text_to_float(text: str, default: float = -1.0) -> float:
+    """T5's `string_to_float` postprocessor: the number, or `default` when it is none."""
+    try:
+        return float(text)
+    except ValueError:
+        return default
+
+
+class TextToText(nnx.Module):
+    """An encoder-decoder with its LM head, under `encoder` as every fine-tuning model keeps
+    its pretrained part (`run.build_model` loads the weights there)."""
+
+    def __init__(self, cfg: Seq2SeqConfig, *, rngs: nnx.Rngs):
+        self.encoder = EncoderDecoder(cfg, rngs=rngs)
+
+
+@dataclasses.dataclass(frozen=True)
+class Targets:
+    """Each label's target text and ids (eos included), or none for regression."""
+
+    words: list[str]
+    ids: np.ndarray | None  # [labels, T] padded
+
+
+class TextToTextTaskData(TaskData):
+    """Rows `source </s>` (BART: `<s> source </s>`) for the encoder, the target's ids for the
+    decoder (behind its start token: T5's pad, BART's </s>), the labels for the metrics."""
+
+    def __init__(self, config, initial: Initial, workdir: Path, resuming: bool):
+        train, dev = read_splits(config)
+        t = config.text_to_text
+        self.config, self.family = config, initial.family if initial.encoder_cfg else "t5"
+        self.regression = config.task == REGRESSION
+        self.labels = [] if self.regression else label_set(train, config.data.labels)
+        words = list(t.label_words) or self.labels
+        if len(words) != len(self.labels):
+            raise ConfigError(
+                f"config.text_to_text.label_words has {len(words)} words for the "
+                f"{len(self.labels)} labels {self.labels}"
+            )
+        prefix = t.prefix or config.name
+        sources = lambda e: [
+            t5_input(prefix, a, b) for a, b in zip(e.texts, e.pairs or [None] * len(e))
+        ]
+        train_sources, dev_sources = sources(train), sources(dev)
+        self.tokenizer = task_tokenizer(config, initial, train_sources + words, workdir, resuming)
+        vocab = self.tokenizer.vocab
+        self.start_id = vocab.pad_id if self.family == "t5" else vocab.eos_id
+        self.generation = GenerationConfig(
+            eos_id=vocab.eos_id,
+            pad_id=vocab.pad_id,
+            decoder_start_id=self.start_id,
+            max_new_tokens=t.max_target_length,
+            num_beams=t.num_beams,
+        )
+        self.word_ids = None if self.regression else self._targets(words)
+        self.words = words
+        self.train = self._encode(train, train_sources)
+        self.dev = self._encode(dev, dev_sources)
+        self.dev_sources = dev_sources
+        self.metric = main_metric(config)
+        self.step_task = StepTask(prepare=lambda key, rows: rows, sums=self._sums, loss=_mean)
+
+    def _targets(self, words: list[str]) -> np.ndarray:
+        """Each target's ids and end-of-sequence, padded to max_target_length (a target that
+        does not fit is an error: a cut label word could never be written whole)."""
+        width = self.config.text_to_text.max_target_length
+        out = np.full((len(words), width), self.tokenizer.vocab.pad_id, np.int32)
+        for i, ids in enumerate(self.tokenizer.encode_ids(words)):
+            if len(ids) >= width:
+                raise ConfigError(
+                    f"the target {words[i]!r} is {len(ids)} tokens and its end-of-sequence; "
+                    f"config.text_to_text.max_target_length={width} is too short"
+                )
+            out[i, : len(ids) + 1] = [*ids, self.tokenizer.vocab.eos_id]
+        return out
+
+    def _encode(self, examples: Examples, sources: list[str]) -> EncodedSplit:
+        vocab, n = self.tokenizer.vocab, len(examples)
+        length = self.config.data.max_seq_length
+        labels = label_ids(examples, self.config.task, self.labels)
+        if self.regression:
+            targets = self._targets([score_text(x) for x in labels])
+        else:
+            targets = self.word_ids[labels]
+        ids = np.full((n, length), vocab.pad_id, np.int32)
+        truncated = 0
+        specials = [vocab.bos_id] if self.family == "bart" else []
+        for i, source in enumerate(self.tokenizer.encode_ids(sources)):
+            body = list(source[: length - len(specials) - 1])
+            truncated += len(body) < len(source)
+            row = [*specials, *body, vocab.eos_id]
+            ids[i, : len(row)] = row
+        if truncated:
+            log.warning(
+                "%s: %d of %d inputs were longer than %d tokens and truncated "
+                "(config.data.max_seq_length)",
+                examples.source,
+                truncated,
+                n,
+                length,
+            )
+        start = np.full((n, 1), self.start_id, np.int32)
+        arrays = dict(
+            input_ids=ids,
+            segment_ids=(ids != vocab.pad_id).astype(np.int32),
+            decoder_inputs=np.concatenate([start, targets[:, :-1]], axis=1),
+            decoder_targets=targets,
+            decoder_weights=(targets != vocab.pad_id).astype(np.float32),
+            labels=labels,
+            weights=np.ones(n, np.float32),
+        )
+        return EncodedSplit(arrays, truncated)
+
+    def describe(self) -> str:
+        kind = f"targets {self.words}" if self.words else "scores as text"
+        return f"{len(self.train)} train / {len(self.dev)} dev examples, text to text, {kind}"
+
+    def model(self, cfg: TransformerConfig, rngs: nnx.Rngs) -> nnx.Module:
+        if not isinstance(cfg, Seq2SeqConfig):  # from scratch: a T5 of config.model's shape
+            fields = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(TransformerConfig)}
+            cfg = Seq2SeqConfig(**{**fields, **T5_SCRATCH, "type_vocab_size": 0})
+        return TextToText(cfg, rngs=rngs)
+
+    def _sums(self, model, rows, key, deterministic, rngs) -> dict:
+        """The decoder's teacher-forced cross-entropy over the target tokens."""
+        decoder_inputs = rows["decoder_inputs"]
+        logits = model.encoder(
+            *_encoder_inputs(rows),
+            decoder_inputs,
+            *_decoder_inputs(decoder_inputs, rows["segment_ids"]),
+            deterministic=deterministic,
+            rngs=rngs,
+        )
+        weights = rows["decoder_weights"] * rows["weights"][:, None]
+        return weighted_cross_entropy(logits, rows["decoder_targets"], weights)
+
+    def predict(self, model: nnx.Module, rows: dict):
+        """Generated token ids [rows, max_target_length], or (rank classification) each
+        label word's log-likelihood [rows, labels]."""
+        if self.config.text_to_text.rank_classification:
+            return self._label_likelihoods(model.encoder, rows)
+        ids, segments = rows["input_ids"], rows["segment_ids"]
+        sequences, _ = decode(model.encoder, ids, segments, self.generation, jax.random.key(0))
+        return sequences[:, 1:]
+
+    def _label_likelihoods(self, model: EncoderDecoder, rows: dict) -> jax.Array:
+        ids, positions, attention = _encoder_inputs(rows)
+        encoded = model.encode(ids, positions, attention)
+        scores = []
+        for target in self.word_ids:
+            target = jnp.broadcast_to(jnp.asarray(target), (ids.shape[0], len(target)))
+            start = jnp.full_like(target[:, :1], self.start_id)
+            inputs = jnp.concatenate([start, target[:, :-1]], axis=1)
+            positions_d, mask, cross = _decoder_inputs(inputs, rows["segment_ids"])
+            logits = model.decode(inputs, positions_d, mask, encoded, cross)
+            log_p = jax.nn.log_softmax(logits, axis=-1)
+            token = jnp.take_along_axis(log_p, target[..., None], axis=-1)[..., 0]
+            scores.append((token * (target != self.tokenizer.vocab.pad_id)).sum(-1))
+        return jnp.stack(scores, axis=-1)
+
+    def answers(self, outputs: np.ndarray) -> list[str]:
+        """The generated texts, up to each row's end-of-sequence."""
+        eos, texts = self.tokenizer.vocab.eos_id, []
+        for row in outputs:
+            ends = np.flatnonzero(row == eos)
+            texts.append(self.tokenizer.decode(row[: ends[0] if ends.size else len(row)].tolist()))
+        return texts
+
+    def predictions(self, outputs: np.ndarray) -> np.ndarray:
+        """Predicted label indices (-1: an answer that is no label) or scores."""
+        if self.config.text_to_text.rank_classification:
+            return outputs.argmax(-1)
+        texts = [t.strip() for t in self.answers(outputs)]
+        if self.regression:
+            return np.array([text_to_float(t) for t in texts], np.float32)
+        index = {w.strip(): i for i, w in enumerate(self.words)}
+        return np.array([index.get(t, -1) for t in texts], np.int32)
+
+    def metrics(self, outputs: np.ndarray) -> dict[str, float]:
+        """accuracy (f1) or pearson / spearman, as the heads report them, and the share of
+        answers that are no label or no number (`invalid`)."""
+        labels = self.dev.arrays["labels"][: len(outputs)]
+        predicted = self.predictions(outputs)
+        if self.regression:
+            out = regression_metrics(predicted, labels)
+            invalid = [text_to_float(t, np.nan) for t in self.answers(outputs)]
+            return {**out, "invalid": float(np.mean(np.isnan(invalid)))}
+        out = {"accuracy": accuracy(predicted, labels)}
+        if len(self.labels) == 2:
+            out["f1"] = binary_f1(predicted, labels)
+        return {**out, "invalid": float(np.mean(predicted < 0))}
+
+    def write_outputs(self, workdir: Path, outputs: np.ndarray, evaluations: list[dict]):
+        labels = self.dev.arrays["labels"]
+        gold = (
+            [score_text(x) for x in labels] if self.regression else [self.words[i] for i in labels]
+        )
+        if self.config.text_to_text.rank_classification:
+            written = [self.words[i] for i in outputs.argmax(-1)]
+        else:
+            written = self.answers(outputs)
+        lines = ["input\ttarget\tprediction"]
+        lines += [f"{s}\t{g}\t{w}" for s, g, w in zip(self.dev_sources, gold, written)]
+        name = self.config.name
+        return {
+            "predictions": write_atomically(workdir / "predictions.tsv", "\n".join(lines) + "\n"),
+            "dev metric": plot_dev_metric(
+                workdir / "dev_metric.png", evaluations, self.metric, f"{name}: dev {self.metric}"
+            ),
+        }
+
+    def export(self, model, folder: Path) -> Path | None:
+        vocab = self.tokenizer.vocab
+        fields = dict(eos_token_id=vocab.eos_id, decoder_start_token_id=self.start_id)
+        architecture = ARCHITECTURES[self.family]
+        return export_model(model.encoder, folder, architecture, fields, self.tokenizer)
+
+
+def _sources(prefix: str, examples: Examples) -> list[str]:
+    pairs = examples.pairs or [None] * len(examples)
+    return [t5_input(prefix, a, b) for a, b in zip(examples.texts, pairs, strict=True)]
+
+
+def _encoder_inputs(rows: dict) -> tuple:
+    segments = rows["segment_ids"]
+    real = segments != 0
+    positions = jnp.where(real, jnp.cumsum(real, axis=-1) - 1, 0)
+    return rows["input_ids"], positions, AttentionMask.bidirectional(segments)
+
+
+def _decoder_inputs(decoder_inputs: jax.Array, encoder_segments: jax.Array) -> tuple:
+    """(positions, causal mask, cross mask) of decoder rows fed from their start token."""
+    order = jnp.broadcast_to(jnp.arange(decoder_inputs.shape[-1]), decoder_inputs.shape)
+    ones = jnp.ones_like(decoder_inputs)
+    cross = AttentionMask(q_segment_ids=ones, kv_segment_ids=encoder_segments)
+    return order, AttentionMask.ordered(ones, order), cross
+
+
+def _mean(sums: dict) -> jax.Array:
+    return sums["nll_sum"] / jnp.maximum(sums["weight_sum"], 1.0)

@@ -1,0 +1,79 @@
+"""Text-to-text fine-tuning (T5's casting): a tiny T5 from scratch learns the synthetic
+sentiment task by writing the label's word, rank classification scores the label words, and
+the export generates the same text in transformers."""
+
+import json
+
+import pytest
+from test_finetune_run import synthetic_tsv, tiny_finetune
+
+from lm_jax.errors import ConfigError
+from lm_jax.finetune import finetune
+from lm_jax.finetune.schema import validate
+from lm_jax.finetune.text_to_text import score_text, t5_input, text_to_float
+
+
+@pytest.fixture(scope="module")
+def task_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("t2t")
+    return synthetic_tsv(folder / "train.tsv", 400, 0), synthetic_tsv(folder / "dev.tsv", 60, 1)
+
+
+def text_to_text(task_files, **overrides):
+    fields = {
+        "text_to_text.enabled": True,
+        "text_to_text.label_words": ("bad", "good"),
+        "text_to_text.max_target_length": 10,
+        "data.max_seq_length": 48,
+        "model.max_position": 64,
+        "train.steps": 200,
+        "train.eval_every": 100,
+        **overrides,
+    }
+    return tiny_finetune(task_files, **fields)
+
+
+def test_t5_casting():
+    assert t5_input("sst2", "a fine film", None) == "sst2 sentence: a fine film"
+    assert t5_input("rte", "A", "B") == "rte sentence1: A sentence2: B"
+    assert [score_text(x) for x in (3.8, 3.9, 0.0, 4.99)] == ["3.8", "4.0", "0.0", "5.0"]
+    assert text_to_float("2.4") == 2.4 and text_to_float("positive") == -1.0
+
+
+def test_a_t5_from_scratch_learns_to_write_the_label(task_files, tmp_path):
+    summary = finetune(text_to_text(task_files), tmp_path / "run", progress=False)
+    assert summary.best["accuracy"] > 0.9 and summary.best["invalid"] < 0.1
+    results = json.loads(summary.eval_results_path.read_text())
+    assert [e["step"] for e in results["evaluations"]] == [0, 100, 200]
+    rows = summary.predictions_path.read_text().splitlines()
+    assert rows[0] == "input\ttarget\tprediction" and len(rows) == 61
+    assert rows[1].split("\t")[0].startswith("synthetic sentence: ")
+    assert sum(r.split("\t")[2] in ("bad", "good") for r in rows[1:]) > 54
+    exported = json.loads((summary.export_dir / "config.json").read_text())
+    assert exported["architectures"] == ["T5ForConditionalGeneration"]
+
+
+def test_rank_classification_scores_each_label_word(task_files, tmp_path):
+    config = text_to_text(task_files, **{"text_to_text.rank_classification": True})
+    summary = finetune(config, tmp_path / "run", progress=False)
+    assert summary.best["accuracy"] > 0.9 and summary.best["invalid"] == 0.0
+
+
+def test_text_to_text_settings_are_checked(task_files):
+    with pytest.raises(ConfigError, match="rank_classification is for classification"):
+        validate(
+            text_to_text(
+                task_files, task="regression", **{"text_to_text.rank_classification": True}
+            )
+        )
+    with pytest.raises(ConfigError, match="question answering as text to text is not built"):
+        validate(
+            text_to_text(task_files, task="question_answering", **{"data.max_seq_length": 384})
+        )
+
+
+def test_a_label_word_longer_than_the_target_is_refused(task_files, tmp_path):
+    config = text_to_text(task_files, **{"text_to_text.max_target_length": 3})
+    with pytest.raises(ConfigError, match="the target 'bad' is 4 tokens"):
+        finetune(config, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "checkpoints").exists()
