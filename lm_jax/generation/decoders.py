@@ -1,8 +1,8 @@
 """The models generation drives, behind one interface: `start` takes the prompt and returns
 the decoding state (every cache preallocated: static shapes), `step` feeds one token per row
-and returns the next token's logits, `reorder` makes the state follow beam search's beams. The search algorithms (`lm_jax.generation.search`) see
-only this interface; the model sees the compact `AttentionMask` of the cache slots it may read,
-so the cache is just more keys.
+and returns the next token's logits, `reorder` makes the state follow beam search's beams.
+The search algorithms (`lm_jax.generation.search`) see only this interface; the model sees
+the compact `AttentionMask` of the cache slots it may read, so the cache is just more keys.
 
 - `Seq2SeqDecoder`: BART, T5 (v1.0 and v1.1) and MASS (`EncoderDecoder`): the source encoded
   once, each layer's cross-attention keys projected once, the decoder fed from its start token.
