@@ -7,6 +7,7 @@ import json
 import pytest
 from test_finetune_run import synthetic_tsv, tiny_finetune
 
+from lm_jax.data.tokenizer import load_tokenizer
 from lm_jax.errors import ConfigError
 from lm_jax.finetune import finetune
 from lm_jax.finetune.schema import validate
@@ -51,6 +52,24 @@ def test_a_t5_from_scratch_learns_to_write_the_label(task_files, tmp_path):
     assert sum(r.split("\t")[2] in ("bad", "good") for r in rows[1:]) > 54
     exported = json.loads((summary.export_dir / "config.json").read_text())
     assert exported["architectures"] == ["T5ForConditionalGeneration"]
+    assert_transformers_writes_the_same(summary.export_dir, rows[1:])
+
+
+def assert_transformers_writes_the_same(folder, rows):
+    """The exported folder, loaded by transformers, greedily generates our predictions."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    tokenizer = load_tokenizer(folder / "tokenizer.model", extra_ids=0)  # as the run trained it
+    peer = transformers.T5ForConditionalGeneration.from_pretrained(folder).eval()
+    vocab = tokenizer.vocab
+    for row in rows[:8]:
+        source, _, ours = row.split("\t")
+        ids = torch.tensor([[*tokenizer.encode(source).ids, vocab.eos_id]])
+        with torch.no_grad():
+            out = peer.generate(input_ids=ids, max_new_tokens=10, do_sample=False, num_beams=1)
+        new = out[0, 1:].tolist()
+        new = new[: new.index(vocab.eos_id)] if vocab.eos_id in new else new
+        assert tokenizer.decode(new) == ours
 
 
 def test_rank_classification_scores_each_label_word(task_files, tmp_path):

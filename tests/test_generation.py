@@ -2,6 +2,8 @@
 random weights our tokens equal transformers' `generate` (greedy, beam search with a length
 penalty, the processors) for BART, T5 and a causal BERT (`BertLMHeadModel`). No downloads."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -10,6 +12,7 @@ transformers = pytest.importorskip("transformers")
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+from conftest import run_python  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from lm_jax.attention import AttentionMask  # noqa: E402
@@ -296,3 +299,39 @@ def test_warpers_equal_hugging_faces():
     ):
         theirs = warper(None, theirs)
     np.testing.assert_allclose(warp(jnp.asarray(scores), settings), theirs.numpy(), rtol=1e-6)
+
+
+def test_generation_sharded_over_a_data_mesh_gives_the_same_tokens():
+    """Rows split over 2 devices (weights replicated) decode as on one; a row count the mesh
+    does not divide is refused."""
+    out = run_python(
+        """
+        import json
+        import numpy as np
+        from flax import nnx
+        from lm_jax.errors import ConfigError
+        from lm_jax.generation import GenerationConfig, generate
+        from lm_jax.models.seq2seq import EncoderDecoder, Seq2SeqConfig
+        from lm_jax.sharding import make_mesh
+        cfg = Seq2SeqConfig(vocab_size=50, hidden_size=16, num_layers=1, num_heads=2,
+                            intermediate_size=32, family="t5", relative_attention_buckets=8)
+        model = EncoderDecoder(cfg, rngs=nnx.Rngs(0))
+        ids = np.random.default_rng(0).integers(3, 50, (4, 7))
+        settings = GenerationConfig(eos_id=1, pad_id=0, decoder_start_id=0, max_new_tokens=6,
+                                    num_beams=2)
+        one = generate(model, ids, np.ones_like(ids), settings)
+        two = generate(model, ids, np.ones_like(ids), settings, mesh=make_mesh())
+        try:
+            generate(model, ids[:3], np.ones_like(ids[:3]), settings, mesh=make_mesh())
+            refused = ""
+        except ConfigError as e:
+            refused = str(e)
+        print(json.dumps({"same": bool((one.sequences == two.sequences).all()),
+                          "scores": float(abs(one.scores - two.scores).max()),
+                          "refused": refused}))
+        """,
+        devices=2,
+    )
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["same"] and result["scores"] < 1e-5
+    assert "3 rows do not split evenly over the mesh's 2 data shards" in result["refused"]

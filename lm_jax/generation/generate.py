@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from lm_jax.errors import ConfigError
 from lm_jax.generation.config import GenerationConfig
@@ -18,6 +19,7 @@ from lm_jax.generation.decoders import CAUSAL_MASKS, CausalDecoder, Seq2SeqDecod
 from lm_jax.generation.search import beam_search, greedy_or_sample
 from lm_jax.models.encoder import EncoderForMaskedLM
 from lm_jax.models.seq2seq import EncoderDecoder
+from lm_jax.sharding import batch_sharding, batch_split
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,11 +42,14 @@ def generate(
     *,
     key: jax.Array | None = None,
     mask: str = "causal",
+    mesh: Mesh | None = None,
 ) -> Generated:
     """Generate from `model`: an `EncoderDecoder` (BART, T5, MASS; `input_ids` is the source,
     right-padded) or an `EncoderForMaskedLM` trained as a left-to-right LM (`mask` "causal"
     for clm, "prefix" for prefix_lm; `input_ids` is the prompt, left-padded). `segment_ids`
-    [rows, L] is 0 on padding. Sampling needs `key`."""
+    [rows, L] is 0 on padding. Sampling needs `key`. With a `mesh`, the rows are split over
+    its data axes (`batch_sharding`; their count must divide evenly) and the weights
+    replicated: each device decodes its own rows."""
     input_ids = jnp.asarray(input_ids, jnp.int32)
     segment_ids = jnp.asarray(segment_ids, jnp.int32)
     if input_ids.ndim != 2 or segment_ids.shape != input_ids.shape:
@@ -74,6 +79,15 @@ def generate(
         )
     graphdef, params = nnx.split(model)
     key = jax.random.key(0) if key is None else key
+    if mesh is not None:
+        if input_ids.shape[0] % batch_split(mesh):
+            raise ConfigError(
+                f"{input_ids.shape[0]} rows do not split evenly over the mesh's "
+                f"{batch_split(mesh)} data shards"
+            )
+        rows = batch_sharding(mesh)
+        input_ids, segment_ids = jax.device_put((input_ids, segment_ids), rows)
+        params = jax.device_put(params, NamedSharding(mesh, PartitionSpec()))
     sequences, scores = _generate(graphdef, params, input_ids, segment_ids, key, config, kind)
     sequences = np.asarray(sequences)
     prompt = sequences.shape[1] - config.max_new_tokens
