@@ -4,6 +4,8 @@ the export generates the same text in transformers."""
 
 import json
 
+import jax
+import numpy as np
 import pytest
 from test_finetune_run import synthetic_tsv, tiny_finetune
 
@@ -96,3 +98,45 @@ def test_a_label_word_longer_than_the_target_is_refused(task_files, tmp_path):
     with pytest.raises(ConfigError, match="the target 'bad' is 4 tokens"):
         finetune(config, tmp_path / "run", progress=False)
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("objective", ["t5", "bart"])
+def test_a_seq2seq_pretraining_run_fine_tunes_text_to_text(objective, task_files, tmp_path):
+    """The run's whole encoder-decoder (BART's final_logits_bias included) arrives unchanged;
+    rows are `source </s>` (BART `<s> source </s>`), the decoder starts from T5's pad or
+    BART's </s>, and the export is the family's ...ForConditionalGeneration."""
+    from conftest import tiny_config
+    from flax import nnx
+
+    from lm_jax.finetune import finetuning_config
+    from lm_jax.finetune.run import build_model
+    from lm_jax.finetune.text_to_text import TextToTextTaskData
+    from lm_jax.finetune.weights import initial_weights
+    from lm_jax.pretrain.run import pretrain
+    from lm_jax.pretrain.schema import pretraining_config
+
+    pre = tiny_config(**{"train.steps": 2, "tokenizer.extra_ids": 20})
+    pre.objective = objective
+    pre.objective_options = pretraining_config(objective).objective_options
+    run = pretrain(pre, tmp_path / "pre", progress=False)
+    config = text_to_text(task_files, init=str(run.workdir), **{"train.steps": 2})
+    config.model = finetuning_config().model  # the shape comes from the run
+    initial = initial_weights(config)
+    assert initial.family == objective and ("bias" in initial.encoder) == (objective == "bart")
+    data = TextToTextTaskData(config, initial, tmp_path / "ft", resuming=False)
+    vocab = data.tokenizer.vocab
+    model = build_model(config, initial, vocab, data.model)
+    for ours, theirs in zip(
+        jax.tree.leaves(nnx.state(model.encoder, nnx.Param)), jax.tree.leaves(run.state.params)
+    ):
+        np.testing.assert_array_equal(ours, theirs)
+    row = data.train.row(0)
+    real = row["segment_ids"].sum()
+    assert row["input_ids"][real - 1] == vocab.eos_id
+    assert (row["input_ids"][0] == vocab.bos_id) == (objective == "bart")
+    start = vocab.pad_id if objective == "t5" else vocab.eos_id
+    assert row["decoder_inputs"][0] == start
+    summary = finetune(config, tmp_path / "ft", progress=False)
+    exported = json.loads((summary.export_dir / "config.json").read_text())
+    family = "T5" if objective == "t5" else "Bart"
+    assert exported["architectures"] == [f"{family}ForConditionalGeneration"]

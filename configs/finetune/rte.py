@@ -13,5 +13,6 @@ def get_config():
     c.data.dev_path = shared_data("rte/dev.tsv")
     c.data.text_column, c.data.text_pair_column = "sentence1", "sentence2"
     c.data.labels = ("0", "1")
+    c.text_to_text.label_words = ("entailment", "not_entailment")  # T5 targets, if text_to_text
     c.data.max_seq_length = 128
     return c

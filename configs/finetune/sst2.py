@@ -14,5 +14,6 @@ def get_config():
     # The text header is "sentence" in train.tsv and "content" in dev.tsv: read by position.
     c.data.text_column, c.data.label_column = "1", "0"
     c.data.labels = ("0", "1")
+    c.text_to_text.label_words = ("negative", "positive")  # T5 targets, if text_to_text
     c.data.max_seq_length = 128
     return c
