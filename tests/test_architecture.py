@@ -1,8 +1,9 @@
 """The package's layering, read from its import statements (module-level and local ones).
 
 Ground floor (errors, vocab, batch, layout, config_tools, runtime, sharding, command_line,
-attention) <- data, models, objectives (none of which import each other) <- train (the generic
-trainer) <- pretrain <- finetune (which reads pretraining runs); no cycles.
+attention) <- data, models, objectives (none of which import each other) <- generation (decoding
+with the models) and train (the generic trainer) <- pretrain <- finetune (which reads
+pretraining runs and generates for text-to-text tasks); no cycles.
 """
 
 from __future__ import annotations
@@ -30,10 +31,11 @@ ALLOWED = {
     "data": set(),
     "models": set(),
     "objectives": set(),
+    "generation": {"models"},
     "train": set(),
     "pretrain": {"data", "models", "objectives", "train"},
     # Fine-tuning starts from pretraining runs (lm_jax.pretrain.saved); never the other way.
-    "finetune": {"data", "models", "train", "pretrain"},
+    "finetune": {"data", "models", "generation", "train", "pretrain"},
 }
 
 
