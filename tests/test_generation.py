@@ -228,7 +228,23 @@ def test_causal_lm_generate_equals_bert_lm_head_model(overrides):
         np.testing.assert_array_equal(a[:stop], b[:stop])
 
 
-@pytest.mark.parametrize("mask", ["causal", "prefix"])
+MASK_ID = 4
+
+
+def full_pass_logits(model, fed, mask: str, t: int):
+    """The next-token logits after fed[:, :5 + t] (a 5-token prompt) by the full forward
+    pass under the same rule: UniLM's from a [MASK] appended after it."""
+    tokens = fed[:, : 5 + t]
+    if mask == "unilm":
+        tokens = np.concatenate([tokens, np.full((1, 1), MASK_ID)], axis=1)
+    positions = jnp.arange(tokens.shape[1])[None]
+    ranks = positions if mask == "causal" else jnp.maximum(positions, 4)
+    types = None if mask == "causal" else (positions >= 5).astype(jnp.int32)
+    attention = AttentionMask.ordered(jnp.ones_like(positions), ranks)
+    return model(jnp.asarray(tokens), positions, attention, types)[0, -1]
+
+
+@pytest.mark.parametrize("mask", ["causal", "prefix", "unilm"])
 def test_causal_incremental_decoding_and_left_padding(mask):
     """Each step's logits equal the full forward pass under the same order rule, and a
     left-padded prompt generates what it generates alone."""
@@ -236,18 +252,16 @@ def test_causal_incremental_decoding_and_left_padding(mask):
     rng = np.random.default_rng(4)
     prompt, steps = rng.integers(5, VOCAB, (1, 5)), 6
     fed = np.concatenate([prompt, rng.integers(5, VOCAB, (1, steps - 1))], axis=1)
-    decoder = CausalDecoder(model, steps, mask)
+    decoder = CausalDecoder(model, steps, mask, MASK_ID)
     state = decoder.start(jnp.asarray(prompt), jnp.ones((1, 5), jnp.int32))
-    positions = jnp.arange(fed.shape[1])[None]
-    ranks = jnp.maximum(positions, 4) if mask == "prefix" else positions
-    types = (positions >= 5).astype(jnp.int32) if mask == "prefix" else None
-    ones = jnp.ones_like(positions)
-    full = model(jnp.asarray(fed), positions, AttentionMask.ordered(ones, ranks), types)
-    step = nnx.jit(lambda m, s, tokens, t: CausalDecoder(m, steps, mask).step(s, tokens, t))
+    step = nnx.jit(
+        lambda m, s, tokens, t: CausalDecoder(m, steps, mask, MASK_ID).step(s, tokens, t)
+    )
     for t in range(steps):
         logits, state = step(model, state, jnp.asarray(fed[:, 4 + t]), t)
-        np.testing.assert_allclose(logits[0], full[0, 4 + t], atol=1e-4, err_msg=f"step {t}")
-    settings = GenerationConfig(eos_id=3, pad_id=0, max_new_tokens=8)
+        expected = full_pass_logits(model, fed, mask, t)
+        np.testing.assert_allclose(logits[0], expected, atol=1e-4, err_msg=f"step {t}")
+    settings = GenerationConfig(eos_id=3, pad_id=0, max_new_tokens=8, mask_id=MASK_ID)
     alone = generate(model, prompt, np.ones_like(prompt), settings, mask=mask)
     padded = np.concatenate([np.zeros((1, 3), int), prompt], axis=1)
     together = generate(
@@ -278,6 +292,8 @@ def test_sampling_is_keyed_and_top_k_1_is_greedy():
     assert (a.sequences != c.sequences).any()
     with pytest.raises(ConfigError, match="needs a key"):
         generate(model, prompt, real, free)
+    with pytest.raises(ConfigError, match="needs config.mask_id"):
+        generate(model, prompt, real, GenerationConfig(**base), mask="unilm")
     with pytest.raises(ConfigError, match="left-padded"):
         right_padded = np.concatenate([real[:, :-1], 0 * real[:, -1:]], axis=1)
         generate(model, prompt, right_padded, GenerationConfig(**base))

@@ -32,6 +32,7 @@ class GenerationConfig:
       decoder_start_id: the first decoder input of an encoder-decoder (BART: </s>, T5: pad).
       forced_bos_id: the id forced as the first new token (BART's <s>), or None.
       forced_eos_id: the id forced at the last allowed position, or None.
+      mask_id: the [MASK] id of UniLM's cloze decoding (`mask="unilm"`), or None.
     """
 
     eos_id: int
@@ -49,6 +50,7 @@ class GenerationConfig:
     decoder_start_id: int | None = None
     forced_bos_id: int | None = None
     forced_eos_id: int | None = None
+    mask_id: int | None = None
 
     def __post_init__(self):
         if self.eos_id is None:

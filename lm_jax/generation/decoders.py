@@ -6,10 +6,10 @@ the compact `AttentionMask` of the cache slots it may read, so the cache is just
 
 - `Seq2SeqDecoder`: BART, T5 (v1.0 and v1.1) and MASS (`EncoderDecoder`): the source encoded
   once, each layer's cross-attention keys projected once, the decoder fed from its start token.
-- `CausalDecoder`: the shared encoder (`EncoderForMaskedLM`) under a
-  causal mask (clm) or a prefix-LM mask (prefix_lm; UniLM's seq2seq mask is the same rule:
-  the prompt sees itself bidirectionally, each new token its past), prompts left-padded so
-  every row's next token lands in the same cache slot.
+- `CausalDecoder`: the shared encoder (`EncoderForMaskedLM`) under a causal mask (clm), a
+  prefix-LM mask (prefix_lm) or UniLM's seq2seq mask (the same rule: the prompt sees itself
+  bidirectionally, each new token its past; decoded by cloze), prompts left-padded so every
+  row's next token lands in the same cache slot.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from lm_jax.models.encoder import EncoderForMaskedLM
 from lm_jax.models.layers import KVCache
 from lm_jax.models.seq2seq import DecoderCache, EncoderDecoder
 
-CAUSAL_MASKS = ("causal", "prefix")
+CAUSAL_MASKS = ("causal", "prefix", "unilm")
 
 
 @struct.dataclass
@@ -83,14 +83,26 @@ class CausalState:
 
 
 class CausalDecoder:
-    """The shared encoder as a left-to-right LM: `mask` "causal" (every token sees its past)
-    or "prefix" (the prompt sees all of itself; token types 0 for it and 1 after it, as the
-    prefix_lm objective trains)."""
+    """The shared encoder as a left-to-right LM: `mask` "causal" (every token sees its past),
+    "prefix" (the prompt sees all of itself; token types 0 for it and 1 after it, as the
+    prefix_lm objective trains) or "unilm" (UniLM's seq2seq mask, the same rule, decoded as
+    UniLM is trained, by cloze: each step feeds the last token and a [MASK] (`mask_id`) after
+    it, whose output predicts the next token; the [MASK]'s slot is overwritten next step by
+    the token it predicted; Dong et al. 2019, sec. 3.2)."""
 
-    def __init__(self, model: EncoderForMaskedLM, max_new_tokens: int, mask: str = "causal"):
+    def __init__(
+        self,
+        model: EncoderForMaskedLM,
+        max_new_tokens: int,
+        mask: str = "causal",
+        mask_id: int | None = None,
+    ):
         if mask not in CAUSAL_MASKS:
             raise ValueError(f"mask must be one of {CAUSAL_MASKS}, got {mask!r}")
+        if mask == "unilm" and mask_id is None:
+            raise ValueError("UniLM's cloze decoding needs the [MASK] id")
         self.model, self.max_new_tokens, self.mask = model, max_new_tokens, mask
+        self.mask_id = mask_id
 
     def start(self, input_ids: jnp.ndarray, segment_ids: jnp.ndarray) -> CausalState:
         """Prompts [rows, P], left-padded (`segment_ids` 0 on padding), written into cache
@@ -98,10 +110,10 @@ class CausalDecoder:
         again, into the same slot (its keys and values come out the same: under either mask
         it sees the whole prompt), for the first new token's logits."""
         rows, prompt = input_ids.shape
-        slots = prompt - 1 + self.max_new_tokens
+        slots = prompt - 1 + self.max_new_tokens + (self.mask == "unilm")
         real = (segment_ids != 0).astype(jnp.int32)
         positions = jnp.maximum(jnp.cumsum(real, axis=-1) - 1, 0)
-        if self.mask == "prefix":  # the prompt sees all of itself
+        if self.mask != "causal":  # the prompt sees all of itself
             ranks = jnp.maximum(positions, real.sum(-1, keepdims=True) - 1)
         else:
             ranks = positions
@@ -135,34 +147,35 @@ class CausalDecoder:
 
     def step(self, state: CausalState, tokens: jnp.ndarray, t) -> tuple:
         """Logits [rows, vocab] after `tokens` [rows]: the prompt's last token at t = 0, then
-        the t-th new one, in slot prompt_slots + t (each new token sees its past)."""
+        the t-th new one, in slot prompt_slots + t (each new token sees its past; UniLM's
+        [MASK] behind it in the next slot)."""
         slot = state.prompt_slots + t
         rows = tokens.shape[0]
-        position = state.next_position
-        rank = position  # the prompt's last token has the prompt's top rank either way
-        token_type = jnp.where(t == 0, 0, 1) if self.mask == "prefix" else 0
-        put = lambda x, v: jax.lax.dynamic_update_slice_in_dim(x, v[:, None], slot, axis=1)
+        position = state.next_position[:, None]
+        fed, positions = tokens[:, None], position
+        types = jnp.full((rows, 1), jnp.where(t == 0, 0, 1) if self.mask != "causal" else 0)
+        if self.mask == "unilm":
+            fed = jnp.concatenate([fed, jnp.full_like(fed, self.mask_id)], axis=1)
+            positions = jnp.concatenate([position, position + 1], axis=1)
+            types = jnp.concatenate([types, jnp.ones_like(types)], axis=1)
+        ranks = positions  # the prompt's last token has the prompt's top rank in every mask
+        put = lambda x, v: jax.lax.dynamic_update_slice_in_dim(x, v, slot, axis=1)
         state = state.replace(
-            kv_segments=put(state.kv_segments, jnp.ones(rows, jnp.int32)),
-            kv_ranks=put(state.kv_ranks, rank),
-            kv_positions=put(state.kv_positions, position),
+            kv_segments=put(state.kv_segments, jnp.ones_like(fed)),
+            kv_ranks=put(state.kv_ranks, ranks),
+            kv_positions=put(state.kv_positions, positions),
         )
         mask = AttentionMask(
-            q_segment_ids=jnp.ones((rows, 1), jnp.int32),
+            q_segment_ids=jnp.ones_like(fed),
             kv_segment_ids=state.kv_segments,
-            q_ranks=rank[:, None],
+            q_ranks=ranks,
             kv_ranks=state.kv_ranks,
         )
         logits, caches = self.model.extend(
-            tokens[:, None],
-            position[:, None],
-            jnp.full((rows, 1), token_type, jnp.int32),
-            state.caches,
-            slot,
-            mask,
-            state.kv_positions,
+            fed, positions, types.astype(jnp.int32), state.caches, slot, mask, state.kv_positions
         )
-        return logits[:, 0], state.replace(caches=caches, next_position=position + 1)
+        next_position = state.next_position + 1
+        return logits[:, -1], state.replace(caches=caches, next_position=next_position)
 
     def reorder(self, state: CausalState, origin: jnp.ndarray) -> CausalState:
         """Beam search: the whole state of the beams that run on (`origin` [rows])."""

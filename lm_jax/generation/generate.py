@@ -46,7 +46,8 @@ def generate(
 ) -> Generated:
     """Generate from `model`: an `EncoderDecoder` (BART, T5, MASS; `input_ids` is the source,
     right-padded) or an `EncoderForMaskedLM` trained as a left-to-right LM (`mask` "causal"
-    for clm, "prefix" for prefix_lm; `input_ids` is the prompt, left-padded). `segment_ids`
+    for clm, "prefix" for prefix_lm, "unilm" for UniLM's seq2seq mask with its cloze decoding;
+    `input_ids` is the prompt, left-padded). `segment_ids`
     [rows, L] is 0 on padding. Sampling needs `key`. With a `mesh`, the rows are split over
     its data axes (`batch_sharding`; their count must divide evenly) and the weights
     replicated: each device decodes its own rows."""
@@ -67,10 +68,12 @@ def generate(
     elif isinstance(model, EncoderForMaskedLM):
         if mask not in CAUSAL_MASKS:
             raise ConfigError(f"mask must be one of {CAUSAL_MASKS}, got {mask!r}")
+        if mask == "unilm" and config.mask_id is None:
+            raise ConfigError("UniLM's cloze decoding (mask='unilm') needs config.mask_id")
         if not bool((segment_ids[:, -1] != 0).all()):
             raise ConfigError("prompts must be left-padded: every row's last token is real")
         kind = mask
-        total = input_ids.shape[1] + config.max_new_tokens - 1
+        total = input_ids.shape[1] + config.max_new_tokens - (mask != "unilm")
         _check_length(total, model.encoder.cfg.max_position, "prompt + max_new_tokens", model)
     else:
         raise ConfigError(
@@ -114,7 +117,7 @@ def decode(model, input_ids, segment_ids, config: GenerationConfig, key, kind: s
         decoder = Seq2SeqDecoder(model, config.max_new_tokens)
         prompt = jnp.full((input_ids.shape[0], 1), config.decoder_start_id, jnp.int32)
     else:
-        decoder = CausalDecoder(model, config.max_new_tokens, kind)
+        decoder = CausalDecoder(model, config.max_new_tokens, kind, config.mask_id)
         prompt = input_ids
     state = decoder.start(input_ids, segment_ids)
     if config.num_beams > 1:
