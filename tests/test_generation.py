@@ -351,3 +351,36 @@ def test_generation_sharded_over_a_data_mesh_gives_the_same_tokens():
     result = json.loads(out.strip().splitlines()[-1])
     assert result["same"] and result["scores"] < 1e-5
     assert "3 rows do not split evenly over the mesh's 2 data shards" in result["refused"]
+
+
+def test_generate_text_pads_encodes_and_decodes_as_generate(wiki_tokenizer):
+    """Strings in, strings out: each text's rows, padded on the family's side (sources on the
+    right, prompts on the left), the new tokens decoded up to the end-of-sequence id."""
+    from lm_jax.generation import generate_text
+    from lm_jax.models.seq2seq import EncoderDecoder, Seq2SeqConfig
+
+    vocab = wiki_tokenizer.vocab
+    cfg = Seq2SeqConfig(
+        vocab_size=vocab.size,
+        hidden_size=16,
+        num_layers=1,
+        num_heads=2,
+        intermediate_size=32,
+        family="t5",
+        relative_attention_buckets=8,
+    )
+    model = EncoderDecoder(cfg, rngs=nnx.Rngs(0))
+    settings = GenerationConfig(
+        eos_id=vocab.eos_id,
+        pad_id=vocab.pad_id,
+        decoder_start_id=vocab.pad_id,
+        max_new_tokens=5,
+    )
+    texts = ["the cat", "a much longer sentence than the first one"]
+    rows = lambda ids: [*ids, vocab.eos_id]
+    written = generate_text(model, wiki_tokenizer, texts, settings, rows=rows)
+    for text, out in zip(texts, written, strict=True):
+        ids = np.asarray([rows(wiki_tokenizer.encode(text).ids)])
+        new = generate(model, ids, np.ones_like(ids), settings).new_tokens[0].tolist()
+        new = new[: new.index(vocab.eos_id)] if vocab.eos_id in new else new
+        assert out == wiki_tokenizer.decode(new)
