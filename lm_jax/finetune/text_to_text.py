@@ -71,14 +71,6 @@ class TextToText(nnx.Module):
         self.encoder = EncoderDecoder(cfg, rngs=rngs)
 
 
-@dataclasses.dataclass(frozen=True)
-class Targets:
-    """Each label's target text and ids (eos included), or none for regression."""
-
-    words: list[str]
-    ids: np.ndarray | None  # [labels, T] padded
-
-
 class TextToTextTaskData(TaskData):
     """Rows `source </s>` (BART: `<s> source </s>`) for the encoder, the target's ids for the
     decoder (behind its start token: T5's pad, BART's </s>), the labels for the metrics."""
@@ -96,10 +88,7 @@ class TextToTextTaskData(TaskData):
                 f"{len(self.labels)} labels {self.labels}"
             )
         prefix = t.prefix or config.name
-        sources = lambda e: [
-            t5_input(prefix, a, b) for a, b in zip(e.texts, e.pairs or [None] * len(e))
-        ]
-        train_sources, dev_sources = sources(train), sources(dev)
+        train_sources, dev_sources = _sources(prefix, train), _sources(prefix, dev)
         self.tokenizer = task_tokenizer(config, initial, train_sources + words, workdir, resuming)
         vocab = self.tokenizer.vocab
         self.start_id = vocab.pad_id if self.family == "t5" else vocab.eos_id
