@@ -73,6 +73,7 @@ EXTENDED = {
     "test_finetune_text_to_text.py::test_a_seq2seq_pretraining_run_fine_tunes_text_to_text[bart]",
     "test_finetune_text_to_text.py::test_a_seq2seq_pretraining_run_fine_tunes_text_to_text[t5]",
     "test_finetune_text_to_text.py::test_rank_classification_scores_each_label_word",
+    "test_generation.py::test_causal_incremental_decoding_and_left_padding[causal]",
     "test_generation.py::test_seq2seq_generate_equals_hugging_face[t5-overrides5]",
     "test_masked_lm.py::test_electra_replace_labels_and_gumbel_sampling",
     "test_masked_lm.py::test_entity_spans_masked_whole",
