@@ -47,8 +47,8 @@ def generate(
     """Generate from `model`: an `EncoderDecoder` (BART, T5, MASS; `input_ids` is the source,
     right-padded) or an `EncoderForMaskedLM` trained as a left-to-right LM (`mask` "causal"
     for clm, "prefix" for prefix_lm, "unilm" for UniLM's seq2seq mask with its cloze decoding;
-    `input_ids` is the prompt, left-padded). `segment_ids`
-    [rows, L] is 0 on padding. Sampling needs `key`. With a `mesh`, the rows are split over
+    `input_ids` is the prompt, left-padded). `segment_ids` [rows, L] is 0 on padding.
+    Sampling needs `key`. With a `mesh`, the rows are split over
     its data axes (`batch_sharding`; their count must divide evenly) and the weights
     replicated: each device decodes its own rows."""
     input_ids = jnp.asarray(input_ids, jnp.int32)
@@ -60,41 +60,49 @@ def generate(
         )
     if config.do_sample and key is None:
         raise ConfigError("sampling (do_sample=True) needs a key")
-    if isinstance(model, EncoderDecoder):
-        if config.decoder_start_id is None:
-            raise ConfigError("an encoder-decoder needs decoder_start_id (BART: eos, T5: pad)")
-        kind = "seq2seq"
-        _check_length(input_ids.shape[1], model.cfg.max_position, "source", model)
-    elif isinstance(model, EncoderForMaskedLM):
-        if mask not in CAUSAL_MASKS:
-            raise ConfigError(f"mask must be one of {CAUSAL_MASKS}, got {mask!r}")
-        if mask == "unilm" and config.mask_id is None:
-            raise ConfigError("UniLM's cloze decoding (mask='unilm') needs config.mask_id")
-        if not bool((segment_ids[:, -1] != 0).all()):
-            raise ConfigError("prompts must be left-padded: every row's last token is real")
-        kind = mask
-        total = input_ids.shape[1] + config.max_new_tokens - (mask != "unilm")
-        _check_length(total, model.encoder.cfg.max_position, "prompt + max_new_tokens", model)
-    else:
-        raise ConfigError(
-            f"cannot generate with {type(model).__name__}: an EncoderDecoder or an "
-            "EncoderForMaskedLM trained with clm / prefix_lm is needed"
-        )
+    kind = _decoding_kind(model, input_ids.shape[1], segment_ids, config, mask)
     graphdef, params = nnx.split(model)
     key = jax.random.key(0) if key is None else key
     if mesh is not None:
-        if input_ids.shape[0] % batch_split(mesh):
-            raise ConfigError(
-                f"{input_ids.shape[0]} rows do not split evenly over the mesh's "
-                f"{batch_split(mesh)} data shards"
-            )
-        rows = batch_sharding(mesh)
-        input_ids, segment_ids = jax.device_put((input_ids, segment_ids), rows)
-        params = jax.device_put(params, NamedSharding(mesh, PartitionSpec()))
+        input_ids, segment_ids, params = _placed(mesh, input_ids, segment_ids, params)
     sequences, scores = _generate(graphdef, params, input_ids, segment_ids, key, config, kind)
     sequences = np.asarray(sequences)
     prompt = sequences.shape[1] - config.max_new_tokens
     return Generated(sequences, sequences[:, prompt:], np.asarray(scores))
+
+
+def _decoding_kind(model, length: int, segment_ids, config: GenerationConfig, mask: str) -> str:
+    """ "seq2seq" or the causal mask `model` decodes under; a ConfigError for what it cannot."""
+    if isinstance(model, EncoderDecoder):
+        if config.decoder_start_id is None:
+            raise ConfigError("an encoder-decoder needs decoder_start_id (BART: eos, T5: pad)")
+        _check_length(length, model.cfg.max_position, "source", model)
+        return "seq2seq"
+    if not isinstance(model, EncoderForMaskedLM):
+        raise ConfigError(
+            f"cannot generate with {type(model).__name__}: an EncoderDecoder or an "
+            "EncoderForMaskedLM trained with clm / prefix_lm / unilm is needed"
+        )
+    if mask not in CAUSAL_MASKS:
+        raise ConfigError(f"mask must be one of {CAUSAL_MASKS}, got {mask!r}")
+    if mask == "unilm" and config.mask_id is None:
+        raise ConfigError("UniLM's cloze decoding (mask='unilm') needs config.mask_id")
+    if not bool((segment_ids[:, -1] != 0).all()):
+        raise ConfigError("prompts must be left-padded: every row's last token is real")
+    total = length + config.max_new_tokens - (mask != "unilm")
+    _check_length(total, model.encoder.cfg.max_position, "prompt + max_new_tokens", model)
+    return mask
+
+
+def _placed(mesh: Mesh, input_ids, segment_ids, params):
+    """The rows split over the mesh's data axes, the weights replicated."""
+    if input_ids.shape[0] % batch_split(mesh):
+        raise ConfigError(
+            f"{input_ids.shape[0]} rows do not split evenly over the mesh's "
+            f"{batch_split(mesh)} data shards"
+        )
+    input_ids, segment_ids = jax.device_put((input_ids, segment_ids), batch_sharding(mesh))
+    return input_ids, segment_ids, jax.device_put(params, NamedSharding(mesh, PartitionSpec()))
 
 
 def _check_length(length: int, maximum: int, what: str, model) -> None:
@@ -112,7 +120,7 @@ def _generate(graphdef, params, input_ids, segment_ids, key, config, kind):
 def decode(model, input_ids, segment_ids, config: GenerationConfig, key, kind: str = "seq2seq"):
     """(sequences, scores) of `generate`, traceable: for use inside a jitted function (the
     fine-tuning predict step, sharded over its mesh). `kind`: "seq2seq", or the mask of a
-    `CausalDecoder` ("causal", "prefix")."""
+    `CausalDecoder` ("causal", "prefix", "unilm")."""
     if kind == "seq2seq":
         decoder = Seq2SeqDecoder(model, config.max_new_tokens)
         prompt = jnp.full((input_ids.shape[0], 1), config.decoder_start_id, jnp.int32)
