@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from test_finetune_run import synthetic_tsv, tiny_finetune
 
+from lm_jax.config_tools import override
 from lm_jax.data.tokenizer import load_tokenizer
 from lm_jax.errors import ConfigError
 from lm_jax.finetune import finetune
@@ -87,10 +88,8 @@ def test_text_to_text_settings_are_checked(task_files):
                 task_files, task="regression", **{"text_to_text.rank_classification": True}
             )
         )
-    with pytest.raises(ConfigError, match="question answering as text to text is not built"):
-        validate(
-            text_to_text(task_files, task="question_answering", **{"data.max_seq_length": 384})
-        )
+    with pytest.raises(ConfigError, match="max_target_length must be >= 2"):
+        validate(text_to_text(task_files, **{"text_to_text.max_target_length": 1}))
 
 
 def test_a_label_word_longer_than_the_target_is_refused(task_files, tmp_path):
@@ -140,3 +139,27 @@ def test_a_seq2seq_pretraining_run_fine_tunes_text_to_text(objective, task_files
     exported = json.loads((summary.export_dir / "config.json").read_text())
     family = "T5" if objective == "t5" else "Bart"
     assert exported["architectures"] == [f"{family}ForConditionalGeneration"]
+
+
+def test_a_t5_from_scratch_answers_squad_format_questions_as_text(tmp_path):
+    """`question: Q context: C` -> the answer or "unanswerable": the official SQuAD 2.0
+    metrics on dev, well above always abstaining (50), and the official predictions.json."""
+    from test_finetune_qa import tiny_qa
+
+    fields = {
+        "text_to_text.enabled": True,
+        "text_to_text.max_target_length": 6,
+        "model.max_position": 64,
+        "train.eval_every": 150,
+        "train.learning_rate": 3e-3,
+    }
+    config = override(tiny_qa(tmp_path, steps=300), fields)
+    summary = finetune(config, tmp_path / "run", progress=False)
+    best = summary.best
+    assert best["f1"] > 70 and best["HasAns_f1"] > 40 and best["NoAns_f1"] > 70, best
+    answers = json.loads((summary.workdir / "predictions.json").read_text())
+    assert len(answers) == 80 and "" in answers.values()
+    rows = summary.predictions_path.read_text().splitlines()
+    assert rows[1].startswith("question: what is the ")
+    results = json.loads(summary.eval_results_path.read_text())
+    assert results["metric"] == "f1" and {"exact", "HasAns_f1", "NoAns_f1"} <= set(best)

@@ -20,4 +20,5 @@ def get_config():
     c.train.learning_rate = 3e-5
     c.epochs = 2.0  # Devlin et al. fine-tune SQuAD 2.0 for 2 epochs
     c.train.batch_size = 32
+    c.text_to_text.max_target_length = 32  # answer tokens and eos, if text_to_text
     return c

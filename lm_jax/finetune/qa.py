@@ -50,7 +50,8 @@ def span_loss(logits: np.ndarray, rows: dict[str, np.ndarray]) -> float:
     return float(-np.mean(starts + ends) / 2)
 
 
-def _read(config: ml_collections.ConfigDict) -> tuple[QASplit, QASplit]:
+def read_qa_splits(config: ml_collections.ConfigDict) -> tuple[QASplit, QASplit]:
+    """(train, dev) SQuAD-format questions from the files or TFDS splits config.data names."""
     d = config.data
     if d.format == TFDS:
         train = read_tfds_squad(d.tfds_name, d.train_split, d.tfds_data_dir, training=True)
@@ -69,7 +70,7 @@ class QATaskData(TaskData):
     windows' offsets and the post-processing settings."""
 
     def __init__(self, config, initial: Initial, workdir: Path, resuming: bool):
-        train, dev = _read(config)
+        train, dev = read_qa_splits(config)
         contexts = list(dict.fromkeys(e.context for e in train.examples))
         texts = contexts + [e.question for e in train.examples]
         self.config, self.family = config, initial.family

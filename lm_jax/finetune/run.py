@@ -30,7 +30,7 @@ from lm_jax.finetune.schema import finetuning_config, main_metric, resolve_sched
 from lm_jax.finetune.sequence import SequenceTaskData
 from lm_jax.finetune.task_data import TaskData
 from lm_jax.finetune.tasks import layer_decay_factors
-from lm_jax.finetune.text_to_text import TextToTextTaskData
+from lm_jax.finetune.text_to_text import QATextToTextTaskData, TextToTextTaskData
 from lm_jax.finetune.weights import Initial, initial_weights, model_config
 from lm_jax.models.config import TransformerConfig
 from lm_jax.train.checkpoint import check_run_config, checkpoint_steps
@@ -94,7 +94,8 @@ def default_workdir(config: ml_collections.ConfigDict) -> Path:
 def load_task_data(config, initial: Initial, workdir: Path, resuming: bool) -> TaskData:
     """The task's data read, tokenized and encoded (the tokenizer trained first when none)."""
     if config.text_to_text.enabled:
-        kind = TextToTextTaskData
+        qa = config.task == QUESTION_ANSWERING
+        kind = QATextToTextTaskData if qa else TextToTextTaskData
     else:
         kind = QATaskData if config.task == QUESTION_ANSWERING else SequenceTaskData
     return kind(config, initial, workdir, resuming)

@@ -88,7 +88,8 @@ def finetuning_config() -> ml_collections.ConfigDict:
     # Text-to-text (Raffel et al. 2020, T5 sec. 2.4): an encoder-decoder (T5, BART, MASS; from
     # scratch a T5 of config.model's shape) reads "<prefix> sentence: ..." (pairs: "sentence1:
     # ... sentence2: ...") and writes the label's word (STS-B: the score rounded to 0.2, as
-    # text), scored by greedy generation (or num_beams) with the heads' metrics; with
+    # text; QA: "question: ... context: ..." -> the answer or no_answer), scored by greedy
+    # generation (or num_beams) with the heads' metrics (QA: SQuAD 2.0's); with
     # rank_classification, by the likelihood of each label's word instead.
     c.text_to_text = ml_collections.ConfigDict()
     c.text_to_text.enabled = False
@@ -97,6 +98,7 @@ def finetuning_config() -> ml_collections.ConfigDict:
     c.text_to_text.max_target_length = 8  # target tokens, end-of-sequence included
     c.text_to_text.num_beams = 1
     c.text_to_text.rank_classification = False
+    c.text_to_text.no_answer = "unanswerable"  # QA: the target of an unanswerable question
 
     pretraining = pretraining_config()
     c.tokenizer = pretraining.tokenizer  # read when init is "scratch" (or to check a run's)
@@ -187,11 +189,6 @@ def _validate_text_to_text(config: ml_collections.ConfigDict) -> None:
     t = config.text_to_text
     if not t.enabled:
         return
-    if config.task == QUESTION_ANSWERING:
-        raise ConfigError(
-            "config.text_to_text: question answering as text to text is not built yet; "
-            "text-to-text fine-tuning covers classification and regression"
-        )
     if t.rank_classification and config.task != CLASSIFICATION:
         raise ConfigError("config.text_to_text.rank_classification is for classification")
     if t.max_target_length < 2:

@@ -11,6 +11,7 @@ with the highest likelihood). Exported as `T5ForConditionalGeneration` /
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from pathlib import Path
 
@@ -25,8 +26,10 @@ from lm_jax.finetune.data import REGRESSION, EncodedSplit, Examples, label_ids, 
 from lm_jax.finetune.export import export_model
 from lm_jax.finetune.metrics import accuracy, binary_f1, regression_metrics
 from lm_jax.finetune.outputs import plot_dev_metric, write_atomically
+from lm_jax.finetune.qa import read_qa_splits
 from lm_jax.finetune.schema import main_metric
 from lm_jax.finetune.sequence import read_splits
+from lm_jax.finetune.squad_metrics import squad_v2_metrics
 from lm_jax.finetune.task_data import TaskData, task_tokenizer
 from lm_jax.finetune.weights import Initial
 from lm_jax.generation import GenerationConfig
@@ -71,25 +74,30 @@ class TextToText(nnx.Module):
         self.encoder = EncoderDecoder(cfg, rngs=rngs)
 
 
+@dataclasses.dataclass(frozen=True)
+class Cast:
+    """A task as text to text: each split's inputs, target texts and the labels its metrics
+    read (class indices, scores, or example indices for QA)."""
+
+    train_sources: list[str]
+    train_targets: list[str]
+    train_labels: np.ndarray
+    dev_sources: list[str]
+    dev_targets: list[str]
+    dev_labels: np.ndarray
+    source: str  # the training file, for messages
+
+
 class TextToTextTaskData(TaskData):
     """Rows `source </s>` (BART: `<s> source </s>`) for the encoder, the target's ids for the
     decoder (behind its start token: T5's pad, BART's </s>), the labels for the metrics."""
 
     def __init__(self, config, initial: Initial, workdir: Path, resuming: bool):
-        train, dev = read_splits(config)
         t = config.text_to_text
         self.config, self.family = config, initial.family if initial.encoder_cfg else "t5"
-        self.regression = config.task == REGRESSION
-        self.labels = [] if self.regression else label_set(train, config.data.labels)
-        words = list(t.label_words) or self.labels
-        if len(words) != len(self.labels):
-            raise ConfigError(
-                f"config.text_to_text.label_words has {len(words)} words for the "
-                f"{len(self.labels)} labels {self.labels}"
-            )
-        prefix = t.prefix or config.name
-        train_sources, dev_sources = _sources(prefix, train), _sources(prefix, dev)
-        self.tokenizer = task_tokenizer(config, initial, train_sources + words, workdir, resuming)
+        cast = self._cast(config)
+        texts = cast.train_sources + list(dict.fromkeys(cast.train_targets))
+        self.tokenizer = task_tokenizer(config, initial, texts, workdir, resuming)
         vocab = self.tokenizer.vocab
         self.start_id = vocab.pad_id if self.family == "t5" else vocab.eos_id
         self.generation = GenerationConfig(
@@ -99,36 +107,69 @@ class TextToTextTaskData(TaskData):
             max_new_tokens=t.max_target_length,
             num_beams=t.num_beams,
         )
-        self.word_ids = None if self.regression else self._targets(words)
-        self.words = words
-        self.train = self._encode(train, train_sources)
-        self.dev = self._encode(dev, dev_sources)
-        self.dev_sources = dev_sources
+        self.word_ids = self._targets(self.words) if self.words else None
+        self.train = self._encode(cast.train_sources, cast.train_targets, cast.train_labels)
+        self.dev = self._encode(cast.dev_sources, cast.dev_targets, cast.dev_labels)
+        self.dev_sources, self.dev_targets = cast.dev_sources, cast.dev_targets
         self.metric = main_metric(config)
         self.step_task = StepTask(prepare=lambda key, rows: rows, sums=self._sums, loss=_mean)
 
-    def _targets(self, words: list[str]) -> np.ndarray:
-        """Each target's ids and end-of-sequence, padded to max_target_length (a target that
-        does not fit is an error: a cut label word could never be written whole)."""
+    def _cast(self, config) -> Cast:
+        """Classification and regression examples as T5 casts them (sets `labels`, `words`)."""
+        train, dev = read_splits(config)
+        self.regression = config.task == REGRESSION
+        self.labels = [] if self.regression else label_set(train, config.data.labels)
+        self.words = list(config.text_to_text.label_words) or self.labels
+        if len(self.words) != len(self.labels):
+            raise ConfigError(
+                f"config.text_to_text.label_words has {len(self.words)} words for the "
+                f"{len(self.labels)} labels {self.labels}"
+            )
+        prefix = config.text_to_text.prefix or config.name
+        splits = []
+        for examples in (train, dev):
+            labels = label_ids(examples, config.task, self.labels)
+            if self.regression:
+                targets = [score_text(x) for x in labels]
+            else:
+                targets = [self.words[i] for i in labels]
+            splits += [_sources(prefix, examples), targets, labels]
+        return Cast(*splits, source=train.source)
+
+    def _targets(self, words: list[str], cut: bool = False) -> np.ndarray:
+        """Each target's ids and end-of-sequence, padded to max_target_length. A target that
+        does not fit is an error (a cut label word could never be written whole), or with
+        `cut` (answers) cut to fit, counted in the log."""
         width = self.config.text_to_text.max_target_length
         out = np.full((len(words), width), self.tokenizer.vocab.pad_id, np.int32)
+        too_long = 0
         for i, ids in enumerate(self.tokenizer.encode_ids(words)):
-            if len(ids) >= width:
+            if len(ids) >= width and not cut:
                 raise ConfigError(
                     f"the target {words[i]!r} is {len(ids)} tokens and its end-of-sequence; "
                     f"config.text_to_text.max_target_length={width} is too short"
                 )
+            too_long += len(ids) >= width
+            ids = list(ids[: width - 1])
             out[i, : len(ids) + 1] = [*ids, self.tokenizer.vocab.eos_id]
+        if too_long:
+            log.warning(
+                "%d of %d targets were longer than config.text_to_text.max_target_length=%d "
+                "tokens and cut",
+                too_long,
+                len(words),
+                width,
+            )
         return out
 
-    def _encode(self, examples: Examples, sources: list[str]) -> EncodedSplit:
-        vocab, n = self.tokenizer.vocab, len(examples)
+    def _encode(self, sources: list[str], targets: list[str], labels: np.ndarray) -> EncodedSplit:
+        vocab, n = self.tokenizer.vocab, len(sources)
         length = self.config.data.max_seq_length
-        labels = label_ids(examples, self.config.task, self.labels)
-        if self.regression:
-            targets = self._targets([score_text(x) for x in labels])
+        if self.word_ids is not None:
+            index = {w: i for i, w in enumerate(self.words)}
+            target_ids = self.word_ids[[index[t] for t in targets]]
         else:
-            targets = self.word_ids[labels]
+            target_ids = self._targets(targets, cut=True)
         ids = np.full((n, length), vocab.pad_id, np.int32)
         truncated = 0
         specials = [vocab.bos_id] if self.family == "bart" else []
@@ -139,9 +180,8 @@ class TextToTextTaskData(TaskData):
             ids[i, : len(row)] = row
         if truncated:
             log.warning(
-                "%s: %d of %d inputs were longer than %d tokens and truncated "
+                "%d of %d inputs were longer than %d tokens and truncated "
                 "(config.data.max_seq_length)",
-                examples.source,
                 truncated,
                 n,
                 length,
@@ -150,9 +190,9 @@ class TextToTextTaskData(TaskData):
         arrays = dict(
             input_ids=ids,
             segment_ids=(ids != vocab.pad_id).astype(np.int32),
-            decoder_inputs=np.concatenate([start, targets[:, :-1]], axis=1),
-            decoder_targets=targets,
-            decoder_weights=(targets != vocab.pad_id).astype(np.float32),
+            decoder_inputs=np.concatenate([start, target_ids[:, :-1]], axis=1),
+            decoder_targets=target_ids,
+            decoder_weights=(target_ids != vocab.pad_id).astype(np.float32),
             labels=labels,
             weights=np.ones(n, np.float32),
         )
@@ -238,16 +278,12 @@ class TextToTextTaskData(TaskData):
         return {**out, "invalid": float(np.mean(predicted < 0))}
 
     def write_outputs(self, workdir: Path, outputs: np.ndarray, evaluations: list[dict]):
-        labels = self.dev.arrays["labels"]
-        gold = (
-            [score_text(x) for x in labels] if self.regression else [self.words[i] for i in labels]
-        )
         if self.config.text_to_text.rank_classification:
             written = [self.words[i] for i in outputs.argmax(-1)]
         else:
             written = self.answers(outputs)
         lines = ["input\ttarget\tprediction"]
-        lines += [f"{s}\t{g}\t{w}" for s, g, w in zip(self.dev_sources, gold, written)]
+        lines += [f"{s}\t{g}\t{w}" for s, g, w in zip(self.dev_sources, self.dev_targets, written)]
         name = self.config.name
         return {
             "predictions": write_atomically(workdir / "predictions.tsv", "\n".join(lines) + "\n"),
@@ -266,6 +302,59 @@ class TextToTextTaskData(TaskData):
 def _sources(prefix: str, examples: Examples) -> list[str]:
     pairs = examples.pairs or [None] * len(examples)
     return [t5_input(prefix, a, b) for a, b in zip(examples.texts, pairs, strict=True)]
+
+
+class QATextToTextTaskData(TextToTextTaskData):
+    """SQuAD 2.0 as text to text (T5 appendix D, with SQuAD 2.0's unanswerable questions):
+    `question: Q context: C` -> the answer's text, or `config.text_to_text.no_answer` for an
+    unanswerable question. Scored with the official SQuAD 2.0 metrics (`exact`, `f1`,
+    `HasAns_*`, `NoAns_*`), the no-answer text counting as abstaining; generation gives no
+    null odds, so `best_*` are not reported. Writes the official `predictions.json`."""
+
+    def _cast(self, config) -> Cast:
+        train, dev = read_qa_splits(config)
+        self.regression, self.labels, self.words = False, [], []
+        self.dev_examples = dev.examples
+        no_answer = config.text_to_text.no_answer
+
+        def cast(examples, training: bool) -> list:
+            sources = [f"question: {e.question} context: {e.context}" for e in examples]
+            if training:
+                targets = [
+                    e.context[e.answer_start : e.answer_end] if e.answerable else no_answer
+                    for e in examples
+                ]
+            else:
+                targets = [e.answers[0] if e.answers else no_answer for e in examples]
+            return [sources, targets, np.arange(len(examples), dtype=np.int32)]
+
+        return Cast(*cast(train.examples, True), *cast(dev.examples, False), source=train.source)
+
+    def describe(self) -> str:
+        unanswerable = sum(not e.answers for e in self.dev_examples)
+        return (
+            f"{len(self.train)} train / {len(self.dev)} dev questions ({unanswerable} dev "
+            "unanswerable), text to text"
+        )
+
+    def predicted_answers(self, outputs: np.ndarray) -> dict[str, str]:
+        """Question id -> the generated answer ("" for the no-answer text)."""
+        no_answer = self.config.text_to_text.no_answer
+        texts = [t.strip() for t in self.answers(outputs)]
+        return {
+            e.qid: "" if text == no_answer else text for e, text in zip(self.dev_examples, texts)
+        }
+
+    def metrics(self, outputs: np.ndarray) -> dict[str, float]:
+        predictions = self.predicted_answers(outputs)
+        gold = {e.qid: e.answers for e in self.dev_examples[: len(outputs)]}
+        return squad_v2_metrics(gold, predictions)
+
+    def write_outputs(self, workdir: Path, outputs: np.ndarray, evaluations: list[dict]):
+        paths = super().write_outputs(workdir, outputs, evaluations)
+        answers = json.dumps(self.predicted_answers(outputs), indent=1, ensure_ascii=False)
+        paths["answers"] = write_atomically(workdir / "predictions.json", answers)
+        return paths
 
 
 def _encoder_inputs(rows: dict) -> tuple:
