@@ -163,3 +163,15 @@ def test_a_t5_from_scratch_answers_squad_format_questions_as_text(tmp_path):
     assert rows[1].startswith("question: what is the ")
     results = json.loads(summary.eval_results_path.read_text())
     assert results["metric"] == "f1" and {"exact", "HasAns_f1", "NoAns_f1"} <= set(best)
+
+
+def test_regression_writes_scores_as_text(task_files, tmp_path):
+    """STS-B's casting on the synthetic labels read as scores: targets "0.0" / "1.0", the
+    Pearson / Spearman metrics and the share of answers that are no number."""
+    config = text_to_text(task_files, task="regression", **{"train.steps": 20})
+    config.text_to_text.label_words = ()
+    summary = finetune(config, tmp_path / "run", progress=False)
+    assert {"pearson", "spearman", "invalid"} <= set(summary.best)
+    assert 0.0 <= summary.best["invalid"] <= 1.0
+    targets = {r.split("\t")[1] for r in summary.predictions_path.read_text().splitlines()[1:]}
+    assert targets == {"0.0", "1.0"}

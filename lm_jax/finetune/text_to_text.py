@@ -33,7 +33,8 @@ from lm_jax.finetune.squad_metrics import squad_v2_metrics
 from lm_jax.finetune.task_data import TaskData, task_tokenizer
 from lm_jax.finetune.weights import Initial
 from lm_jax.generation import GenerationConfig
-from lm_jax.generation.generate import decode
+from lm_jax.generation.generate import decode, text_of
+from lm_jax.layout import positions_from_segments
 from lm_jax.models.config import TransformerConfig
 from lm_jax.models.seq2seq import EncoderDecoder, Seq2SeqConfig
 from lm_jax.train.losses import weighted_cross_entropy
@@ -85,7 +86,6 @@ class Cast:
     dev_sources: list[str]
     dev_targets: list[str]
     dev_labels: np.ndarray
-    source: str  # the training file, for messages
 
 
 class TextToTextTaskData(TaskData):
@@ -134,7 +134,7 @@ class TextToTextTaskData(TaskData):
             else:
                 targets = [self.words[i] for i in labels]
             splits += [_sources(prefix, examples), targets, labels]
-        return Cast(*splits, source=train.source)
+        return Cast(*splits)
 
     def _targets(self, words: list[str], cut: bool = False) -> np.ndarray:
         """Each target's ids and end-of-sequence, padded to max_target_length. A target that
@@ -247,35 +247,34 @@ class TextToTextTaskData(TaskData):
 
     def answers(self, outputs: np.ndarray) -> list[str]:
         """The generated texts, up to each row's end-of-sequence."""
-        eos, texts = self.tokenizer.vocab.eos_id, []
-        for row in outputs:
-            ends = np.flatnonzero(row == eos)
-            texts.append(self.tokenizer.decode(row[: ends[0] if ends.size else len(row)].tolist()))
-        return texts
+        return [text_of(self.tokenizer, row, self.tokenizer.vocab.eos_id) for row in outputs]
 
-    def predictions(self, outputs: np.ndarray) -> np.ndarray:
-        """Predicted label indices (-1: an answer that is no label) or scores."""
+    def predictions(self, outputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(predicted label indices or scores, which answers are no label / no number): an
+        invalid label is -1, an invalid score -1.0 (T5's `string_to_float`)."""
         if self.config.text_to_text.rank_classification:
-            return outputs.argmax(-1)
+            return outputs.argmax(-1), np.zeros(len(outputs), bool)
         texts = [t.strip() for t in self.answers(outputs)]
         if self.regression:
-            return np.array([text_to_float(t) for t in texts], np.float32)
+            scores = np.array([text_to_float(t, np.nan) for t in texts], np.float32)
+            invalid = np.isnan(scores)
+            return np.where(invalid, -1.0, scores), invalid
         index = {w.strip(): i for i, w in enumerate(self.words)}
-        return np.array([index.get(t, -1) for t in texts], np.int32)
+        labels = np.array([index.get(t, -1) for t in texts], np.int32)
+        return labels, labels < 0
 
     def metrics(self, outputs: np.ndarray) -> dict[str, float]:
         """accuracy (f1) or pearson / spearman, as the heads report them, and the share of
         answers that are no label or no number (`invalid`)."""
         labels = self.dev.arrays["labels"][: len(outputs)]
-        predicted = self.predictions(outputs)
+        predicted, invalid = self.predictions(outputs)
         if self.regression:
             out = regression_metrics(predicted, labels)
-            invalid = [text_to_float(t, np.nan) for t in self.answers(outputs)]
-            return {**out, "invalid": float(np.mean(np.isnan(invalid)))}
-        out = {"accuracy": accuracy(predicted, labels)}
-        if len(self.labels) == 2:
-            out["f1"] = binary_f1(predicted, labels)
-        return {**out, "invalid": float(np.mean(predicted < 0))}
+        else:
+            out = {"accuracy": accuracy(predicted, labels)}
+            if len(self.labels) == 2:
+                out["f1"] = binary_f1(predicted, labels)
+        return {**out, "invalid": float(np.mean(invalid))}
 
     def write_outputs(self, workdir: Path, outputs: np.ndarray, evaluations: list[dict]):
         if self.config.text_to_text.rank_classification:
@@ -328,7 +327,7 @@ class QATextToTextTaskData(TextToTextTaskData):
                 targets = [e.answers[0] if e.answers else no_answer for e in examples]
             return [sources, targets, np.arange(len(examples), dtype=np.int32)]
 
-        return Cast(*cast(train.examples, True), *cast(dev.examples, False), source=train.source)
+        return Cast(*cast(train.examples, True), *cast(dev.examples, False))
 
     def describe(self) -> str:
         unanswerable = sum(not e.answers for e in self.dev_examples)
@@ -359,8 +358,7 @@ class QATextToTextTaskData(TextToTextTaskData):
 
 def _encoder_inputs(rows: dict) -> tuple:
     segments = rows["segment_ids"]
-    real = segments != 0
-    positions = jnp.where(real, jnp.cumsum(real, axis=-1) - 1, 0)
+    positions = positions_from_segments(segments)
     return rows["input_ids"], positions, AttentionMask.bidirectional(segments)
 
 

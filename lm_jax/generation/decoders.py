@@ -19,6 +19,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from lm_jax.attention import AttentionMask
+from lm_jax.layout import positions_from_segments
 from lm_jax.models.encoder import EncoderForMaskedLM
 from lm_jax.models.layers import KVCache
 from lm_jax.models.seq2seq import DecoderCache, EncoderDecoder
@@ -41,8 +42,7 @@ class Seq2SeqDecoder:
 
     def start(self, input_ids: jnp.ndarray, segment_ids: jnp.ndarray) -> Seq2SeqState:
         """Encode the source rows [rows, L_enc] (`segment_ids` 0 on padding)."""
-        real = segment_ids != 0
-        positions = jnp.where(real, jnp.cumsum(real, axis=-1) - 1, 0)
+        positions = positions_from_segments(segment_ids)
         encoded = self.model.encode(input_ids, positions, AttentionMask.bidirectional(segment_ids))
         return Seq2SeqState(self.model.start_decoding(encoded, self.slots), segment_ids)
 
@@ -112,7 +112,7 @@ class CausalDecoder:
         rows, prompt = input_ids.shape
         slots = prompt - 1 + self.max_new_tokens + (self.mask == "unilm")
         real = (segment_ids != 0).astype(jnp.int32)
-        positions = jnp.maximum(jnp.cumsum(real, axis=-1) - 1, 0)
+        positions = positions_from_segments(real)
         if self.mask != "causal":  # the prompt sees all of itself
             ranks = jnp.maximum(positions, real.sum(-1, keepdims=True) - 1)
         else:

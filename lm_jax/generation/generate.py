@@ -155,8 +155,10 @@ def generate_text(
         span = slice(0, len(e)) if seq2seq else slice(width - len(e), width)
         ids[i, span], segments[i, span] = e, 1
     out = generate(model, ids, segments, config, key=key, mask=mask)
-    texts_out = []
-    for new in out.new_tokens:
-        ends = np.flatnonzero(new == config.eos_id)
-        texts_out.append(tokenizer.decode(new[: ends[0] if ends.size else len(new)].tolist()))
-    return texts_out
+    return [text_of(tokenizer, new, config.eos_id) for new in out.new_tokens]
+
+
+def text_of(tokenizer, new_tokens: np.ndarray, eos_id: int) -> str:
+    """The text of generated tokens up to the first end-of-sequence id."""
+    ends = np.flatnonzero(new_tokens == eos_id)
+    return tokenizer.decode(new_tokens[: ends[0] if ends.size else len(new_tokens)].tolist())

@@ -344,16 +344,20 @@ class EncoderLayer(nnx.Module):
         """`context`: the rows keys and values come from, when they are not the first
         `mask.kv_len` rows of x (see `MultiHeadAttention`)."""
         drop = lambda y: self.dropout(y, deterministic=deterministic, rngs=rngs)
-        x = self.attention_norm(x + drop(self.attention(x, mask, bias, context)))
-        return constrain(self.output_norm(x + drop(self.feed_forward(x))), HIDDEN_AXES)
+        out = self._residuals(x, self.attention(x, mask, bias, context), drop)
+        return constrain(out, HIDDEN_AXES)
 
     def extend(
         self, x: jnp.ndarray, cache: KVCache, index, mask: AttentionMask, bias=None
     ) -> tuple[jnp.ndarray, KVCache]:
         """Incremental decoding (no dropout): new rows x at cache slots [index, index + n)."""
         attended, cache = self.attention.extend(x, cache, index, mask, bias)
-        x = self.attention_norm(x + attended)
-        return self.output_norm(x + self.feed_forward(x)), cache
+        return self._residuals(x, attended, lambda y: y), cache
+
+    def _residuals(self, x: jnp.ndarray, attended: jnp.ndarray, drop) -> jnp.ndarray:
+        """The attention output's residual and norm, then the feed-forward's."""
+        x = self.attention_norm(x + drop(attended))
+        return self.output_norm(x + drop(self.feed_forward(x)))
 
 
 def relative_position_bucket(

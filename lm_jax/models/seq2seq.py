@@ -320,7 +320,7 @@ class EncoderDecoder(nnx.Module):
             updated.append(own)
         if self.cfg.family == "t5":
             x = self.decoder_final_norm(x)
-        return self.output_logits(x), dataclasses.replace(cache, self_attention=updated)
+        return self.output_logits(x), cache.replace(self_attention=updated)
 
     def decoder_states(
         self,
