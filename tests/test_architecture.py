@@ -3,7 +3,8 @@
 Ground floor (errors, vocab, batch, layout, config_tools, runtime, sharding, command_line,
 attention) <- data, models, objectives (none of which import each other) <- generation (decoding
 with the models) and train (the generic trainer) <- pretrain <- finetune (which reads
-pretraining runs and generates for text-to-text tasks); no cycles.
+pretraining runs, generates for text-to-text tasks and masks UniLM's answers with the
+objectives' masking); no cycles.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ ALLOWED = {
     "train": set(),
     "pretrain": {"data", "models", "objectives", "train"},
     # Fine-tuning starts from pretraining runs (lm_jax.pretrain.saved); never the other way.
-    "finetune": {"data", "models", "generation", "train", "pretrain"},
+    "finetune": {"data", "models", "objectives", "generation", "train", "pretrain"},
 }
 
 

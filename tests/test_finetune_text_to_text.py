@@ -58,11 +58,12 @@ def test_a_t5_from_scratch_learns_to_write_the_label(task_files, tmp_path):
     assert_transformers_writes_the_same(summary.export_dir, rows[1:])
 
 
-def assert_transformers_writes_the_same(folder, rows):
+def assert_transformers_writes_the_same(folder, rows, tokenizer=None):
     """The exported folder, loaded by transformers, greedily generates our predictions."""
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
-    tokenizer = load_tokenizer(folder / "tokenizer.model", extra_ids=0)  # as the run trained it
+    if tokenizer is None:  # as the run trained it
+        tokenizer = load_tokenizer(folder / "tokenizer.model", extra_ids=0)
     peer = transformers.T5ForConditionalGeneration.from_pretrained(folder).eval()
     vocab = tokenizer.vocab
     for row in rows[:8]:
@@ -99,11 +100,12 @@ def test_a_label_word_longer_than_the_target_is_refused(task_files, tmp_path):
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
-@pytest.mark.parametrize("objective", ["t5", "bart"])
+@pytest.mark.parametrize("objective", ["t5", "bart", "mass"])
 def test_a_seq2seq_pretraining_run_fine_tunes_text_to_text(objective, task_files, tmp_path):
     """The run's whole encoder-decoder (BART's final_logits_bias included) arrives unchanged;
     rows are `source </s>` (BART `<s> source </s>`), the decoder starts from T5's pad or
-    BART's </s>, and the export is the family's ...ForConditionalGeneration."""
+    BART's </s>, and the export is the family's ...ForConditionalGeneration. MASS trains a
+    BART-shaped model and fine-tunes as BART."""
     from conftest import tiny_config
     from flax import nnx
 
@@ -121,7 +123,8 @@ def test_a_seq2seq_pretraining_run_fine_tunes_text_to_text(objective, task_files
     config = text_to_text(task_files, init=str(run.workdir), **{"train.steps": 2})
     config.model = finetuning_config().model  # the shape comes from the run
     initial = initial_weights(config)
-    assert initial.family == objective and ("bias" in initial.encoder) == (objective == "bart")
+    family = "t5" if objective == "t5" else "bart"
+    assert initial.family == family and ("bias" in initial.encoder) == (family == "bart")
     data = TextToTextTaskData(config, initial, tmp_path / "ft", resuming=False)
     vocab = data.tokenizer.vocab
     model = build_model(config, initial, vocab, data.model)
@@ -132,13 +135,13 @@ def test_a_seq2seq_pretraining_run_fine_tunes_text_to_text(objective, task_files
     row = data.train.row(0)
     real = row["segment_ids"].sum()
     assert row["input_ids"][real - 1] == vocab.eos_id
-    assert (row["input_ids"][0] == vocab.bos_id) == (objective == "bart")
-    start = vocab.pad_id if objective == "t5" else vocab.eos_id
+    assert (row["input_ids"][0] == vocab.bos_id) == (family == "bart")
+    start = vocab.pad_id if family == "t5" else vocab.eos_id
     assert row["decoder_inputs"][0] == start
     summary = finetune(config, tmp_path / "ft", progress=False)
     exported = json.loads((summary.export_dir / "config.json").read_text())
-    family = "T5" if objective == "t5" else "Bart"
-    assert exported["architectures"] == [f"{family}ForConditionalGeneration"]
+    name = "T5" if family == "t5" else "Bart"
+    assert exported["architectures"] == [f"{name}ForConditionalGeneration"]
 
 
 def test_a_t5_from_scratch_answers_squad_format_questions_as_text(tmp_path):
@@ -175,3 +178,45 @@ def test_regression_writes_scores_as_text(task_files, tmp_path):
     assert 0.0 <= summary.best["invalid"] <= 1.0
     targets = {r.split("\t")[1] for r in summary.predictions_path.read_text().splitlines()[1:]}
     assert targets == {"0.0", "1.0"}
+
+
+def test_a_hugging_face_t5_folder_fine_tunes_text_to_text(task_files, tmp_path):
+    """A `T5ForConditionalGeneration` folder with T5's own tokenizer (pad, </s>, unk and
+    sentinels; no [CLS] or [MASK]): its weights arrive unchanged, rows are `source </s>`, the
+    decoder starts from pad, and the export generates our predictions in transformers."""
+    transformers = pytest.importorskip("transformers")
+    from conftest import t5_tokenizer_folder
+    from flax import nnx
+
+    from lm_jax.data.hf_tokenizers import load_hugging_face_tokenizer
+    from lm_jax.finetune import finetuning_config
+    from lm_jax.finetune.weights import initial_weights
+    from lm_jax.models.convert import load_hf_checkpoint
+
+    texts = [line.split("\t")[1] for line in open(task_files[0]).read().splitlines()[1:]]
+    sources = [t5_input("synthetic", t, None) for t in texts] + ["bad", "good"] * 20
+    folder = t5_tokenizer_folder(tmp_path / "t5", sources, 50, fast=True)
+    hf = transformers.T5Config(
+        vocab_size=64,
+        d_model=32,
+        d_kv=16,
+        d_ff=64,
+        num_layers=1,
+        num_heads=2,
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=1,
+    )
+    transformers.T5ForConditionalGeneration(hf).save_pretrained(folder)
+    config = text_to_text(task_files, init=str(folder), **{"train.learning_rate": 1e-2})
+    config.model = finetuning_config().model  # the shape comes from the folder
+    initial = initial_weights(config)
+    assert initial.family == "t5" and initial.tokenizer.vocab.eos_id == 1
+    expected = nnx.state(load_hf_checkpoint(folder), nnx.Param)
+    for ours, theirs in zip(jax.tree.leaves(initial.encoder), jax.tree.leaves(expected)):
+        np.testing.assert_array_equal(ours, theirs)
+    summary = finetune(config, tmp_path / "run", progress=False)
+    assert summary.best["accuracy"] > 0.6, summary.best
+    rows = summary.predictions_path.read_text().splitlines()[1:]
+    tokenizer = load_hugging_face_tokenizer(summary.export_dir)
+    assert_transformers_writes_the_same(summary.export_dir, rows, tokenizer)

@@ -110,3 +110,25 @@ def test_folders_without_a_readable_tokenizer_are_named(tmp_path, roberta_folder
     (odd / "special_tokens_map.json").write_text('{"mask_token": "[MASK]"}')
     with pytest.raises(DataError, match=r"no special token for .*mask .*\[MASK\]"):
         load_hugging_face_tokenizer(odd)
+
+
+@pytest.mark.parametrize("fast", [False, True], ids=["spiece", "tokenizer_json"])
+def test_a_t5_folder_gives_transformers_ids_with_roles_for_its_sentinels(tmp_path, wiki_docs, fast):
+    """T5 names only pad, unk and </s>: </s> ends sequences; the top sentinels take the
+    roles T5 never reads ([MASK] <extra_id_0>, [CLS] <extra_id_1>)."""
+    import transformers
+    from conftest import t5_tokenizer_folder
+
+    folder = t5_tokenizer_folder(tmp_path / "t5", wiki_docs[:300], 400, fast)
+    assert (folder / "tokenizer.json").is_file() == fast
+    theirs = transformers.AutoTokenizer.from_pretrained(folder)
+    ours = load_hugging_face_tokenizer(folder)
+    v = ours.vocab
+    assert (v.pad_id, v.sep_id, v.eos_id, v.unk_id) == (0, 1, 1, 2)
+    assert v.mask_id == theirs.convert_tokens_to_ids("<extra_id_0>") == 409
+    assert v.cls_id == theirs.convert_tokens_to_ids("<extra_id_1>")
+    assert v.size == len(theirs) == 410
+    for text in TEXTS:
+        ids = list(ours.encode(text).ids)
+        assert ids == theirs(text, add_special_tokens=False).input_ids
+        assert ours.decode(ids) == theirs.decode(ids, skip_special_tokens=True)

@@ -2,7 +2,8 @@
 interface: `tokenizer.json` (any fast tokenizer), byte-level BPE `vocab.json` + `merges.txt`
 (RoBERTa, GPT-2; Radford et al. 2019), SentencePiece `spiece.model` (XLNet, ALBERT, T5) and
 WordPiece `vocab.txt` (BERT, ELECTRA, MPNet). The special tokens' roles come from the folder's
-`special_tokens_map.json` / `tokenizer_config.json` (`cls_token`, `sep_token`, ...)."""
+`special_tokens_map.json` / `tokenizer_config.json` (`cls_token`, `sep_token`, ...); T5's
+from `T5_ROLES`."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from lm_jax.data.tokenizer import (
+    SENTINEL_FORMAT,
     Encoded,
     SentencePieceTokenizer,
     Tokenizer,
@@ -28,6 +30,9 @@ DEFAULT_SPECIALS = {
     "<s>": {"pad": "<pad>", "unk": "<unk>", "cls": "<s>", "sep": "</s>", "mask": "<mask>"},
     "<cls>": {"pad": "<pad>", "unk": "<unk>", "cls": "<cls>", "sep": "<sep>", "mask": "<mask>"},
 }
+# T5 names only pad, unk and eos: its </s> ends sequences (sep); it reads no [CLS] or [MASK],
+# whose roles go to its top sentinels (T5 masks with sentinels; Raffel et al. 2020, sec. 3.1.4)
+T5_ROLES = {"sep": "</s>", "mask": "<extra_id_0>", "cls": "<extra_id_1>"}
 WORD_START_MARKS = ("Ġ", "▁")  # byte-level BPE's and SentencePiece's space marks
 
 
@@ -126,7 +131,29 @@ def _specials(folder: Path, vocab: dict[str, int]) -> dict[str, str]:
     for marker, defaults in DEFAULT_SPECIALS.items():
         if marker in vocab:
             return {**defaults, **named}
-    return named
+    return _with_t5_roles(named, vocab)
+
+
+def _with_t5_roles(named: dict[str, str], pieces) -> dict[str, str]:
+    """`named`, with `T5_ROLES` where it is a T5 vocabulary (sentinels, </s>, no role named
+    for cls, sep or mask)."""
+    t5 = all(p in pieces for p in T5_ROLES.values())
+    if not t5 or any(role in named for role in T5_ROLES):
+        return named
+    return {**T5_ROLES, **named}
+
+
+def _sentencepiece(folder: Path, settings: dict) -> SentencePieceTokenizer:
+    """XLNet's / ALBERT's spiece.model (<cls>, <sep>, <mask> pieces), or T5's with its
+    `extra_ids` sentinels appended (`T5_ROLES`)."""
+    extra_ids = int(settings.get("extra_ids", 0))
+    named = special_tokens(folder)
+    if extra_ids:
+        sentinels = [SENTINEL_FORMAT.format(k) for k in range(extra_ids)]
+        specials = _with_t5_roles(named, {"</s>", *sentinels})
+    else:
+        specials = {**DEFAULT_SPECIALS["<cls>"], **named}
+    return SentencePieceTokenizer(folder / "spiece.model", extra_ids, specials)
 
 
 def load_hugging_face_tokenizer(folder: str | Path) -> Tokenizer:
@@ -146,8 +173,7 @@ def load_hugging_face_tokenizer(folder: str | Path) -> Tokenizer:
         specials = _specials(folder, tok.get_vocab(with_added_tokens=True))
         return FastTokenizer(tok, specials, str(folder / "vocab.json"))
     if (folder / "spiece.model").is_file():
-        specials = {**DEFAULT_SPECIALS["<cls>"], **special_tokens(folder)}
-        return SentencePieceTokenizer(folder / "spiece.model", specials=specials)
+        return _sentencepiece(folder, settings)
     if (folder / "vocab.txt").is_file():
         return WordPieceTokenizer(folder / "vocab.txt", settings.get("do_lower_case", True))
     present = sorted(p.name for p in folder.iterdir())

@@ -123,10 +123,11 @@ class SentencePieceTokenizer(Tokenizer):
         n = self._sp.get_piece_size()
         size = n + self.extra_ids
         roles = specials or dict(zip(("cls", "sep", "mask"), SPECIAL_PIECES))
+        sentinels = {SENTINEL_FORMAT.format(k): size - 1 - k for k in range(self.extra_ids)}
         ids = {}
         for role, piece in roles.items():
-            i = self._sp.piece_to_id(piece)
-            if self._sp.id_to_piece(i) != piece:
+            i = sentinels.get(piece, self._sp.piece_to_id(piece))
+            if piece not in sentinels and self._sp.id_to_piece(i) != piece:
                 pieces = ", ".join(roles.values())
                 raise DataError(
                     f"SentencePiece model has no {piece} piece; lm_jax needs {pieces} "
@@ -144,7 +145,7 @@ class SentencePieceTokenizer(Tokenizer):
             cls_id=ids["cls"],
             sep_id=ids["sep"],
             mask_id=ids["mask"],
-            sentinel_ids=tuple(size - 1 - k for k in range(self.extra_ids)),
+            sentinel_ids=tuple(i for i in sentinels.values() if i not in ids.values()),
         )
         self._is_word_start = np.array(
             [self._sp.id_to_piece(i).startswith("▁") for i in range(n)] + [True] * self.extra_ids

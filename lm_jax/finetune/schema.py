@@ -23,6 +23,7 @@ from lm_jax.finetune.data import (
     REGRESSION,
     TFDS,
 )
+from lm_jax.generation.decoders import CAUSAL_MASKS
 from lm_jax.pretrain.schema import pretraining_config
 from lm_jax.pretrain.validation import MODEL_RULES
 from lm_jax.train.settings import RULES as TRAINER_RULES
@@ -30,6 +31,7 @@ from lm_jax.train.settings import distributed_settings, mesh_settings, train_set
 
 TASKS = (CLASSIFICATION, REGRESSION, QUESTION_ANSWERING)
 SCRATCH = "scratch"
+TEXT_TO_TEXT_MASKS = ("", *CAUSAL_MASKS)
 
 
 def finetuning_config() -> ml_collections.ConfigDict:
@@ -99,6 +101,10 @@ def finetuning_config() -> ml_collections.ConfigDict:
     c.text_to_text.num_beams = 1
     c.text_to_text.rank_classification = False
     c.text_to_text.no_answer = "unanswerable"  # QA: the target of an unanswerable question
+    # A shared encoder generating under "causal", "prefix" or "unilm"; "" -> an encoder-decoder,
+    # or the mask of the run's objective (clm, prefix_lm, unilm)
+    c.text_to_text.mask = ""
+    c.text_to_text.target_mask_prob = 0.7  # unilm: share of the answer masked (UniLM sec. 3.2)
 
     pretraining = pretraining_config()
     c.tokenizer = pretraining.tokenizer  # read when init is "scratch" (or to check a run's)
@@ -197,6 +203,10 @@ def _validate_text_to_text(config: ml_collections.ConfigDict) -> None:
         raise ConfigError(f"config.text_to_text.num_beams must be >= 1, got {t.num_beams}")
     if config.layer_decay < 1:
         raise ConfigError("config.layer_decay is for encoders; text to text uses 1")
+    if t.mask not in TEXT_TO_TEXT_MASKS:
+        raise ConfigError(f"config.text_to_text.mask must be one of {TEXT_TO_TEXT_MASKS}")
+    if not 0 < t.target_mask_prob <= 1:
+        raise ConfigError("config.text_to_text.target_mask_prob must be in (0, 1]")
 
 
 def _validate_qa(config: ml_collections.ConfigDict) -> None:

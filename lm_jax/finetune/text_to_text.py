@@ -1,12 +1,13 @@
 """Text-to-text fine-tuning (Raffel et al. 2020, T5 sec. 2.4 and appendix D): every
-classification and regression task as an encoder-decoder that reads the task's text with a
-prefix ("sst2 sentence: ...", "rte sentence1: ... sentence2: ...") and writes its answer: the
-label's word, or the STS-B score rounded to the nearest 0.2 as text. Trained with the
-decoder's cross-entropy, scored by generating (`lm_jax.generation`, inside the jitted predict
-step) and comparing with the heads' metrics (an answer that is no label counts as wrong; an
-unparsable score as -1, T5's `string_to_float`), or by rank classification (the label word
-with the highest likelihood). Exported as `T5ForConditionalGeneration` /
-`BartForConditionalGeneration`."""
+classification, regression and QA task as a model that reads the task's text with a prefix
+("sst2 sentence: ...", "rte sentence1: ... sentence2: ...", "question: ... context: ...") and
+writes its answer: the label's word, the STS-B score rounded to the nearest 0.2 as text, or
+the answer's span. The model is an encoder-decoder (T5, BART, MASS) or a shared encoder under
+a causal, prefix-LM or UniLM mask (`text_to_text_architectures`). Trained on the answer's
+tokens, scored by generating (`lm_jax.generation`, inside the jitted predict step) and
+comparing with the heads' metrics (an answer that is no label counts as wrong; an unparsable
+score as -1, T5's `string_to_float`), or by rank classification (the label word with the
+highest likelihood)."""
 
 from __future__ import annotations
 
@@ -20,10 +21,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from lm_jax.attention import AttentionMask
+from lm_jax.data.tokenizer import Tokenizer
 from lm_jax.errors import ConfigError
 from lm_jax.finetune.data import REGRESSION, EncodedSplit, Examples, label_ids, label_set
-from lm_jax.finetune.export import export_model
 from lm_jax.finetune.metrics import accuracy, binary_f1, regression_metrics
 from lm_jax.finetune.outputs import plot_dev_metric, write_atomically
 from lm_jax.finetune.qa import read_qa_splits
@@ -31,20 +31,18 @@ from lm_jax.finetune.schema import main_metric
 from lm_jax.finetune.sequence import read_splits
 from lm_jax.finetune.squad_metrics import squad_v2_metrics
 from lm_jax.finetune.task_data import TaskData, task_tokenizer
+from lm_jax.finetune.text_to_text_architectures import (
+    Architecture,
+    EncoderDecoderArchitecture,
+    SharedEncoderArchitecture,
+)
 from lm_jax.finetune.weights import Initial
 from lm_jax.generation import GenerationConfig
-from lm_jax.generation.generate import decode, text_of
-from lm_jax.layout import positions_from_segments
+from lm_jax.generation.generate import text_of
 from lm_jax.models.config import TransformerConfig
-from lm_jax.models.seq2seq import EncoderDecoder, Seq2SeqConfig
-from lm_jax.train.losses import weighted_cross_entropy
 from lm_jax.train.step import StepTask
 
 log = logging.getLogger(__name__)
-ARCHITECTURES = {"t5": "T5ForConditionalGeneration", "bart": "BartForConditionalGeneration"}
-T5_SCRATCH = dict(  # T5 v1.0's choices for a model trained from scratch (Raffel et al. 2020)
-    family="t5", relative_attention_buckets=32, activation="relu", layer_norm_eps=1e-6
-)
 
 
 def t5_input(prefix: str, text: str, pair: str | None) -> str:
@@ -67,12 +65,31 @@ def text_to_float(text: str, default: float = -1.0) -> float:
         return default
 
 
-class TextToText(nnx.Module):
-    """An encoder-decoder with its LM head, under `encoder` as every fine-tuning model keeps
-    its pretrained part (`run.build_model` loads the weights there)."""
-
-    def __init__(self, cfg: Seq2SeqConfig, *, rngs: nnx.Rngs):
-        self.encoder = EncoderDecoder(cfg, rngs=rngs)
+def text_to_text_architecture(config, initial: Initial, tokenizer: Tokenizer) -> Architecture:
+    """A shared encoder when `initial` generates under a mask (`Initial.lm_mask`), else an
+    encoder-decoder: the pretrained one, or T5 from scratch."""
+    t, vocab = config.text_to_text, tokenizer.vocab
+    generation = dict(
+        eos_id=vocab.eos_id,
+        pad_id=vocab.pad_id,
+        max_new_tokens=t.max_target_length,
+        num_beams=t.num_beams,
+    )
+    source_length = config.data.max_seq_length
+    if initial.lm_mask:
+        generation = GenerationConfig(**generation, mask_id=vocab.mask_id)
+        return SharedEncoderArchitecture(
+            tokenizer,
+            source_length,
+            generation,
+            initial.lm_mask,
+            t.target_mask_prob,
+            initial.family,
+        )
+    family = initial.family if initial.encoder_cfg else "t5"
+    start = vocab.pad_id if family == "t5" else vocab.eos_id
+    generation = GenerationConfig(**generation, decoder_start_id=start)
+    return EncoderDecoderArchitecture(tokenizer, source_length, generation, family)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,30 +106,24 @@ class Cast:
 
 
 class TextToTextTaskData(TaskData):
-    """Rows `source </s>` (BART: `<s> source </s>`) for the encoder, the target's ids for the
-    decoder (behind its start token: T5's pad, BART's </s>), the labels for the metrics."""
+    """A task's sources, targets and labels, encoded for its `Architecture`: an
+    encoder-decoder (T5, BART, MASS; T5 from scratch) or a shared encoder generating under
+    `config.text_to_text.mask` (or its pretraining objective's: clm, prefix_lm, unilm)."""
 
     def __init__(self, config, initial: Initial, workdir: Path, resuming: bool):
-        t = config.text_to_text
-        self.config, self.family = config, initial.family if initial.encoder_cfg else "t5"
+        self.config = config
         cast = self._cast(config)
         texts = cast.train_sources + list(dict.fromkeys(cast.train_targets))
         self.tokenizer = task_tokenizer(config, initial, texts, workdir, resuming)
-        vocab = self.tokenizer.vocab
-        self.start_id = vocab.pad_id if self.family == "t5" else vocab.eos_id
-        self.generation = GenerationConfig(
-            eos_id=vocab.eos_id,
-            pad_id=vocab.pad_id,
-            decoder_start_id=self.start_id,
-            max_new_tokens=t.max_target_length,
-            num_beams=t.num_beams,
-        )
+        self.architecture = text_to_text_architecture(config, initial, self.tokenizer)
         self.word_ids = self._targets(self.words) if self.words else None
         self.train = self._encode(cast.train_sources, cast.train_targets, cast.train_labels)
         self.dev = self._encode(cast.dev_sources, cast.dev_targets, cast.dev_labels)
         self.dev_sources, self.dev_targets = cast.dev_sources, cast.dev_targets
         self.metric = main_metric(config)
-        self.step_task = StepTask(prepare=lambda key, rows: rows, sums=self._sums, loss=_mean)
+        self.step_task = StepTask(
+            prepare=self.architecture.prepare, sums=self.architecture.sums, loss=_mean
+        )
 
     def _cast(self, config) -> Cast:
         """Classification and regression examples as T5 casts them (sets `labels`, `words`)."""
@@ -163,86 +174,39 @@ class TextToTextTaskData(TaskData):
         return out
 
     def _encode(self, sources: list[str], targets: list[str], labels: np.ndarray) -> EncodedSplit:
-        vocab, n = self.tokenizer.vocab, len(sources)
-        length = self.config.data.max_seq_length
         if self.word_ids is not None:
             index = {w: i for i, w in enumerate(self.words)}
             target_ids = self.word_ids[[index[t] for t in targets]]
         else:
             target_ids = self._targets(targets, cut=True)
-        ids = np.full((n, length), vocab.pad_id, np.int32)
-        truncated = 0
-        specials = [vocab.bos_id] if self.family == "bart" else []
-        for i, source in enumerate(self.tokenizer.encode_ids(sources)):
-            body = list(source[: length - len(specials) - 1])
-            truncated += len(body) < len(source)
-            row = [*specials, *body, vocab.eos_id]
-            ids[i, : len(row)] = row
+        arrays, truncated = self.architecture.rows(self.tokenizer.encode_ids(sources), target_ids)
         if truncated:
             log.warning(
                 "%d of %d inputs were longer than %d tokens and truncated "
                 "(config.data.max_seq_length)",
                 truncated,
-                n,
-                length,
+                len(sources),
+                self.config.data.max_seq_length,
             )
-        start = np.full((n, 1), self.start_id, np.int32)
-        arrays = dict(
-            input_ids=ids,
-            segment_ids=(ids != vocab.pad_id).astype(np.int32),
-            decoder_inputs=np.concatenate([start, target_ids[:, :-1]], axis=1),
-            decoder_targets=target_ids,
-            decoder_weights=(target_ids != vocab.pad_id).astype(np.float32),
-            labels=labels,
-            weights=np.ones(n, np.float32),
-        )
-        return EncodedSplit(arrays, truncated)
+        weights = np.ones(len(sources), np.float32)
+        return EncodedSplit({**arrays, "labels": labels, "weights": weights}, truncated)
 
     def describe(self) -> str:
         kind = f"targets {self.words}" if self.words else "scores as text"
         return f"{len(self.train)} train / {len(self.dev)} dev examples, text to text, {kind}"
 
     def model(self, cfg: TransformerConfig, rngs: nnx.Rngs) -> nnx.Module:
-        if not isinstance(cfg, Seq2SeqConfig):  # from scratch: a T5 of config.model's shape
-            fields = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(TransformerConfig)}
-            cfg = Seq2SeqConfig(**{**fields, **T5_SCRATCH, "type_vocab_size": 0})
-        return TextToText(cfg, rngs=rngs)
-
-    def _sums(self, model, rows, key, deterministic, rngs) -> dict:
-        """The decoder's teacher-forced cross-entropy over the target tokens."""
-        decoder_inputs = rows["decoder_inputs"]
-        logits = model.encoder(
-            *_encoder_inputs(rows),
-            decoder_inputs,
-            *_decoder_inputs(decoder_inputs, rows["segment_ids"]),
-            deterministic=deterministic,
-            rngs=rngs,
-        )
-        weights = rows["decoder_weights"] * rows["weights"][:, None]
-        return weighted_cross_entropy(logits, rows["decoder_targets"], weights)
+        return self.architecture.model(cfg, rngs)
 
     def predict(self, model: nnx.Module, rows: dict):
         """Generated token ids [rows, max_target_length], or (rank classification) each
         label word's log-likelihood [rows, labels]."""
-        if self.config.text_to_text.rank_classification:
-            return self._label_likelihoods(model.encoder, rows)
-        ids, segments = rows["input_ids"], rows["segment_ids"]
-        sequences, _ = decode(model.encoder, ids, segments, self.generation, jax.random.key(0))
-        return sequences[:, 1:]
-
-    def _label_likelihoods(self, model: EncoderDecoder, rows: dict) -> jax.Array:
-        ids, positions, attention = _encoder_inputs(rows)
-        encoded = model.encode(ids, positions, attention)
-        scores = []
-        for target in self.word_ids:
-            target = jnp.broadcast_to(jnp.asarray(target), (ids.shape[0], len(target)))
-            start = jnp.full_like(target[:, :1], self.start_id)
-            inputs = jnp.concatenate([start, target[:, :-1]], axis=1)
-            positions_d, mask, cross = _decoder_inputs(inputs, rows["segment_ids"])
-            logits = model.decode(inputs, positions_d, mask, encoded, cross)
-            log_p = jax.nn.log_softmax(logits, axis=-1)
-            token = jnp.take_along_axis(log_p, target[..., None], axis=-1)[..., 0]
-            scores.append((token * (target != self.tokenizer.vocab.pad_id)).sum(-1))
+        if not self.config.text_to_text.rank_classification:
+            return self.architecture.generate(model, rows)
+        scores = [
+            self.architecture.token_log_likelihoods(model, rows, jnp.asarray(word)).sum(-1)
+            for word in self.word_ids
+        ]
         return jnp.stack(scores, axis=-1)
 
     def answers(self, outputs: np.ndarray) -> list[str]:
@@ -292,10 +256,9 @@ class TextToTextTaskData(TaskData):
         }
 
     def export(self, model, folder: Path) -> Path | None:
-        vocab = self.tokenizer.vocab
-        fields = dict(eos_token_id=vocab.eos_id, decoder_start_token_id=self.start_id)
-        architecture = ARCHITECTURES[self.family]
-        return export_model(model.encoder, folder, architecture, fields, self.tokenizer)
+        return self.architecture.export(
+            model, folder, {"eos_token_id": self.tokenizer.vocab.eos_id}
+        )
 
 
 def _sources(prefix: str, examples: Examples) -> list[str]:
@@ -354,20 +317,6 @@ class QATextToTextTaskData(TextToTextTaskData):
         answers = json.dumps(self.predicted_answers(outputs), indent=1, ensure_ascii=False)
         paths["answers"] = write_atomically(workdir / "predictions.json", answers)
         return paths
-
-
-def _encoder_inputs(rows: dict) -> tuple:
-    segments = rows["segment_ids"]
-    positions = positions_from_segments(segments)
-    return rows["input_ids"], positions, AttentionMask.bidirectional(segments)
-
-
-def _decoder_inputs(decoder_inputs: jax.Array, encoder_segments: jax.Array) -> tuple:
-    """(positions, causal mask, cross mask) of decoder rows fed from their start token."""
-    order = jnp.broadcast_to(jnp.arange(decoder_inputs.shape[-1]), decoder_inputs.shape)
-    ones = jnp.ones_like(decoder_inputs)
-    cross = AttentionMask(q_segment_ids=ones, kv_segment_ids=encoder_segments)
-    return order, AttentionMask.ordered(ones, order), cross
 
 
 def _mean(sums: dict) -> jax.Array:

@@ -18,7 +18,8 @@ from lm_jax.finetune.schema import SCRATCH, finetuning_config
 from lm_jax.models.config import TransformerConfig
 from lm_jax.models.convert import load_hf_checkpoint
 from lm_jax.models.electra import Electra
-from lm_jax.models.encoder import Encoder
+from lm_jax.models.encoder import Encoder, EncoderForMaskedLM
+from lm_jax.models.layers import ACTIVATIONS
 from lm_jax.models.seq2seq import EncoderDecoder
 from lm_jax.models.xlnet import XLNet
 from lm_jax.pretrain.saved import is_pretraining_run, load_pretraining_run
@@ -36,6 +37,9 @@ SHAPE_FIELDS = (
 )
 
 
+# pretraining objective -> the mask its shared encoder generates under (text to text)
+OBJECTIVE_MASKS = {"clm": "causal", "prefix_lm": "prefix", "unilm": "unilm"}
+
 # Hugging Face model_type -> the family whose heads it takes, where not its model's
 HF_FAMILIES = {"roberta": "roberta", "mpnet": "roberta", "electra": "electra", "bart": "bart"}
 
@@ -46,25 +50,24 @@ class Initial:
     None from scratch: the run then uses config.tokenizer's file or trains one), the family
     whose fine-tuning heads and row layout it takes (bert, roberta, electra: `[CLS] A [SEP]`
     and `CLASSIFICATION_HEADS`; xlnet: `A <sep> <cls>` and XLNet's sequence summary; bart:
-    `<s> A </s>` and the decoder's last state), and a description for the logs."""
+    `<s> A </s>` and the decoder's last state), a description for the logs, and for text to
+    text with a shared encoder the mask it generates under (`lm_mask`: causal, prefix, unilm;
+    "" for an encoder-decoder)."""
 
     encoder_cfg: TransformerConfig | None
     encoder: nnx.State | None
     tokenizer: Tokenizer | None
     description: str
     family: str = "bert"
+    lm_mask: str = ""
 
 
-def _encoder_of(model: nnx.Module, source: Path, text_to_text: bool) -> tuple[nnx.Module, str]:
+def _encoder_of(model: nnx.Module, source: Path, lm_mask: str | None) -> tuple[nnx.Module, str]:
     """(the encoder a pretrained model holds, its family): ELECTRA's discriminator encoder,
-    XLNet's transformer, BART's or T5's encoder-decoder, or a BERT-style `Encoder`."""
-    if text_to_text:
-        if not isinstance(model, EncoderDecoder):
-            raise CheckpointError(
-                f"{source} holds a {type(model).__name__}; text-to-text fine-tuning needs an "
-                "encoder-decoder (T5, BART, MASS)"
-            )
-        return model, model.cfg.family
+    XLNet's transformer, BART's or T5's encoder-decoder, or a BERT-style `Encoder`; for text
+    to text (`lm_mask` not None) the whole generating model (`_generator_of`)."""
+    if lm_mask is not None:
+        return _generator_of(model, source, lm_mask)
     if isinstance(model, Electra):
         return model.discriminator.encoder, "electra"
     if isinstance(model, XLNet):
@@ -82,7 +85,35 @@ def _encoder_of(model: nnx.Module, source: Path, text_to_text: bool) -> tuple[nn
     raise CheckpointError(
         f"{source} holds a {type(model).__name__}; fine-tuning is implemented for encoders "
         "(BERT, RoBERTa, SpanBERT, MPNet, UniLM-style, the ELECTRA discriminator), XLNet, "
-        "BART, and text to text for T5, BART and MASS"
+        "BART, and text to text for T5, BART, MASS and LM-headed encoders"
+    )
+
+
+def _generator_of(model: nnx.Module, source: Path, lm_mask: str) -> tuple[nnx.Module, str]:
+    """(the model text to text fine-tunes, its family): an encoder-decoder (T5, BART, MASS;
+    `lm_mask` ""), or an encoder with its LM head generating under `lm_mask`."""
+    if isinstance(model, EncoderDecoder):
+        if lm_mask:
+            raise ConfigError(
+                f"config.text_to_text.mask={lm_mask!r} is for encoders; {source} holds an "
+                "encoder-decoder: leave it empty"
+            )
+        return model, model.cfg.family
+    if isinstance(model, EncoderForMaskedLM):
+        if not lm_mask:
+            raise ConfigError(
+                f"{source} holds an encoder with an LM head: set config.text_to_text.mask "
+                "(causal, prefix or unilm) to say how it generates"
+            )
+        if model.mlm_head.activation is not ACTIVATIONS[model.encoder.cfg.activation]:
+            raise CheckpointError(
+                f"{source}'s LM head has its own activation (MPNet, ELECTRA's generator): "
+                "it does not fine-tune text to text"
+            )
+        return model, "bert"
+    raise CheckpointError(
+        f"{source} holds a {type(model).__name__}; text-to-text fine-tuning needs an "
+        "encoder-decoder (T5, BART, MASS) or an encoder with its LM head"
     )
 
 
@@ -109,26 +140,39 @@ def _check_tokenizer(config: ml_collections.ConfigDict, run_tokenizer: Path) -> 
 def initial_weights(config: ml_collections.ConfigDict) -> Initial:
     """The encoder and tokenizer `config.init` names."""
     if config.init == SCRATCH:  # the tokenizer: config.tokenizer's (get_tokenizer)
-        return Initial(None, None, None, "random initialisation")
+        return Initial(None, None, None, "random initialisation", lm_mask=_lm_mask(config) or "")
     source = Path(config.init)  # an existing directory (validated)
-    generates = config.text_to_text.enabled
     if is_pretraining_run(source):
         run = load_pretraining_run(source)
         _check_tokenizer(config, run.tokenizer_path)
-        encoder, family = _encoder_of(run.model, source, generates)
-        where = f"pretraining run {source} ({run.config.objective}, step {run.step})"
-        return Initial(encoder.cfg, _weights(encoder, generates), run.tokenizer, where, family)
-    if (source / "config.json").is_file():
-        encoder, family = _encoder_of(load_hf_checkpoint(source), source, generates)
-        tokenizer = load_hugging_face_tokenizer(source)
-        kind = json.loads((source / "config.json").read_text()).get("model_type")
-        family = HF_FAMILIES.get(kind, family)
+        model, tokenizer, lm_mask = run.model, run.tokenizer, _lm_mask(config, run.config.objective)
+        where, kind = f"pretraining run {source} ({run.config.objective}, step {run.step})", None
+    elif (source / "config.json").is_file():
+        model, tokenizer = load_hf_checkpoint(source), load_hugging_face_tokenizer(source)
+        kind, lm_mask = (
+            json.loads((source / "config.json").read_text()).get("model_type"),
+            _lm_mask(config),
+        )
         where = f"Hugging Face model {source} ({kind})"
-        return Initial(encoder.cfg, _weights(encoder, generates), tokenizer, where, family)
-    raise ConfigError(
-        f"config.init: {source} is neither an lm_jax pretraining run (run_config.json) nor a "
-        "Hugging Face model folder (config.json)"
-    )
+    else:
+        raise ConfigError(
+            f"config.init: {source} is neither an lm_jax pretraining run (run_config.json) nor "
+            "a Hugging Face model folder (config.json)"
+        )
+    encoder, family = _encoder_of(model, source, lm_mask)
+    cfg = encoder.encoder.cfg if isinstance(encoder, EncoderForMaskedLM) else encoder.cfg
+    weights = _weights(encoder, lm_mask is not None)
+    family = HF_FAMILIES.get(kind, family)
+    return Initial(cfg, weights, tokenizer, where, family, lm_mask or "")
+
+
+def _lm_mask(config: ml_collections.ConfigDict, objective: str | None = None) -> str | None:
+    """None unless text to text; then the shared encoder's mask: config.text_to_text.mask, or
+    the pretraining objective's (`OBJECTIVE_MASKS`), or "" (an encoder-decoder)."""
+    t = config.text_to_text
+    if not t.enabled:
+        return None
+    return t.mask or OBJECTIVE_MASKS.get(objective, "")
 
 
 def model_config(

@@ -565,6 +565,8 @@ ARCHITECTURES: dict[str, Architecture] = {
         },
     ),
 }
+# transformers' causal BERT (is_decoder=True) has BertForMaskedLM's weights under its names
+ARCHITECTURES["BertLMHeadModel"] = ARCHITECTURES["BertForMaskedLM"]
 
 _DEFAULT_ARCHITECTURE = {
     "bert": "BertForMaskedLM",
