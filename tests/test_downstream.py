@@ -1,0 +1,74 @@
+"""The downstream table's bookkeeping (`benchmarks/downstream.py`): seeds summarised as mean
+and standard deviation, the papers' claims read from the measured means, the table and the
+picture written, cells of a resumed table kept and the budget of a table checked."""
+
+import importlib.util
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def downstream():
+    spec = importlib.util.spec_from_file_location(
+        "downstream", ROOT / "benchmarks" / "downstream.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["downstream"] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def results_of(cells: dict[str, list[float]]) -> dict:
+    """Results with SST-2 accuracies per row over seeds, and MLM / ELECTRA pretraining."""
+    out = {"budget": 1.0, "pretraining": {}, "cells": {}}
+    for row, values in cells.items():
+        for seed, value in enumerate(values):
+            out["cells"][f"{row}/sst2/{seed}"] = {"accuracy": value}
+        if row != "none":
+            out["pretraining"][row] = {"steps": 100, "tokens": 409600}
+    return out
+
+
+def test_seeds_become_mean_and_standard_deviation(downstream):
+    results = results_of({"none": [0.70, 0.72, 0.74], "mlm": [0.80, 0.82, 0.81]})
+    english = downstream.TABLES["english"]
+    summary = downstream.summarize(english, results, ["none", "mlm"], ["sst2"])
+    mean, std, n = summary["mlm"]["sst2"]["accuracy"]
+    assert (mean, n) == (pytest.approx(0.81), 3)
+    assert std == pytest.approx(statistics.stdev([0.80, 0.82, 0.81]))
+    text = downstream.markdown(english, summary, results, ["none", "mlm"], ["sst2"])
+    assert "| mlm | 100 (0.4M) | 81.0 +- 1.0 (n=3) |" in text
+    assert "| none | 0 | 72.0 +- 2.0 (n=3) |" in text
+
+
+def test_claims_are_read_from_the_means_with_their_spread(downstream):
+    results = results_of(
+        {"none": [0.70, 0.72, 0.74], "mlm": [0.80, 0.82, 0.81], "electra": [0.79, 0.81, 0.80]}
+    )
+    english = downstream.TABLES["english"]
+    summary = downstream.summarize(english, results, ["none", "mlm", "electra"], ["sst2"])
+    claims = {line.split(" (")[0][2:]: line for line in downstream.check_claims(english, summary)}
+    assert "mlm 0.8100 vs none 0.7200: agrees" in claims["pretraining helps"]
+    assert "outside the combined spread" in claims["pretraining helps"]
+    assert "electra 0.8000 vs mlm 0.8100: disagrees" in claims["ELECTRA above MLM"]
+    assert "inside the combined spread" in claims["ELECTRA above MLM"]
+    assert claims["SOP above NSP"].endswith("not measured")
+
+
+def test_the_report_writes_the_table_and_the_picture(downstream, tmp_path):
+    results = results_of({"none": [0.70, 0.72], "mlm": [0.80, 0.82]})
+    downstream.report(downstream.TABLES["english"], results, ["none", "mlm"], ["sst2"], tmp_path)
+    assert "| mlm |" in (tmp_path / "table.md").read_text()
+    assert (tmp_path / "downstream.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_table_measured_at_another_budget_is_refused(downstream, tmp_path):
+    (tmp_path / "results.json").write_text(json.dumps(results_of({"none": [0.7]})))
+    with pytest.raises(SystemExit, match="measured at --budget 1.0"):
+        downstream.run(downstream.TABLES["english"], tmp_path, ["none"], ["sst2"], 1, budget=0.5)
