@@ -249,21 +249,30 @@ class Experiment:
         os.replace(tmp, path)
 
 
+def calibrate(x: Experiment, name: str) -> None:
+    """The row's steady step time, from CALIBRATION_STEPS steps, and the steps that fill
+    PRETRAIN_MINUTES x budget with it (every row is calibrated before any trains, so that
+    all step times are read under the same conditions)."""
+    objective = x.table.rows[name].objective
+    if objective is None or name in x.results["pretraining"]:
+        return
+    probe_dir = x.out / "calibrate" / name
+    probe = pretraining(x.table, objective, x.data, x.tokenizer, CALIBRATION_STEPS, probe_dir)
+    pretrain(probe, progress=False)
+    seconds = step_seconds(probe_dir / "metrics.jsonl")
+    steps = max(50, int(PRETRAIN_MINUTES * 60 * x.budget / seconds))
+    record = {"step_seconds": seconds, "steps": steps, "tokens": steps * BATCH * SEQ_LEN}
+    x.results["pretraining"][name] = record
+    x.save()
+
+
 def pretrain_row(x: Experiment, name: str) -> Path | None:
-    """The row's pretraining run directory (None for no pretraining), trained for
-    PRETRAIN_MINUTES x budget of steady steps; its figures go into the results."""
+    """The row's pretraining run directory (None for no pretraining), trained for its
+    calibrated steps; its loss and wall time go into the results."""
     objective = x.table.rows[name].objective
     if objective is None:
         return None
-    record = x.results["pretraining"].get(name)
-    if record is None:
-        probe_dir = x.out / "calibrate" / name
-        probe = pretraining(x.table, objective, x.data, x.tokenizer, CALIBRATION_STEPS, probe_dir)
-        pretrain(probe, progress=False)
-        seconds = step_seconds(probe_dir / "metrics.jsonl")
-        steps = max(50, int(PRETRAIN_MINUTES * 60 * x.budget / seconds))
-        record = {"step_seconds": seconds, "steps": steps, "tokens": steps * BATCH * SEQ_LEN}
-        x.results["pretraining"][name] = record
+    record = x.results["pretraining"][name]
     workdir = x.out / "pretrain" / name
     if not record.get("done"):
         start = time.time()
@@ -275,6 +284,7 @@ def pretrain_row(x: Experiment, name: str) -> Path | None:
             first_eval_loss=summary.first_eval_loss,
             last_eval_loss=summary.last_eval_loss,
         )
+        x.save()
     return workdir
 
 
@@ -402,8 +412,9 @@ def run(
     data, tokenizer = prepare_data(table, out)
     x = Experiment(table, out, budget, data, tokenizer, results)
     for row in rows:
+        calibrate(x, row)
+    for row in rows:
         init = pretrain_row(x, row)
-        x.save()
         for task in tasks:
             for seed in range(seeds):
                 key = f"{row}/{task}/{seed}"
