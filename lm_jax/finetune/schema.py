@@ -93,6 +93,17 @@ def finetuning_config() -> ml_collections.ConfigDict:
     # text; QA: "question: ... context: ..." -> the answer or no_answer), scored by greedy
     # generation (or num_beams) with the heads' metrics (QA: SQuAD 2.0's); with
     # rank_classification, by the likelihood of each label's word instead.
+    # LSTM_reg (Adhikari et al. 2019) instead of a Transformer: the non-pretrained floor
+    # (from scratch; classification or regression). Hedwig's settings; its recipe also sets
+    # train.learning_rate=1e-2, train.weight_decay=0 and train.ema_decay=0.99.
+    c.lstm = ml_collections.ConfigDict()
+    c.lstm.enabled = False
+    c.lstm.embedding_size = 300
+    c.lstm.hidden_size = 512  # per direction
+    c.lstm.embedding_dropout = 0.2
+    c.lstm.weight_drop = 0.1
+    c.lstm.dropout = 0.5
+
     c.text_to_text = ml_collections.ConfigDict()
     c.text_to_text.enabled = False
     c.text_to_text.prefix = ""  # "" -> config.name
@@ -181,6 +192,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if config.task == QUESTION_ANSWERING:
         _validate_qa(config)
     _validate_text_to_text(config)
+    _validate_lstm(config)
     if [config.mesh.data, config.mesh.fsdp, config.mesh.tensor].count(-1) > 1:
         raise ConfigError("config.mesh: at most one of data, fsdp, tensor may be -1")
 
@@ -207,6 +219,21 @@ def _validate_text_to_text(config: ml_collections.ConfigDict) -> None:
         raise ConfigError(f"config.text_to_text.mask must be one of {TEXT_TO_TEXT_MASKS}")
     if not 0 < t.target_mask_prob <= 1:
         raise ConfigError("config.text_to_text.target_mask_prob must be in (0, 1]")
+
+
+def _validate_lstm(config: ml_collections.ConfigDict) -> None:
+    lstm = config.lstm
+    if not lstm.enabled:
+        return
+    if config.init != SCRATCH:
+        raise ConfigError("config.lstm.enabled: LSTM_reg trains from scratch (config.init=scratch)")
+    if config.task == QUESTION_ANSWERING or config.text_to_text.enabled:
+        raise ConfigError("config.lstm.enabled: LSTM_reg classifies or regresses; not QA or text")
+    for field in ("embedding_dropout", "weight_drop", "dropout"):
+        if not 0 <= lstm[field] < 1:
+            raise ConfigError(f"config.lstm.{field} must be in [0, 1)")
+    if lstm.embedding_size < 1 or lstm.hidden_size < 1:
+        raise ConfigError("config.lstm.embedding_size and hidden_size must be >= 1")
 
 
 def _validate_qa(config: ml_collections.ConfigDict) -> None:

@@ -39,6 +39,7 @@ from lm_jax.finetune.tfds_tasks import read_tfds_examples
 from lm_jax.finetune.weights import Initial
 from lm_jax.models.config import TransformerConfig
 from lm_jax.models.encoder import EncoderForSequenceClassification
+from lm_jax.models.lstm import LSTMConfig, LSTMRegClassifier
 from lm_jax.models.seq2seq import BartForSequenceClassification
 from lm_jax.models.xlnet import XLNetForSequenceClassification
 
@@ -116,6 +117,10 @@ class SequenceTaskData(TaskData):
 
     def model(self, cfg: TransformerConfig, rngs: nnx.Rngs) -> nnx.Module:
         num_labels = len(self.labels) or 1
+        if self.config.lstm.enabled:
+            settings = {k: v for k, v in self.config.lstm.items() if k != "enabled"}
+            lstm = LSTMConfig(vocab_size=self.tokenizer.vocab.size, **settings)
+            return LSTMRegClassifier(lstm, num_labels, rngs=rngs)
         if self.family == "xlnet":
             return XLNetForSequenceClassification(cfg, num_labels, rngs=rngs)
         if self.family == "bart":  # the decoder starts behind </s>
@@ -160,5 +165,7 @@ class SequenceTaskData(TaskData):
             label2id={n: i for i, n in enumerate(names)},
             problem_type="regression" if self.regression else "single_label_classification",
         )
-        architecture = SEQUENCE_CLASSIFICATION.get(self.family)
+        architecture = (
+            None if self.config.lstm.enabled else SEQUENCE_CLASSIFICATION.get(self.family)
+        )
         return export_model(model, folder, architecture, fields, self.tokenizer)

@@ -35,7 +35,7 @@ from lm_jax.train.checkpoint import (
     restore_run_config,
 )
 from lm_jax.train.metrics import MetricsWriter, peak_flops
-from lm_jax.train.optimizer import make_optimizer
+from lm_jax.train.optimizer import averaged_params, make_optimizer
 from lm_jax.train.step import TrainState
 
 log = logging.getLogger(__name__)
@@ -281,6 +281,16 @@ class Records:
             self.metrics.write(step, split, values)
 
 
+def evaluated_params(state, train: ml_collections.ConfigDict):
+    """The weights evaluations score: the temporal average with `train.ema_decay` > 0
+    (`lm_jax.train.optimizer.weight_average`), else the trained weights."""
+    if train.get("ema_decay", 0.0) > 0:
+        average = averaged_params(state.opt_state, train.ema_decay)
+        if average is not None:
+            return average
+    return state.params
+
+
 def run_loop(
     loop: Loop,
     train: ml_collections.ConfigDict,
@@ -295,7 +305,7 @@ def run_loop(
     t, state, start, stopped = train, loop.state, loop.start, None
     with jax.set_mesh(loop.mesh), _TerminationRequest() as termination:
         if start == 0:
-            record(0, "eval", loop.evaluate(state.params, 0))
+            record(0, "eval", loop.evaluate(evaluated_params(state, t), 0))
         sums, tick, first = {}, time.perf_counter(), start + 1
         for step in progress_bar:
             name = choose(step)
@@ -314,7 +324,7 @@ def run_loop(
                 progress_bar.set_postfix(**shown)
                 sums, tick, first = {}, time.perf_counter(), done + 1
             if done % t.eval_every == 0 or done == t.steps:
-                record(done, "eval", loop.evaluate(state.params, done))
+                record(done, "eval", loop.evaluate(evaluated_params(state, t), done))
             stop = termination.reached(done)
             if done % t.checkpoint_every == 0 or done == t.steps or stop:
                 check_finite(sums, first, done, loop.checkpointer)

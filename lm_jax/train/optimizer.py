@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -44,6 +46,46 @@ def scale_updates(factors) -> optax.GradientTransformation:
     )
 
 
+class AverageState(NamedTuple):
+    """The running average of the weights after `count` updates (zero-initialised)."""
+
+    count: jax.Array
+    average: optax.Params
+
+
+def weight_average(decay: float) -> optax.GradientTransformation:
+    """Temporal averaging (Polyak & Juditsky 1992; the "TA" of Adhikari et al. 2019's
+    LSTM_reg): after each update, average <- decay x average + (1 - decay) x the new weights.
+    Updates pass through unchanged; `averaged_params` reads the debiased average. (The
+    authors' hedwig code starts the average at the initial weights and still divides by
+    1 - decay^t; starting from zero makes that division the exact debiasing.)"""
+
+    def init(params):
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        return AverageState(jnp.zeros((), jnp.int32), zeros)
+
+    def update(updates, state, params=None):
+        new = optax.apply_updates(params, updates)
+        average = jax.tree.map(lambda a, p: decay * a + (1 - decay) * p, state.average, new)
+        return updates, AverageState(state.count + 1, average)
+
+    return optax.GradientTransformation(init, update)
+
+
+def averaged_params(opt_state, decay: float) -> optax.Params | None:
+    """The debiased weight average in `opt_state` (average / (1 - decay^count)), or None
+    when the optimiser does not average or has not updated yet."""
+    found = [
+        s
+        for s in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, AverageState))
+        if isinstance(s, AverageState)
+    ]
+    if not found or int(found[0].count) == 0:
+        return None
+    scale = 1.0 / (1.0 - decay ** int(found[0].count))
+    return jax.tree.map(lambda a: a * scale, found[0].average)
+
+
 def make_optimizer(
     train_cfg, update_factors=None
 ) -> tuple[optax.GradientTransformation, optax.Schedule]:
@@ -54,7 +96,8 @@ def make_optimizer(
     `grad_accumulation` micro-batches (`optax.MultiSteps`: gradients averaged, one update per
     k steps; the schedule counts updates, steps // k of them). The decay runs over
     `decay_steps` (0: `steps`), after which the rate stays at its end value. `update_factors`
-    (a pytree like the parameters) scales each parameter's learning rate."""
+    (a pytree like the parameters) scales each parameter's learning rate; `ema_decay` > 0
+    keeps a temporal average of the weights (`weight_average`)."""
     k = train_cfg.grad_accumulation
     horizon = train_cfg.decay_steps or train_cfg.steps  # where linear / cosine reach 0
     schedule = learning_rate_schedule(
@@ -81,6 +124,8 @@ def make_optimizer(
         tx = optax.chain(tx, scale_updates(update_factors))
     if train_cfg.clip_norm > 0:
         tx = optax.chain(optax.clip_by_global_norm(train_cfg.clip_norm), tx)
+    if train_cfg.get("ema_decay", 0.0) > 0:
+        tx = optax.chain(tx, weight_average(train_cfg.ema_decay))
     if k > 1:
         tx = optax.MultiSteps(tx, every_k_schedule=k)
         return tx, lambda step: schedule(step // k)

@@ -30,6 +30,9 @@ def train_settings() -> ml_collections.ConfigDict:
     c.clip_norm = 1.0  # global-norm gradient clipping (0 disables)
     c.optimizer = "adamw"  # adamw | lamb (You et al. 2020) | adafactor (T5)
     c.grad_accumulation = 1  # micro-batches per update (steps count micro-batches)
+    # Temporal averaging: evaluate (and keep as the best model) an exponential moving average
+    # of the weights with this decay (0: off; Adhikari et al. 2019's LSTM_reg uses 0.99)
+    c.ema_decay = 0.0
     c.log_every = 50  # steps between training-metric records (and finiteness checks)
     c.eval_every = 250
     c.eval_batches = 8
@@ -79,6 +82,7 @@ RULES: dict[str, Rule] = {
     "train.b2": (lambda x: 0 <= x < 1, "must be in [0, 1)"),
     "train.eps": (_positive, "must be > 0"),
     "train.clip_norm": (lambda x: x >= 0, "must be >= 0"),
+    "train.ema_decay": (lambda x: 0 <= x < 1, "must be in [0, 1)"),
     "train.optimizer": (lambda x: x in OPTIMIZERS, f"must be one of {list(OPTIMIZERS)}"),
     "train.grad_accumulation": (_positive, "must be > 0"),
     "train.log_every": (_positive, "must be > 0"),
