@@ -51,7 +51,7 @@ SHAPE = dict(hidden_size=128, num_layers=2, num_heads=2, intermediate_size=512, 
 SEQ_LEN, BATCH = 128, 32
 PRETRAIN_MINUTES = 2.0  # per row at --budget 1, after its compilation
 CALIBRATION_STEPS = 40
-SEQ2SEQ = ("t5", "bart")
+SEQ2SEQ = ("t5", "bart", "ul2")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +77,7 @@ ENGLISH_ROWS = {
     "sop": Row("sop", "ALBERT's sentence order: above NSP (Lan et al. 2020, Table 5)"),
     "t5": Row("t5", "T5's span corruption: its best objective (Raffel et al. 2020, Table 4)"),
     "bart": Row("bart", "BART's text infilling: on par with RoBERTa (Lewis et al. 2020)"),
+    "ul2": Row("ul2", "UL2's mixture of denoisers: above T5's span corruption (Tay et al. 2022)"),
 }
 
 
@@ -126,6 +127,7 @@ ENGLISH_CLAIMS = [
     ("MPNet above MLM", "mpnet", "mlm", "sst2"),
     ("MPNet above PLM", "mpnet", "plm", "sst2"),
     ("SOP above NSP", "sop", "nsp", "rte"),
+    ("UL2's mixture above T5's span corruption", "ul2", "t5", "sst2"),
 ]
 CHINESE_CLAIMS = [
     ("pretraining helps", "best", "none", "chnsenticorp"),
@@ -147,18 +149,31 @@ class Table:
     tokenizer: dict
 
 
-def load_config_file(name: str):
-    spec = importlib.util.spec_from_file_location(
-        name, ROOT / "configs" / "finetune" / f"{name}.py"
-    )
+def load_config_file(path: Path, *args):
+    """`get_config(*args)` of a config file (configs/...)."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.get_config()
+    return module.get_config(*args)
+
+
+def task_config(name: str):
+    return load_config_file(ROOT / "configs" / "finetune" / f"{name}.py")
+
+
+def objective_config(objective: str):
+    """The objective's default pretraining config; "ul2": the mixture of configs/ul2.py
+    with the other rows' recipe (T5's model family)."""
+    if objective != "ul2":
+        return pretraining_config(objective)
+    c = load_config_file(ROOT / "configs" / "ul2.py", "tiny")
+    c.train = pretraining_config("t5").train
+    return c
 
 
 def task_texts(name: str) -> list[str]:
     """The task's unlabeled training text, one document per example (pairs: two lines)."""
-    config = load_config_file(name)
+    config = task_config(name)
     if config.task == "question_answering":
         train, _ = read_qa_splits(config)
         contexts = list(dict.fromkeys(e.context for e in train.examples))
@@ -220,7 +235,7 @@ def prepare_data(table: Table, out: Path) -> tuple[dict, Path]:
 def pretraining(
     table: Table, objective: str, data: dict, tokenizer: Path, steps: int, workdir: Path
 ):
-    c = pretraining_config(objective)
+    c = objective_config(objective)
     fields = {
         **data,
         "data.seq_len": SEQ_LEN,
@@ -305,7 +320,7 @@ def pretrain_row(x: Experiment, name: str) -> Path | None:
 
 def finetuning(x: Experiment, task: str, row: str, init: Path | None, seed: int, workdir: Path):
     spec = x.table.tasks[task]
-    c = load_config_file(spec.config)
+    c = task_config(spec.config)
     fields = {
         **FINETUNE,
         "seed": seed,
