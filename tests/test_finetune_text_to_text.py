@@ -220,3 +220,55 @@ def test_a_hugging_face_t5_folder_fine_tunes_text_to_text(task_files, tmp_path):
     rows = summary.predictions_path.read_text().splitlines()[1:]
     tokenizer = load_hugging_face_tokenizer(summary.export_dir)
     assert_transformers_writes_the_same(summary.export_dir, rows, tokenizer)
+
+
+def test_a_hugging_face_bart_folder_fine_tunes_text_to_text(task_files, tmp_path):
+    """A `BartForConditionalGeneration` folder with its byte-level BPE (vocab.json +
+    merges.txt): rows `<s> source </s>`, the decoder starts from </s>, the export generates
+    our predictions in transformers (the words learned; 100 steps are too few for the labels)."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from test_finetune_run import BAD, FILLER, GOOD
+    from tokenizers import ByteLevelBPETokenizer
+
+    from lm_jax.data.hf_tokenizers import load_hugging_face_tokenizer
+    from lm_jax.finetune import finetuning_config
+
+    folder = tmp_path / "bart"
+    folder.mkdir()
+    bpe = ByteLevelBPETokenizer()
+    sentences = [" ".join(GOOD + BAD + FILLER + ["synthetic", "sentence:"])] * 5
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    bpe.train_from_iterator(sentences, vocab_size=300, special_tokens=specials)
+    bpe.save_model(str(folder))
+    hf = transformers.BartConfig(
+        vocab_size=bpe.get_vocab_size(),
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_position_embeddings=64,
+    )
+    transformers.BartForConditionalGeneration(hf).save_pretrained(folder)
+    config = text_to_text(task_files, init=str(folder), **{"train.steps": 100})
+    config.model = finetuning_config().model  # the shape comes from the folder
+    summary = finetune(config, tmp_path / "run", progress=False)
+    assert summary.best["invalid"] < 0.1, summary.best  # it writes label words
+    exported = json.loads((summary.export_dir / "config.json").read_text())
+    assert exported["architectures"] == ["BartForConditionalGeneration"]
+    tokenizer = load_hugging_face_tokenizer(summary.export_dir)
+    vocab = tokenizer.vocab
+    peer = transformers.BartForConditionalGeneration.from_pretrained(summary.export_dir).eval()
+    for row in summary.predictions_path.read_text().splitlines()[1:9]:
+        source, _, ours = row.split("\t")
+        ids = torch.tensor([[vocab.bos_id, *tokenizer.encode(source).ids, vocab.eos_id]])
+        with torch.no_grad():
+            out = peer.generate(input_ids=ids, max_new_tokens=10, do_sample=False, num_beams=1)
+        new = out[0, 1:].tolist()
+        if new and new[0] == vocab.bos_id:  # BART's forced first token
+            new = new[1:]
+        new = new[: new.index(vocab.eos_id)] if vocab.eos_id in new else new
+        assert tokenizer.decode(new) == ours
