@@ -108,7 +108,7 @@ FINETUNE = {"train.learning_rate": 3e-4, "train.batch_size": 32, "warmup_fractio
 # LSTM_reg trains with its authors' recipe (hedwig's Reuters command: Adam at 1e-2, no weight
 # decay, temporal averaging 0.99), the Transformer recipe's steps and batch, at the table's
 # model width (128 per direction and embedding, as the Transformer's hidden size; hedwig's 512
-# and 300 take 2.6 s a step here)
+# and 300 make a step 8x slower: benchmarks/lstm_step.py)
 LSTM_REG = {
     "lstm.enabled": True,
     "lstm.embedding_size": SHAPE["hidden_size"],
@@ -138,14 +138,16 @@ CHINESE_CLAIMS = [
 
 @dataclasses.dataclass(frozen=True)
 class Table:
-    """One comparison: its rows, tasks and claims; `corpus(out)` writes its pretraining
-    corpus and returns the pretraining configs' data fields and the tokenizer's texts;
-    `tokenizer` the tokenizer's settings (model type, pieces, T5 sentinels)."""
+    """One comparison: its rows, tasks and claims; `corpus(out)` prepares its pretraining
+    corpus and returns the pretraining configs' data fields; `texts(out)` the tokenizer's
+    training texts (read only when it is trained); `tokenizer` its settings (model type,
+    pieces, T5 sentinels)."""
 
     rows: dict[str, Row]
     tasks: dict[str, Task]
     claims: list[tuple[str, str, str, str]]
-    corpus: Callable[[Path], tuple[dict, list[str]]]
+    corpus: Callable[[Path], dict]
+    texts: Callable[[Path], list[str]]
     tokenizer: dict
 
 
@@ -183,8 +185,9 @@ def task_texts(name: str) -> list[str]:
     return [a if b is None else f"{a}\n{b}" for a, b in zip(train.texts, pairs)]
 
 
-def english_corpus(out: Path) -> tuple[dict, list[str]]:
-    """Wikipedia and every English task's training text, as text files under out/corpus."""
+def english_corpus(out: Path) -> dict:
+    """Wikipedia and every English task's training text, written once as text files under
+    out/corpus; the pretraining configs' data fields."""
     corpus = out / "corpus"
     if not (corpus / "done").exists():
         corpus.mkdir(parents=True, exist_ok=True)
@@ -192,15 +195,16 @@ def english_corpus(out: Path) -> tuple[dict, list[str]]:
         for name in ENGLISH_TASKS:
             (corpus / f"{name}.txt").write_text("\n\n".join(task_texts(name)) + "\n")
         (corpus / "done").write_text("")
-    docs = [p.read_text() for p in sorted(corpus.glob("*.txt"))]
-    return {"data.corpus": "text", "data.path": str(corpus)}, docs
+    return {"data.corpus": "text", "data.path": str(corpus)}
 
 
-def chinese_corpus(out: Path) -> tuple[dict, list[str]]:
-    """People's Daily (its entity annotations for ERNIE); the tokenizer also sees the
-    reviews' characters, never their labels."""
-    docs = load_documents("peoples_daily") + task_texts("chnsenticorp")
-    return {"data.corpus": "peoples_daily"}, docs
+def english_texts(out: Path) -> list[str]:
+    return [p.read_text() for p in sorted((out / "corpus").glob("*.txt"))]
+
+
+def chinese_texts(out: Path) -> list[str]:
+    """People's Daily and the reviews' characters (never their labels)."""
+    return load_documents("peoples_daily") + task_texts("chnsenticorp")
 
 
 TABLES = {
@@ -209,13 +213,15 @@ TABLES = {
         ENGLISH_TASKS,
         ENGLISH_CLAIMS,
         english_corpus,
+        english_texts,
         dict(model_type="unigram", vocab_size=8000, extra_ids=100),
     ),
     "chinese": Table(
         CHINESE_ROWS,
         CHINESE_TASKS,
         CHINESE_CLAIMS,
-        chinese_corpus,
+        lambda out: {"data.corpus": "peoples_daily"},  # its entity annotations for ERNIE
+        chinese_texts,
         dict(model_type="char", vocab_size=6000, extra_ids=0),
     ),
 }
@@ -223,12 +229,10 @@ TABLES = {
 
 def prepare_data(table: Table, out: Path) -> tuple[dict, Path]:
     """(the pretraining configs' data fields, the one tokenizer every row uses)."""
-    data, docs = table.corpus(out)
-    tokenizer = out / "tokenizer.model"
+    data, tokenizer = table.corpus(out), out / "tokenizer.model"
     if not tokenizer.exists():
-        lines = [line for d in docs for line in d.splitlines() if line.strip()]
-        settings = dict(table.tokenizer)
-        train_sentencepiece(lines, tokenizer, **settings)
+        lines = [line for d in table.texts(out) for line in d.splitlines() if line.strip()]
+        train_sentencepiece(lines, tokenizer, **table.tokenizer)
     return data, tokenizer
 
 

@@ -247,11 +247,9 @@ class SharedEncoderArchitecture(Architecture):
         answer_real = (answer != self.vocab.pad_id).astype(jnp.int32)
         segments = jnp.concatenate([prompt_segments, answer_real], axis=1)
         positions = positions_from_segments(segments)
-        ranks = positions
-        if self.mask != "causal":  # the prompt sees all of itself
+        ranks, types = positions, jnp.zeros_like(ids)
+        if self.mask != "causal":  # the prompt sees all of itself; types prompt 0, answer 1
             ranks = jnp.maximum(positions, prompt_segments.sum(-1, keepdims=True) - 1)
-        types = jnp.zeros_like(ids)
-        if self.mask != "causal":  # prompt 0, answer 1, as prefix_lm and unilm pretrain
             types = jnp.concatenate([jnp.zeros_like(prompt), answer_real], axis=1)
         return model.encoder(
             ids,
