@@ -89,6 +89,25 @@ def test_scratch_run_learns_and_writes_its_outputs(task_files, tmp_path):
     assert (summary.export_dir / "tokenizer.model").is_file()
 
 
+def test_the_predictions_are_the_best_evaluations_outputs_not_computed_again(
+    task_files, tmp_path, monkeypatch
+):
+    from lm_jax.finetune.evaluation import Evaluator
+
+    scored, outputs = [], Evaluator.outputs
+
+    def counted(self, params, full=False):
+        scored.append(full)
+        return outputs(self, params, full)
+
+    monkeypatch.setattr(Evaluator, "outputs", counted)
+    summary = finetune(tiny_finetune(task_files), tmp_path / "run", progress=False)
+    assert scored == [False] * 5  # steps 0, 10, 20, 30, 40; none again at the end
+    rows = [r.split("\t") for r in summary.predictions_path.read_text().splitlines()[1:]]
+    accuracy = np.mean([label == prediction for _, _, label, prediction, *_ in rows])
+    assert accuracy == pytest.approx(summary.best["accuracy"])
+
+
 def test_sigterm_then_resume_continues_exactly(task_files, tmp_path, monkeypatch):
     config = tiny_finetune(task_files, **{"train.steps": 20, "train.eval_every": 4})
     straight = finetune(config, tmp_path / "straight", progress=False)

@@ -19,7 +19,9 @@ class Evaluator:
     """`evaluator(params, step)` -> the dev metrics (the loop's `evaluate`: the task's
     `metrics(outputs)`), offering each evaluation to the run's `BestModel`.
     `config.train.eval_batches` > 0 scores only the first batches during training;
-    `outputs(params, full=True)` always scores every row."""
+    `outputs(params, full=True)` always scores every row. `outputs_at(step)` returns the
+    outputs of this process's evaluation at `step` when it scored every row (the end of a run
+    reuses its best evaluation's outputs instead of computing them again)."""
 
     def __init__(
         self,
@@ -35,6 +37,7 @@ class Evaluator:
         self.batches = padded_batches(split, config.train.batch_size)
         share = config.train.batch_size // jax.process_count()
         self.rows_of = slice(jax.process_index() * share, (jax.process_index() + 1) * share)
+        self._full_outputs: dict[int, np.ndarray] = {}  # step -> every row's outputs
 
     def global_rows(self, index: int) -> dict[str, jax.Array]:
         local = {k: v[self.rows_of] for k, v in self.batches[index].items()}
@@ -49,7 +52,12 @@ class Evaluator:
             out = [np.asarray(self.predict_step(params, self.global_rows(i))) for i in range(count)]
         return np.concatenate(out)[: len(self.split)]
 
+    def outputs_at(self, step: int | None) -> np.ndarray | None:
+        return self._full_outputs.get(step)
+
     def __call__(self, params, step: int) -> dict[str, float]:
-        metrics = self.metrics(self.outputs(params))
-        self.best.offer(step, metrics, params)
+        outputs = self.outputs(params)
+        metrics = self.metrics(outputs)
+        if self.best.offer(step, metrics, params) and len(outputs) == len(self.split):
+            self._full_outputs = {step: outputs}  # only the best's are ever asked for
         return metrics

@@ -258,7 +258,9 @@ def _finish(config, workdir, data: TaskData, loop, parts: _Parts, result, main_p
     """The best model's dev predictions and pictures, eval_results.json and the export."""
     params = parts.best.params(result.state.params) if parts.best.step is not None else None
     params = result.state.params if params is None else params
-    outputs = parts.predict.outputs(params, full=True)
+    outputs = parts.predict.outputs_at(parts.best.step)
+    if outputs is None:
+        outputs = parts.predict.outputs(params, full=True)
     evaluations = _evaluations(workdir / "metrics.jsonl")
     files, export_dir = {}, None
     if main_process:
