@@ -475,6 +475,7 @@ def test_vocabulary_checks_before_training(caplog):
     """A WordPiece vocabulary has no T5 sentinels; one that maps most text to [UNK] warns."""
     from types import SimpleNamespace
 
+    from lm_jax.data.packing import PackedRows
     from lm_jax.data.tokenizer import VocabInfo
     from lm_jax.errors import DataError
     from lm_jax.pretrain.run import _check_vocabulary
@@ -484,10 +485,25 @@ def test_vocabulary_checks_before_training(caplog):
     tokens = np.array([[2, 1, 1, 1, 7, 3, 0, 0]])
     data = SimpleNamespace(
         tokenizer=SimpleNamespace(vocab=vocab),
-        train=SimpleNamespace(tokens=tokens, segment_ids=(tokens != 0).astype(np.int32)),
+        train=PackedRows.from_segments(tokens, (tokens != 0).astype(np.int32), tokens > 0),
     )
     with pytest.raises(DataError, match=r"t5 on rows of 128 tokens needs \d+ sentinel ids; the "):
         _check_vocabulary(pretraining_config("t5"), data)
     with caplog.at_level("WARNING"):
         _check_vocabulary(pretraining_config("mlm"), data)
     assert "50.0% of the training tokens are [UNK]" in caplog.text
+
+
+def test_the_unigram_baseline_is_the_held_out_tokens_mean_negative_log_likelihood():
+    from lm_jax.train.losses import unigram_cross_entropy
+
+    rng = np.random.default_rng(0)
+    train, held_out = rng.integers(0, 20, 500), rng.integers(0, 20, 200)
+    specials = (0, 1)
+    p = np.bincount(train, minlength=20) + 1.0
+    p[list(specials)] = 0
+    p /= p.sum()
+    kept = held_out[~np.isin(held_out, specials)]
+    expected = -np.log(p[kept]).mean()
+    counts = (np.bincount(train, minlength=20), np.bincount(held_out, minlength=20))
+    assert unigram_cross_entropy(*counts, specials) == pytest.approx(expected, rel=1e-12)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 from lm_jax.errors import DataError
@@ -24,14 +25,28 @@ def existing(path: str | os.PathLike, what: str, file: bool = False) -> Path:
     return p
 
 
-def utf8_lines(p: Path):
-    """(line number, line) of a UTF-8 file; invalid UTF-8 is a `DataError` naming the line."""
-    with p.open("rb") as f:
+def utf8_lines(p: Path, opener=open):
+    """(line number, line) of a UTF-8 file (opened with `opener`, e.g. `gzip.open`); invalid
+    UTF-8 is a `DataError` naming the line."""
+    with opener(p, "rb") as f:
         for n, raw in enumerate(f, 1):
             try:
                 yield n, raw.decode("utf-8")
             except UnicodeDecodeError as e:
                 raise DataError(f"{p}:{n} is not UTF-8 text ({e.reason} at byte {e.start})") from e
+
+
+def text_documents(path: Path) -> Iterator[str]:
+    """The documents of a UTF-8 text file, separated by blank lines, one at a time."""
+    lines: list[str] = []
+    for _, line in utf8_lines(path):
+        if line.strip():
+            lines.append(line)
+        elif lines:
+            yield "".join(lines).strip()
+            lines = []
+    if lines:
+        yield "".join(lines).strip()
 
 
 def text_files(path: str | os.PathLike) -> list[str]:
@@ -40,8 +55,4 @@ def text_files(path: str | os.PathLike) -> list[str]:
     files = sorted(f for f in p.rglob("*.txt") if f.is_file()) if p.is_dir() else [p]
     if not files:
         raise DataError(f"the text corpus folder {p} holds no .txt files")
-    docs = []
-    for f in files:
-        content = "".join(line for _, line in utf8_lines(f))
-        docs.extend(d.strip() for d in BLANK_LINES.split(content) if d.strip())
-    return docs
+    return [doc for f in files for doc in text_documents(f)]

@@ -56,6 +56,11 @@ class PackedRows:
                 digest.update(value.tobytes())
         return digest.hexdigest()
 
+    def token_counts(self, vocab_size: int) -> np.ndarray:
+        """How often each id occurs in the rows, padding excluded."""
+        real = self.tokens[self.segment_ids != 0]
+        return np.bincount(real, minlength=vocab_size).astype(np.int64)
+
     def row(self, i: int) -> dict[str, np.ndarray]:
         fields = (f.name for f in dataclasses.fields(self))
         return {name: getattr(self, name)[i] for name in fields if getattr(self, name) is not None}
@@ -97,33 +102,64 @@ def pack_documents(
     if entity_ids is not None:
         entity_ids = aligned(entity_ids, "entity_ids", np.int32)
     documents = [np.asarray(documents[i], dtype=np.int32) for i in kept]
+    stream = document_stream(documents, vocab, word_starts, entity_ids)
+    return cut_rows(stream, seq_len, vocab.pad_id)
+
+
+@dataclasses.dataclass(frozen=True)
+class DocumentStream:
+    """Documents laid end to end as `[CLS] tokens [SEP]`: per position its token, word-start
+    flag, document number and (optionally) entity id."""
+
+    tokens: np.ndarray  # int32
+    word_starts: np.ndarray  # bool
+    document: np.ndarray  # int64, the document's number in the stream
+    entity_ids: np.ndarray | None = None  # int32
+
+    def window(self, start: int, length: int) -> DocumentStream:
+        cut = slice(start, start + length)
+        entities = None if self.entity_ids is None else self.entity_ids[cut]
+        return DocumentStream(self.tokens[cut], self.word_starts[cut], self.document[cut], entities)
+
+
+def document_stream(
+    documents: Sequence[np.ndarray],
+    vocab: VocabInfo,
+    word_starts: Sequence[np.ndarray] | None = None,
+    entity_ids: Sequence[np.ndarray] | None = None,
+) -> DocumentStream:
+    """The stream of non-empty `documents` (every token starts a word when `word_starts` is
+    None; [CLS], [SEP] start their own and carry entity id 0)."""
     if word_starts is None:
         word_starts = [np.ones(len(d), dtype=bool) for d in documents]
     cls, sep = np.array([vocab.cls_id], np.int32), np.array([vocab.sep_id], np.int32)
-    stream = np.concatenate([x for d in documents for x in (cls, d, sep)])
-    starts = np.concatenate(
-        [x for w in word_starts for x in (np.ones(1, bool), w, np.ones(1, bool))]
-    )
-    doc_index = np.repeat(
-        np.arange(len(documents), dtype=np.int64), [len(d) + 2 for d in documents]
-    )
+    tokens = np.concatenate([x for d in documents for x in (cls, d, sep)])
+    one = np.ones(1, bool)
+    starts = np.concatenate([x for w in word_starts for x in (one, w, one)])
+    sizes = [len(d) + 2 for d in documents]
+    document = np.repeat(np.arange(len(documents), dtype=np.int64), sizes)
+    entities = None
+    if entity_ids is not None:
+        zero = np.zeros(1, np.int32)
+        entities = np.concatenate([x for e in entity_ids for x in (zero, e, zero)])
+    return DocumentStream(tokens, starts, document, entities)
 
-    num_rows = -(-len(stream) // seq_len)
-    pad = num_rows * seq_len - len(stream)
-    tokens = np.concatenate([stream, np.full(pad, vocab.pad_id, np.int32)]).reshape(
-        num_rows, seq_len
-    )
-    starts = np.concatenate([starts, np.zeros(pad, bool)]).reshape(num_rows, seq_len)
-    doc = np.concatenate([doc_index, np.full(pad, -1)]).reshape(num_rows, seq_len)
 
+def cut_rows(stream: DocumentStream, seq_len: int, pad_id: int) -> PackedRows:
+    """Cut `stream` into rows of `seq_len` (the last padded): segments number the documents
+    of each row from 1, positions restart with each segment."""
+    num_rows = -(-len(stream.tokens) // seq_len)
+    pad = num_rows * seq_len - len(stream.tokens)
+
+    def rows(values: np.ndarray, fill) -> np.ndarray:
+        padding = np.full(pad, fill, values.dtype)
+        return np.concatenate([values, padding]).reshape(num_rows, seq_len)
+
+    tokens, starts = rows(stream.tokens, pad_id), rows(stream.word_starts, False)
+    doc = rows(stream.document, -1)
     new_segment = np.ones(doc.shape, dtype=bool)
     new_segment[:, 1:] = doc[:, 1:] != doc[:, :-1]
     segment_ids = np.cumsum(new_segment, axis=1).astype(np.int32)
     segment_ids[doc < 0] = 0
-    if entity_ids is not None:
-        zero = np.zeros(1, np.int32)
-        entity_stream = np.concatenate([x for e in entity_ids for x in (zero, e, zero)])
-        entity_ids = np.concatenate([entity_stream, np.zeros(pad, np.int32)]).reshape(
-            num_rows, seq_len
-        )
-    return PackedRows.from_segments(tokens, segment_ids, starts, entity_ids=entity_ids)
+    entities = None if stream.entity_ids is None else rows(stream.entity_ids, 0)
+    return PackedRows.from_segments(tokens, segment_ids, starts, entity_ids=entities)

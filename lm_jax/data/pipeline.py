@@ -21,6 +21,7 @@ import numpy as np
 from lm_jax.data.entities import AnnotatedDocument, entity_rows, load_annotated_documents
 from lm_jax.data.packing import PackedRows, pack_documents
 from lm_jax.data.sentences import document_rows
+from lm_jax.data.shards import PREPARED, Manifest, PreparedRows, write_atomically
 from lm_jax.data.sources import load_documents
 from lm_jax.data.tokenizer import (
     Tokenizer,
@@ -47,8 +48,8 @@ class PretrainingData:
     """Tokenizer and packed train / held-out rows of one run."""
 
     tokenizer: Tokenizer
-    train: PackedRows
-    eval: PackedRows
+    train: PackedRows | PreparedRows
+    eval: PackedRows | PreparedRows
     num_documents: tuple[int, int]  # (train, eval)
 
 
@@ -131,6 +132,8 @@ def build_pretraining_data(
     documents (`pack_documents`), documents with sentence starts (`document_rows`), packed
     entities of an annotated corpus (`entity_rows`) or translation pairs (`pair_rows`)."""
     d = config.data
+    if d.corpus == PREPARED:
+        return prepared_data(config, workdir)
     train_docs, eval_docs, texts = _split(config, rows)
     tokenizer = get_tokenizer(config.tokenizer, texts, workdir, reuse_tokenizer)
     layout = {
@@ -155,7 +158,33 @@ def build_pretraining_data(
     )
 
 
-def _row_features(rows: PackedRows) -> grain.MapDataset:
+def prepared_data(config, workdir: Path) -> PretrainingData:
+    """The packed rows of a prepared corpus (`lm_jax.data.shards`), streamed from its shards;
+    its tokenizer is copied into the run directory (a configured one must be the same file)."""
+    manifest = Manifest.load(config.data.path)
+    source = manifest.directory / manifest.content["tokenizer"]["file"]
+    manifest.check_tokenizer(config.tokenizer.path or source)
+    path = Path(config.tokenizer.path) if config.tokenizer.path else workdir / TOKENIZER_FILE
+    if not config.tokenizer.path and not path.exists():  # every process writes the same bytes
+        write_atomically(path, source.read_bytes())
+    tokenizer = load_tokenizer(source, extra_ids=config.tokenizer.extra_ids)
+    seq_len, vocab = config.data.seq_len, tokenizer.vocab
+    train = PreparedRows(manifest, "train", seq_len, vocab)
+    held_out = PreparedRows(manifest, "eval", seq_len, vocab)
+    splits = manifest.content["splits"]
+    if len(train) < config.train.batch_size:
+        raise DataError(
+            f"corpus too small: {len(train)} training rows of {seq_len} tokens, "
+            f"fewer than one batch (config.train.batch_size={config.train.batch_size})"
+        )
+    documents = (splits["train"]["documents"], splits["eval"]["documents"])
+    return PretrainingData(tokenizer, train, held_out, documents)
+
+
+def _row_features(rows: PackedRows | PreparedRows) -> grain.MapDataset:
+    """Rows as a grain dataset of feature dicts (prepared rows already are one)."""
+    if isinstance(rows, PreparedRows):
+        return rows
     return grain.MapDataset.range(len(rows)).map(rows.row)
 
 
@@ -169,7 +198,7 @@ def _process_share(batch_size: int, process_index: int, process_count: int) -> i
 
 
 def train_batches(
-    rows: PackedRows,
+    rows: PackedRows | PreparedRows,
     batch_size: int,
     seed: int,
     process_index: int = 0,
@@ -190,7 +219,7 @@ def batch_iterator(batches: grain.MapDataset, prefetch: int = 2) -> grain.Datase
 
 
 def eval_batches(
-    rows: PackedRows,
+    rows: PackedRows | PreparedRows,
     batch_size: int,
     num_batches: int,
     process_index: int = 0,

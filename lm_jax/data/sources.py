@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import bz2
 import csv
+import gzip
 import json
 import logging
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 from lm_jax.data.entities import load_annotated_documents
 from lm_jax.data.files import BLANK_LINES, existing, text_files, utf8_lines
@@ -65,27 +67,50 @@ def python_docs() -> list[str]:
     return [t.strip() for _, t in sorted(topics.items()) if t.strip()]
 
 
-def jsonl_file(path: str | os.PathLike, field: str = "text") -> list[str]:
-    """Documents from field `field` of each line of a JSON-lines file; the field must be a
-    string (null, numbers, lists and objects are errors, not documents)."""
-    p = existing(path, "jsonl", file=True)
-    docs = []
-    for n, line in utf8_lines(p):
+def jsonl_documents(path: Path, field: str = "text") -> Iterator[str]:
+    """Documents from field `field` of each line of a JSON-lines file (gzip-compressed when
+    it ends in `.gz`), one at a time; the field must be a string (null, numbers, lists and
+    objects are errors, not documents)."""
+    lines = utf8_lines(path, gzip.open if path.suffix == ".gz" else open)
+    for n, line in lines:
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as e:
-            raise DataError(f"{p}:{n}: invalid JSON ({e.msg})") from e
+            raise DataError(f"{path}:{n}: invalid JSON ({e.msg})") from e
         if not isinstance(record, dict) or field not in record:
-            raise DataError(f"{p}:{n}: no field {field!r} (config.data.field)")
+            raise DataError(f"{path}:{n}: no field {field!r} (config.data.field)")
         value = record[field]
         if not isinstance(value, str):
             kind = "null" if value is None else type(value).__name__
-            raise DataError(f"{p}:{n}: field {field!r} must be a string, got {kind}")
+            raise DataError(f"{path}:{n}: field {field!r} must be a string, got {kind}")
         if value.strip():
-            docs.append(value.strip())
-    return docs
+            yield value.strip()
+
+
+def jsonl_file(path: str | os.PathLike, field: str = "text") -> list[str]:
+    """Every document of a JSON-lines file (`jsonl_documents`)."""
+    return list(jsonl_documents(existing(path, "jsonl", file=True), field))
+
+
+def parquet_documents(path: Path, field: str = "text") -> Iterator[str]:
+    """Documents from column `field` of a Parquet file (as Hugging Face `datasets` exports
+    them), read in record batches so memory stays bounded."""
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.ParquetFile(path)
+    except Exception as e:  # pyarrow raises ArrowInvalid / OSError for a bad file
+        raise DataError(f"{path} is not a readable Parquet file: {e}") from e
+    if field not in table.schema_arrow.names:
+        raise DataError(
+            f"{path} has no column {field!r} (--field); columns: {table.schema_arrow.names}"
+        )
+    for batch in table.iter_batches(batch_size=1024, columns=[field]):
+        for value in batch.column(0).to_pylist():
+            if isinstance(value, str) and value.strip():
+                yield value.strip()
 
 
 def tsv_file(path: str | os.PathLike, field: str = "text") -> list[str]:
@@ -113,10 +138,11 @@ def tsv_file(path: str | os.PathLike, field: str = "text") -> list[str]:
     return docs
 
 
-def tfds_dataset(
+def tfds_documents(
     name: str, split: str = "train", data_dir: str | os.PathLike | None = None, field: str = "text"
-) -> list[str]:
-    """Documents from a prepared TFDS dataset, read through ArrayRecord without TensorFlow."""
+) -> Iterator[str]:
+    """Documents from a prepared TFDS dataset, read one at a time through ArrayRecord without
+    TensorFlow."""
     import tensorflow_datasets as tfds
 
     from lm_jax.data import tfds_text  # noqa: F401  (registers the local text builder)
@@ -130,7 +156,6 @@ def tfds_dataset(
             f"TFDS dataset {name!r} (split {split!r}) is not available under "
             f"{data_dir or 'the default TFDS data_dir'}: {e}"
         ) from e
-    docs = []
     for i in range(len(source)):
         record = source[i]
         if field not in record:
@@ -141,8 +166,14 @@ def tfds_dataset(
         value = record[field]
         text = value.decode("utf-8") if isinstance(value, bytes) else str(value)
         if text.strip():
-            docs.append(text.strip())
-    return docs
+            yield text.strip()
+
+
+def tfds_dataset(
+    name: str, split: str = "train", data_dir: str | os.PathLike | None = None, field: str = "text"
+) -> list[str]:
+    """Every document of a prepared TFDS dataset (`tfds_documents`)."""
+    return list(tfds_documents(name, split, data_dir, field))
 
 
 def _annotated_texts(corpus: str) -> Callable[..., list[str]]:

@@ -151,8 +151,8 @@ def _check_vocabulary(config, data) -> None:
                     "config.tokenizer.extra_ids; a WordPiece vocab.txt has none: use a "
                     "SentencePiece model)"
                 )
-    real = data.train.tokens[data.train.segment_ids != 0]
-    unknown = float(np.mean(real == vocab.unk_id)) if real.size else 0.0
+    counts = data.train.token_counts(vocab.size)
+    unknown = float(counts[vocab.unk_id] / counts.sum()) if counts.sum() else 0.0
     if unknown > UNK_WARNING_FRACTION:
         log.warning(
             "%.1f%% of the training tokens are [UNK]: the tokenizer does not fit this corpus "
@@ -290,7 +290,9 @@ def _summary(config, workdir, data, loop, result, evaluations, main_process) -> 
         first_eval_loss=evals[0]["loss"] if evals else math.nan,
         last_eval_loss=evals[-1]["loss"] if evals else math.nan,
         unigram_baseline=unigram_cross_entropy(
-            data.train.tokens, data.eval.tokens, vocab.size, vocab.special_ids
+            data.train.token_counts(vocab.size),
+            data.eval.token_counts(vocab.size),
+            vocab.special_ids,
         ),
         state=result.state,
         interrupted=result.signal is not None,

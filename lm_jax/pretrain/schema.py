@@ -102,10 +102,10 @@ def pretraining_config(objective: str = "mlm") -> ml_collections.ConfigDict:
     # wikipedia_sample | python_docs | text | jsonl | tsv | tfds | peoples_daily | annotated_jsonl
     # (these two carry entity annotations: lm_jax.data.entities; entity masking needs one)
     # | django_translations | parallel_tsv (translation pairs for tlm: lm_jax.data.translation)
+    # | prepared (a folder written by `python -m lm_jax.data.prepare`: tokenized shards,
+    # streamed; its tokenizer and held-out split are the folder's)
     c.data.corpus = DEFAULT_CORPORA.get(objective, "wikipedia_sample")
-    c.data.path = (
-        ""  # file or folder of a text / jsonl / tsv / annotated_jsonl / parallel_tsv corpus
-    )
+    c.data.path = ""  # file / folder of a text, jsonl, tsv, annotated, parallel or prepared corpus
     c.data.field = "text"  # JSON key, TSV column or TFDS feature holding the text
     c.data.tfds_name = ""  # TFDS dataset name (prepared under data_dir; never downloaded)
     c.data.tfds_split = "train"

@@ -14,6 +14,7 @@ from lm_jax import objectives
 from lm_jax.attention.kernel import IMPLEMENTATIONS
 from lm_jax.config_tools import Rule, check_fields
 from lm_jax.data.entities import ANNOTATED_CORPORA
+from lm_jax.data.shards import PREPARED
 from lm_jax.data.sources import CORPORA
 from lm_jax.data.tokenizer import MIN_TRAINED_VOCAB, MODEL_TYPES
 from lm_jax.data.translation import PARALLEL_CORPORA, parse_languages
@@ -60,8 +61,8 @@ MODEL_RULES: dict[str, Rule] = {
 _RULES: dict[str, Rule] = {
     "seed": (lambda x: x >= 0, "must be >= 0"),
     "data.corpus": (
-        lambda x: x in CORPORA or x in PARALLEL_CORPORA,
-        f"must be one of {sorted(CORPORA) + list(PARALLEL_CORPORA)}",
+        lambda x: x in CORPORA or x in PARALLEL_CORPORA or x == PREPARED,
+        f"must be one of {sorted(CORPORA) + list(PARALLEL_CORPORA) + [PREPARED]}",
     ),
     "data.eval_fraction": (_fraction, "must be in (0, 1)"),
     "data.seq_len": (lambda x: x >= 8, "must be >= 8"),
@@ -110,12 +111,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
             f"config.train.warmup_steps ({config.train.warmup_steps}) exceeds "
             f"config.train.steps ({config.train.steps})"
         )
-    needs_path = ("text", "jsonl", "tsv", "annotated_jsonl", "parallel_tsv")
+    needs_path = ("text", "jsonl", "tsv", "annotated_jsonl", "parallel_tsv", PREPARED)
     if config.data.corpus in needs_path and not config.data.path:
         raise ConfigError(f"config.data.path is required for corpus {config.data.corpus!r}")
     if [config.mesh.data, config.mesh.fsdp, config.mesh.tensor].count(-1) > 1:
         raise ConfigError("config.mesh: at most one of data, fsdp, tensor may be -1")
-    if config.distributed.initialize and not config.tokenizer.path:
+    own_tokenizer = config.tokenizer.path or config.data.corpus == PREPARED
+    if config.distributed.initialize and not own_tokenizer:
         raise ConfigError(
             "config.tokenizer.path is required when config.distributed.initialize is set: every "
             "process must tokenize with the same, already trained tokenizer"
@@ -165,6 +167,11 @@ def _validate_objective(
         raise ConfigError(
             f"config.train.batch_size must be >= 2 for {name}: its random second segments come "
             "from other documents of the batch"
+        )
+    if config.data.corpus == PREPARED and spec.rows is not Rows.PACKED:
+        raise ConfigError(
+            f"{where}: {name} reads {spec.rows.name.lower()} rows; a prepared corpus "
+            "(lm_jax.data.prepare) holds packed documents only so far: use the in-memory corpora"
         )
     if spec.rows is Rows.ENTITIES and config.data.corpus not in ANNOTATED_CORPORA:
         raise ConfigError(

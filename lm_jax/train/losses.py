@@ -44,15 +44,14 @@ def summarize(sums: dict[str, jnp.ndarray]) -> dict[str, float]:
 
 
 def unigram_cross_entropy(
-    train_tokens: np.ndarray,
-    eval_tokens: np.ndarray,
-    vocab_size: int,
-    ignore_ids: tuple[int, ...] = (),
+    train_counts: np.ndarray, eval_counts: np.ndarray, ignore_ids: tuple[int, ...] = ()
 ) -> float:
     """Cross-entropy (nats/token) of held-out tokens under the add-one-smoothed unigram
-    distribution of the training tokens: the loss a model that ignores context would reach."""
-    counts = np.bincount(train_tokens.ravel(), minlength=vocab_size).astype(np.float64) + 1.0
+    distribution of the training tokens: the loss a model that ignores context would reach.
+    Both arguments count each id's occurrences (`PackedRows.token_counts`)."""
+    counts = np.asarray(train_counts, np.float64) + 1.0
     counts[list(ignore_ids)] = 0.0
     log_p = np.log(np.where(counts > 0, counts, 1.0) / counts.sum())
-    keep = ~np.isin(eval_tokens, ignore_ids)
-    return float(-log_p[eval_tokens[keep]].mean())
+    held_out = np.asarray(eval_counts, np.float64).copy()
+    held_out[list(ignore_ids)] = 0.0
+    return float(-(held_out * log_p).sum() / held_out.sum())

@@ -1,0 +1,389 @@
+"""Prepare a corpus once: raw sources -> tokenized ArrayRecord shards + manifest.
+
+    python -m lm_jax.data.prepare --source 'jsonl:/data/c4/*.json.gz' --out corpora/c4 \\
+        --vocab-size 32000 --workers 8
+
+Sources (`--source KIND:PATTERN`, repeatable, read in the order given; PATTERN is a file, a
+folder or a glob): `text` (documents separated by blank lines), `jsonl` (JSON lines, `.gz`
+too; the document in `--field`), `parquet` (as Hugging Face `datasets` exports them; column
+`--field`), `tfds:NAME[/SPLIT]` (prepared under `--data-dir`, never downloaded) and the
+offline `wikipedia_sample` / `python_docs`.
+
+The tokenizer is `--tokenizer` (copied in) or a SentencePiece model trained on a seeded
+reservoir sample of `--sample-lines` lines (SentencePiece's `input_sentence_size`), never on
+the whole corpus. Documents are then tokenized over `--workers` processes, `--docs-per-shard`
+source documents per shard, each document held out for `eval` with probability
+`--eval-fraction` (seeded). Shards are written under temporary names and recorded in
+`progress.json` once complete, so an interrupted preparation resumes at its first missing
+shard; `manifest.json` comes last (`lm_jax.data.shards`). The same sources and settings give
+the same files, byte for byte.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import dataclasses
+import glob
+import itertools
+import json
+import logging
+import multiprocessing
+import os
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from lm_jax.data.files import text_documents
+from lm_jax.data.shards import (
+    FORMAT,
+    MANIFEST,
+    SPLITS,
+    TOKENIZER,
+    encode_document,
+    file_sha256,
+    npy_bytes,
+    write_atomically,
+    write_shard,
+)
+from lm_jax.data.sources import (
+    jsonl_documents,
+    parquet_documents,
+    python_docs,
+    tfds_documents,
+    wikipedia_sample,
+)
+from lm_jax.data.tokenizer import (
+    Tokenizer,
+    encode_with_word_starts,
+    load_tokenizer,
+    train_sentencepiece,
+)
+from lm_jax.errors import DataError
+
+log = logging.getLogger(__name__)
+PROGRESS = "progress.json"
+FILE_KINDS: dict[str, tuple[tuple[str, ...], Callable[[Path, str], Iterator[str]]]] = {
+    "text": ((".txt",), lambda path, field: text_documents(path)),
+    "jsonl": ((".jsonl", ".json", ".jsonl.gz", ".json.gz"), jsonl_documents),
+    "parquet": ((".parquet",), parquet_documents),
+}
+BUILT_IN = {"wikipedia_sample": wikipedia_sample, "python_docs": python_docs}
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What determines a prepared corpus (recorded in its manifest)."""
+
+    sources: tuple[str, ...]
+    field: str = "text"
+    data_dir: str = ""
+    tokenizer: str = ""  # a tokenizer file to use; "" trains one
+    vocab_size: int = 8000
+    model_type: str = "unigram"
+    extra_ids: int = 100
+    sample_lines: int = 1_000_000
+    docs_per_shard: int = 10_000
+    eval_fraction: float = 0.01
+    seed: int = 0
+
+    def recorded(self) -> dict:
+        """The settings as the manifest keeps them (the tokenizer by content, not by path)."""
+        out = dataclasses.asdict(self)
+        out["sources"] = list(self.sources)
+        out["tokenizer"] = bool(self.tokenizer)
+        return out
+
+
+def source_files(kind: str, pattern: str) -> list[Path]:
+    """The files a source names: a file, a folder's files of the kind, or a glob (sorted)."""
+    suffixes = FILE_KINDS[kind][0]
+    path = Path(pattern).expanduser()
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith(suffixes))
+    else:
+        files = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
+    if not files:
+        raise DataError(f"source {kind}:{pattern} matches no {'/'.join(suffixes)} file")
+    return files
+
+
+def source_documents(spec: str, field: str, data_dir: str) -> Iterator[str]:
+    """The documents of one `KIND:PATTERN` source, one at a time."""
+    kind, _, pattern = spec.partition(":")
+    if kind in BUILT_IN:
+        yield from BUILT_IN[kind]()
+    elif kind == "tfds":
+        yield from _tfds_documents(pattern, field, data_dir)
+    elif kind in FILE_KINDS:
+        if not pattern:
+            raise DataError(f"source {spec!r} needs a path: {kind}:PATTERN")
+        reader = FILE_KINDS[kind][1]
+        for path in source_files(kind, pattern):
+            yield from reader(path, field)
+    else:
+        kinds = sorted([*FILE_KINDS, *BUILT_IN, "tfds"])
+        raise DataError(f"unknown source kind {kind!r} in {spec!r}; choose from {kinds}")
+
+
+def _tfds_documents(pattern: str, field: str, data_dir: str) -> Iterator[str]:
+    name, _, split = pattern.partition("/")
+    yield from tfds_documents(name, split or "train", data_dir or None, field)
+
+
+def corpus_documents(settings: Settings) -> Iterator[str]:
+    """Every source's documents in order; sources are checked before any is read."""
+    for spec in settings.sources:
+        kind, _, pattern = spec.partition(":")
+        if kind in FILE_KINDS and pattern:
+            source_files(kind, pattern)
+    for spec in settings.sources:
+        yield from source_documents(spec, settings.field, settings.data_dir)
+
+
+def sample_lines(documents: Iterable[str], size: int, seed: int) -> list[str]:
+    """A uniform random sample of `size` non-blank lines (reservoir sampling, Vitter's
+    algorithm R, seeded): the tokenizer's training text in bounded memory."""
+    rng = np.random.default_rng(seed)
+    sample: list[str] = []
+    seen = 0
+    for doc in documents:
+        for line in doc.splitlines():
+            if not line.strip():
+                continue
+            if len(sample) < size:
+                sample.append(line)
+            else:
+                j = int(rng.integers(0, seen + 1))
+                if j < size:
+                    sample[j] = line
+            seen += 1
+    return sample
+
+
+def prepared_tokenizer(settings: Settings, out: Path) -> Path:
+    """`out/tokenizer.model`: the given tokenizer copied in, or one trained on a sample (a
+    resumed preparation reuses the one it wrote)."""
+    path = out / TOKENIZER
+    if settings.tokenizer:
+        source = Path(settings.tokenizer)
+        load_tokenizer(source, extra_ids=settings.extra_ids)  # a clear error if unreadable
+        if not path.exists():
+            write_atomically(path, source.read_bytes())
+        elif file_sha256(path) != file_sha256(source):
+            raise DataError(f"{path} is not {source}: this folder was prepared with another one")
+        return path
+    if not path.exists():
+        lines = sample_lines(corpus_documents(settings), settings.sample_lines, settings.seed)
+        if not lines:
+            raise DataError(f"the sources {list(settings.sources)} hold no text")
+        log.info("training the tokenizer on a sample of %d lines", len(lines))
+        train_sentencepiece(
+            lines,
+            path,
+            vocab_size=settings.vocab_size,
+            model_type=settings.model_type,
+            extra_ids=settings.extra_ids,
+            max_sentences=settings.sample_lines,
+        )
+    return path
+
+
+_WORKER_TOKENIZER: Tokenizer | None = None
+
+
+def _load_worker_tokenizer(path: str, extra_ids: int) -> None:
+    global _WORKER_TOKENIZER
+    _WORKER_TOKENIZER = load_tokenizer(path, extra_ids=extra_ids)
+
+
+def encode_documents(documents: list[str]) -> list[tuple[bytes, int, np.ndarray]]:
+    """(record, token count, ids) of each document that tokenizes to something (in a worker)."""
+    ids, starts = encode_with_word_starts(_WORKER_TOKENIZER, documents)
+    return [(encode_document(i, s), len(i), i) for i, s in zip(ids, starts) if len(i)]
+
+
+def ordered_map(fn, chunks: Iterable, workers: int, executor) -> Iterator:
+    """`map(fn, chunks)` over the executor's processes, in order, with at most 2 x workers
+    chunks in flight (so memory stays bounded however long `chunks` is)."""
+    pending: list[concurrent.futures.Future] = []
+    for chunk in chunks:
+        pending.append(executor.submit(fn, chunk))
+        if len(pending) >= 2 * workers:
+            yield pending.pop(0).result()
+    for future in pending:
+        yield future.result()
+
+
+def _chunks(iterable: Iterable, size: int) -> Iterator[list]:
+    iterator = iter(iterable)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
+
+
+def prepare(settings: Settings, out: str | os.PathLike, workers: int = 1, progress: bool = True):
+    """Prepare `settings.sources` into `out` (see the module docstring); returns the path of
+    the manifest. A finished folder with the same settings is returned as it is."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if (out / MANIFEST).exists():
+        _check_same_settings(out / MANIFEST, settings)
+        return out / MANIFEST
+    state = _start_or_resume(out, settings)
+    tokenizer = prepared_tokenizer(settings, out)
+    vocab_size = load_tokenizer(tokenizer, extra_ids=settings.extra_ids).vocab.size
+    done = len(state["shards"])
+    documents = itertools.islice(corpus_documents(settings), done * settings.docs_per_shard, None)
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=context,
+        initializer=_load_worker_tokenizer,
+        initargs=(str(tokenizer), settings.extra_ids),
+    ) as executor:
+        bar = tqdm(desc=f"prepare {out.name}", unit=" docs", disable=not progress)
+        bar.update(done * settings.docs_per_shard)
+        chunk = max(1, settings.docs_per_shard // (4 * workers))
+        for index, group in enumerate(_chunks(documents, settings.docs_per_shard), done):
+            encoded = [
+                e
+                for part in ordered_map(encode_documents, _chunks(group, chunk), workers, executor)
+                for e in part
+            ]
+            entry = _write_group(out, index, encoded, settings, vocab_size)
+            state["shards"].append(entry)
+            write_atomically(out / PROGRESS, json.dumps(state, indent=1).encode())
+            bar.update(len(group))
+        bar.close()
+    return _finish(out, state, tokenizer, settings)
+
+
+def _start_or_resume(out: Path, settings: Settings) -> dict:
+    path = out / PROGRESS
+    if path.exists():
+        state = json.loads(path.read_text())
+        if state["settings"] != settings.recorded():
+            raise DataError(
+                f"{out} holds an unfinished preparation with other settings "
+                f"({state['settings']}); resume it with those or use another --out"
+            )
+        return state
+    if any(out.glob("*.array_record")):
+        raise DataError(f"{out} holds shards but no {PROGRESS}: not a preparation folder")
+    return {"settings": settings.recorded(), "shards": []}
+
+
+def _check_same_settings(manifest: Path, settings: Settings) -> None:
+    recorded = json.loads(manifest.read_text())["settings"]
+    if recorded != settings.recorded():
+        raise DataError(
+            f"{manifest.parent} was prepared with other settings ({recorded}); use another --out"
+        )
+
+
+def _write_group(out: Path, index: int, encoded: list, settings: Settings, vocab_size: int) -> dict:
+    """Shard `index` of each split from one group of source documents; each document is held
+    out with probability eval_fraction (a generator seeded by (seed, index))."""
+    held_out = np.random.default_rng([settings.seed, index]).random(len(encoded))
+    held_out = held_out < settings.eval_fraction
+    entries = {}
+    for split, chosen in zip(SPLITS, (~held_out, held_out)):
+        picked = [e for e, keep in zip(encoded, chosen) if keep]
+        counts = np.zeros(vocab_size, np.int64)
+        for _, _, ids in picked:
+            counts += np.bincount(ids, minlength=vocab_size)
+        records, lengths = [r for r, _, _ in picked], [len(i) for _, _, i in picked]
+        entries[split] = write_shard(out, f"{split}-{index:05d}", records, lengths, counts)
+    return entries
+
+
+def _finish(out: Path, state: dict, tokenizer: Path, settings: Settings) -> Path:
+    splits = {}
+    for split in SPLITS:
+        shards = [s[split] for s in state["shards"] if s[split]["documents"]]
+        splits[split] = {
+            "documents": sum(s["documents"] for s in shards),
+            "tokens": sum(s["tokens"] for s in shards),
+            "shards": shards,
+        }
+    if not splits["train"]["documents"]:
+        raise DataError(f"the sources {list(settings.sources)} hold no document with text")
+    if settings.eval_fraction > 0 and not splits["eval"]["documents"]:
+        raise DataError(
+            f"no document was held out (--eval-fraction {settings.eval_fraction} of "
+            f"{splits['train']['documents']} documents): raise it or add documents"
+        )
+    for split in SPLITS:
+        _sum_counts(out, [s[split]["file"] for s in state["shards"]], out / f"{split}.counts.npy")
+    manifest = {
+        "format": FORMAT,
+        "tokenizer": {"file": TOKENIZER, "sha256": file_sha256(tokenizer)},
+        "settings": settings.recorded(),
+        "splits": splits,
+    }
+    write_atomically(out / MANIFEST, json.dumps(manifest, indent=1).encode())
+    _remove_intermediates(out, state)
+    return out / MANIFEST
+
+
+def _sum_counts(out: Path, shard_files: list[str], path: Path) -> None:
+    """The split's token counts (`path`), summed from its shards' `.counts.npy`."""
+    total = None
+    for name in shard_files:
+        counts = np.load(out / name.replace(".array_record", ".counts.npy"))
+        total = counts if total is None else total + counts
+    write_atomically(path, npy_bytes(total))
+
+
+def _remove_intermediates(out: Path, state: dict) -> None:
+    """After the manifest: the shards' counts, the empty shards and the progress record."""
+    for shard in state["shards"]:
+        for entry in shard.values():
+            suffixes = [".counts.npy"]
+            if not entry["documents"]:
+                suffixes += [".array_record", ".lengths.npy"]
+            for suffix in suffixes:
+                (out / entry["file"].replace(".array_record", suffix)).unlink(missing_ok=True)
+    (out / PROGRESS).unlink()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--source", action="append", required=True, help="KIND:PATTERN")
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    defaults = Settings(sources=())
+    for field in dataclasses.fields(Settings):
+        if field.name != "sources":
+            flag = "--" + field.name.replace("_", "-")
+            parser.add_argument(
+                flag,
+                type=type(getattr(defaults, field.name)),
+                default=getattr(defaults, field.name),
+            )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    values = {
+        f.name: getattr(args, f.name) for f in dataclasses.fields(Settings) if f.name != "sources"
+    }
+    try:
+        if args.workers < 1 or values["docs_per_shard"] < 1:
+            raise DataError("--workers and --docs-per-shard must be at least 1")
+        manifest = prepare(Settings(sources=tuple(args.source), **values), args.out, args.workers)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    content = json.loads(manifest.read_text())["splits"]
+    for split, s in content.items():
+        print(
+            f"{split}: {s['documents']} documents, {s['tokens']} tokens, {len(s['shards'])} shards"
+        )
+    print(f"prepared corpus: {manifest.parent} (manifest {manifest})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

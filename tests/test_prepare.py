@@ -1,0 +1,235 @@
+"""Prepared corpora (lm_jax.data.prepare, lm_jax.data.shards): deterministic preparation,
+streamed rows equal to the in-memory packing, resumable preparation, batches independent of the
+number of processes, bounded tokenizer samples, and clear errors on bad input."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import numpy as np
+import pytest
+from conftest import run_module, tiny_config
+
+from lm_jax.data import prepare as prep
+from lm_jax.data.packing import pack_documents
+from lm_jax.data.pipeline import batch_iterator, train_batches
+from lm_jax.data.shards import Manifest, PreparedRows
+from lm_jax.data.sources import python_docs
+from lm_jax.data.tokenizer import encode_with_word_starts, load_tokenizer, train_sentencepiece
+from lm_jax.errors import ConfigError, DataError
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """CPython's documentation topics as a gzipped JSON-lines file, and a tokenizer for them."""
+    folder = tmp_path_factory.mktemp("corpus")
+    docs = python_docs()  # 79 topics
+    with gzip.open(folder / "docs.jsonl.gz", "wt", encoding="utf-8") as f:
+        for doc in docs:
+            f.write(json.dumps({"text": doc}) + "\n")
+    tokenizer = folder / "tok.model"
+    train_sentencepiece(docs, tokenizer, vocab_size=1000, extra_ids=0)
+    return folder, docs, tokenizer
+
+
+def settings(corpus, **overrides) -> prep.Settings:
+    folder, _, tokenizer = corpus
+    fields = dict(
+        sources=(f"jsonl:{folder}/*.jsonl.gz",),
+        tokenizer=str(tokenizer),
+        extra_ids=0,
+        docs_per_shard=30,
+        eval_fraction=0.1,
+    )
+    return prep.Settings(**{**fields, **overrides})
+
+
+def folder_bytes(folder) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_preparation_is_deterministic_and_independent_of_the_workers(corpus, tmp_path):
+    prep.prepare(settings(corpus), tmp_path / "a", workers=1, progress=False)
+    prep.prepare(settings(corpus), tmp_path / "b", workers=2, progress=False)
+    a, b = folder_bytes(tmp_path / "a"), folder_bytes(tmp_path / "b")
+    assert a == b
+    manifest = json.loads(a["manifest.json"])
+    splits = manifest["splits"]
+    assert splits["train"]["documents"] + splits["eval"]["documents"] == 79
+    assert len(splits["train"]["shards"]) == 3  # 30 + 30 + 19 source documents
+    assert 0 < splits["eval"]["documents"] < 20
+    assert "progress.json" not in a and not any(n.endswith(".tmp") for n in a)
+
+
+def test_streamed_rows_are_the_in_memory_packing_of_each_shard(corpus, tmp_path):
+    _, docs, tokenizer_path = corpus
+    prep.prepare(settings(corpus, eval_fraction=0.0), tmp_path / "p", progress=False)
+    tokenizer = load_tokenizer(tokenizer_path, extra_ids=0)
+    rows = PreparedRows(Manifest.load(tmp_path / "p"), "train", 64, tokenizer.vocab)
+    expected, counts = [], 0
+    for start in range(0, len(docs), 30):  # one packing per shard
+        ids, starts = encode_with_word_starts(tokenizer, docs[start : start + 30])
+        packed = pack_documents(ids, 64, tokenizer.vocab, word_starts=starts)
+        expected += [packed.row(i) for i in range(len(packed))]
+        counts = counts + packed.token_counts(tokenizer.vocab.size)
+    assert len(rows) == len(expected)
+    for i in range(len(rows)):
+        got = rows[i]
+        assert set(got) == set(expected[i])
+        for name, value in expected[i].items():
+            np.testing.assert_array_equal(got[name], value, err_msg=f"row {i} {name}")
+    np.testing.assert_array_equal(rows[len(rows) + 3]["tokens"], rows[3]["tokens"])  # wraps
+    np.testing.assert_array_equal(rows.token_counts(tokenizer.vocab.size), counts)
+
+
+def test_an_interrupted_preparation_resumes_to_the_same_files(corpus, tmp_path, monkeypatch):
+    prep.prepare(settings(corpus), tmp_path / "whole", progress=False)
+    real = prep._write_group
+
+    def dies_at_the_third_shard(out, index, *args):
+        if index == 2:
+            raise KeyboardInterrupt  # as a SIGINT / kill between shards would stop it
+        return real(out, index, *args)
+
+    monkeypatch.setattr(prep, "_write_group", dies_at_the_third_shard)
+    with pytest.raises(KeyboardInterrupt):
+        prep.prepare(settings(corpus), tmp_path / "resumed", progress=False)
+    assert (tmp_path / "resumed" / "progress.json").exists()
+    assert not (tmp_path / "resumed" / "manifest.json").exists()
+    monkeypatch.setattr(prep, "_write_group", real)
+    prep.prepare(settings(corpus), tmp_path / "resumed", progress=False)
+    assert folder_bytes(tmp_path / "resumed") == folder_bytes(tmp_path / "whole")
+
+
+def test_batches_are_the_same_for_one_two_and_four_processes(corpus, tmp_path):
+    _, _, tokenizer_path = corpus
+    prep.prepare(settings(corpus), tmp_path / "p", progress=False)
+    vocab = load_tokenizer(tokenizer_path, extra_ids=0).vocab
+    rows = PreparedRows(Manifest.load(tmp_path / "p"), "train", 64, vocab)
+    one = train_batches(rows, 8, seed=3)
+    for count in (2, 4):
+        shares = [train_batches(rows, 8, 3, index, count) for index in range(count)]
+        for step in (0, 5, len(rows) // 8 + 2):  # the last crosses into the second epoch
+            joined = np.concatenate([s[step]["tokens"] for s in shares])
+            np.testing.assert_array_equal(joined, one[step]["tokens"])
+
+
+def test_the_batch_iterator_resumes_mid_epoch_exactly(corpus, tmp_path):
+    _, _, tokenizer_path = corpus
+    prep.prepare(settings(corpus), tmp_path / "p", progress=False)
+    vocab = load_tokenizer(tokenizer_path, extra_ids=0).vocab
+    rows = PreparedRows(Manifest.load(tmp_path / "p"), "train", 64, vocab)
+    iterator = batch_iterator(train_batches(rows, 8, seed=1))
+    for _ in range(7):
+        next(iterator)
+    state = iterator.get_state()
+    expected = [next(iterator)["tokens"] for _ in range(3)]
+    resumed = batch_iterator(train_batches(rows, 8, seed=1))
+    resumed.set_state(state)
+    for want in expected:
+        np.testing.assert_array_equal(next(resumed)["tokens"], want)
+
+
+def test_the_tokenizer_sample_is_bounded_seeded_and_uniform():
+    docs = ["\n".join(f"line {d} {i}" for i in range(5)) for d in range(10)]  # 50 lines
+    sample = prep.sample_lines(docs, 10, seed=0)
+    assert len(sample) == 10 and sample == prep.sample_lines(docs, 10, seed=0)
+    counts = {}
+    for seed in range(2000):
+        for line in prep.sample_lines(docs, 10, seed):
+            counts[line] = counts.get(line, 0) + 1
+    # each line is kept with probability 10/50: 400 of 2000 (sd 17.9); 4.5 sd either side
+    assert len(counts) == 50 and all(320 < c < 480 for c in counts.values())
+
+
+def test_parquet_text_and_jsonl_sources_read_the_same_documents(corpus, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    _, docs, _ = corpus
+    pq.write_table(pa.table({"text": docs[:30], "id": list(range(30))}), tmp_path / "a.parquet")
+    (tmp_path / "t").mkdir()
+    paragraphs = ["\n".join(line for line in d.splitlines() if line.strip()) for d in docs[:30]]
+    (tmp_path / "t" / "a.txt").write_text("\n\n".join(paragraphs))
+    for spec in (f"parquet:{tmp_path}/*.parquet", f"text:{tmp_path}/t"):
+        read = list(prep.source_documents(spec, "text", ""))
+        assert len(read) == 30 and read[0].split()[:3] == docs[0].split()[:3]
+
+
+def test_bad_sources_are_clear_errors_and_keep_a_finished_folder(corpus, tmp_path):
+    with pytest.raises(DataError, match="matches no"):
+        list(prep.corpus_documents(prep.Settings(sources=(f"jsonl:{tmp_path}/none*.jsonl",))))
+    with pytest.raises(DataError, match="unknown source kind"):
+        list(prep.source_documents("csv:x", "text", ""))
+    (tmp_path / "empty.jsonl").write_text("\n")
+    empty = settings(corpus, sources=(f"jsonl:{tmp_path}/empty.jsonl",))
+    with pytest.raises(DataError, match="no document"):
+        prep.prepare(empty, tmp_path / "e", progress=False)
+    prep.prepare(settings(corpus), tmp_path / "p", progress=False)
+    before = folder_bytes(tmp_path / "p")
+    with pytest.raises(DataError, match="other settings"):
+        prep.prepare(settings(corpus, docs_per_shard=20), tmp_path / "p", progress=False)
+    assert folder_bytes(tmp_path / "p") == before
+
+
+def test_a_truncated_shard_or_another_tokenizer_stops_before_training(corpus, tmp_path):
+    folder, docs, tokenizer_path = corpus
+    prep.prepare(settings(corpus), tmp_path / "p", progress=False)
+    manifest = Manifest.load(tmp_path / "p")
+    train_sentencepiece(docs[:60], tmp_path / "other.model", vocab_size=600, extra_ids=0)
+    with pytest.raises(DataError, match="another tokenizer"):
+        manifest.check_tokenizer(tmp_path / "other.model")
+    shard = tmp_path / "p" / manifest.shards("train")[1]["file"]
+    shard.write_bytes(shard.read_bytes()[:-100])
+    vocab = load_tokenizer(tokenizer_path, extra_ids=0).vocab
+    with pytest.raises(DataError, match=f"{shard}.*truncated"):
+        PreparedRows(Manifest.load(tmp_path / "p"), "train", 64, vocab)
+    with pytest.raises(DataError, match="not a prepared corpus"):
+        Manifest.load(folder)
+
+
+def test_pretraining_streams_a_prepared_corpus(corpus, tmp_path):
+    from lm_jax.config_tools import override
+    from lm_jax.pretrain.run import pretrain
+    from lm_jax.pretrain.schema import pretraining_config
+
+    _, _, tokenizer_path = corpus
+    prep.prepare(settings(corpus), tmp_path / "p", progress=False)
+    config = tiny_config(
+        **{"data.corpus": "prepared", "data.path": str(tmp_path / "p"), "output_dir": ""}
+    )
+    summary = pretrain(config, tmp_path / "run", progress=False)
+    assert summary.last_eval_loss < summary.first_eval_loss
+    assert (tmp_path / "run" / "tokenizer.model").read_bytes() == tokenizer_path.read_bytes()
+    assert 0 < summary.unigram_baseline < np.log(1000)
+    nsp = override(pretraining_config("nsp"), {"data.corpus": "prepared", "data.path": "x"})
+    with pytest.raises(ConfigError, match="packed documents only"):
+        pretrain(nsp, tmp_path / "nsp")
+
+
+def test_the_command_line_prepares_and_prints_where(corpus, tmp_path):
+    folder, _, tokenizer = corpus
+    args = [
+        "--source",
+        f"jsonl:{folder}/*.jsonl.gz",
+        "--out",
+        str(tmp_path / "c"),
+        "--tokenizer",
+        str(tokenizer),
+        "--extra-ids",
+        "0",
+        "--workers",
+        "1",
+    ]
+    done = run_module("lm_jax.data.prepare", *args)
+    assert done.returncode == 0, done.stderr
+    assert f"prepared corpus: {tmp_path / 'c'}" in done.stdout
+    bad = run_module(
+        "lm_jax.data.prepare",
+        "--source",
+        f"jsonl:{tmp_path}/no*.jsonl",
+        "--out",
+        str(tmp_path / "d"),
+    )
+    assert bad.returncode == 2 and "matches no" in bad.stderr
