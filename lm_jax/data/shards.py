@@ -18,6 +18,7 @@ shard gives the rows of the in-memory path. Row r is built from the few document
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import hashlib
@@ -37,6 +38,7 @@ PREPARED = "prepared"  # config.data.corpus of a prepared corpus (config.data.pa
 MANIFEST = "manifest.json"
 TOKENIZER = "tokenizer.model"
 SPLITS = ("train", "eval")
+OPEN_SHARDS = 64  # shards a reader keeps open (and indexed) at once
 _HEADER = np.dtype("<u4")
 
 
@@ -170,6 +172,17 @@ class Manifest:
                 raise DataError(f"prepared corpus shard {path} does not match its SHA-256")
 
 
+def _cached(cache: collections.OrderedDict, key: int, make):
+    """`cache[key]`, made when missing; the least recently used beyond OPEN_SHARDS goes."""
+    if key in cache:
+        cache.move_to_end(key)
+        return cache[key]
+    cache[key] = value = make()
+    if len(cache) > OPEN_SHARDS:
+        cache.popitem(last=False)
+    return value
+
+
 class PreparedRows(grain.MapDataset):
     """The packed rows of one split of a prepared corpus, by random access: `rows[r]` is the
     feature dict of row r (tokens, segment_ids, positions, word_starts), the same as
@@ -184,8 +197,10 @@ class PreparedRows(grain.MapDataset):
             raise DataError(f"{manifest.directory}: the {split} split holds no documents")
         rows = [-(-(s["tokens"] + 2 * s["documents"]) // seq_len) for s in self.shards]
         self.first_row = np.concatenate([[0], np.cumsum(rows)])
-        self._readers: dict[int, object] = {}  # opened lazily, per process
-        self._offsets: dict[int, np.ndarray] = {}
+        # Opened lazily, per process, at most OPEN_SHARDS at a time (memory stays bounded
+        # however many shards the corpus has).
+        self._readers: collections.OrderedDict[int, object] = collections.OrderedDict()
+        self._offsets: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
 
     def __len__(self) -> int:
         return int(self.first_row[-1])
@@ -210,7 +225,7 @@ class PreparedRows(grain.MapDataset):
 
     def __getstate__(self):  # readers are per process (grain's worker processes pickle us)
         state = dict(self.__dict__)
-        state["_readers"], state["_offsets"] = {}, {}
+        state["_readers"], state["_offsets"] = collections.OrderedDict(), collections.OrderedDict()
         return state
 
     def __getitem__(self, index):
@@ -232,21 +247,23 @@ class PreparedRows(grain.MapDataset):
         return cut_rows(window, self.seq_len, self.vocab.pad_id).row(0)
 
     def _document_offsets(self, shard: int) -> np.ndarray:
-        if shard not in self._offsets:
+        def load():
             name = self.shards[shard]["file"].replace(".array_record", ".lengths.npy")
             lengths = np.load(self.manifest.directory / name).astype(np.int64)
-            self._offsets[shard] = np.concatenate([[0], np.cumsum(lengths + 2)])
-        return self._offsets[shard]
+            return np.concatenate([[0], np.cumsum(lengths + 2)])
+
+        return _cached(self._offsets, shard, load)
 
     def _document(self, shard: int, index: int) -> tuple[np.ndarray, np.ndarray]:
         from array_record.python.array_record_module import ArrayRecordReader
 
-        if shard not in self._readers:
-            path = self.manifest.directory / self.shards[shard]["file"]
-            self._readers[shard] = ArrayRecordReader(str(path), "readahead_buffer_size:0")
-        where = f"{index} of {self.manifest.directory / self.shards[shard]['file']}"
+        path = self.manifest.directory / self.shards[shard]["file"]
+        reader = _cached(
+            self._readers, shard, lambda: ArrayRecordReader(str(path), "readahead_buffer_size:0")
+        )
+        where = f"{index} of {path}"
         try:
-            record = self._readers[shard].read([index])[0]
+            record = reader.read([index])[0]
         except Exception as e:  # the reader raises RuntimeError / OSError on a bad chunk
             raise DataError(f"cannot read record {where}: {e}") from e
         return decode_document(record, where)
