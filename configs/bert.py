@@ -4,7 +4,8 @@ dropout 0.1 (`BERT_RECIPE`, `BERT_SIZES` in lm_jax/pretrain/recipes.py). BERT tr
 the steps on 128-token rows; here all rows are 512. Static masks in the paper; lm_jax masks
 dynamically, as RoBERTa.
 
-    python -m lm_jax.pretrain --config=configs/bert.py:base --config.data.data_dir=...
+    python -m lm_jax.pretrain --config=configs/bert.py:base
+    (reads corpora/wikipedia_en: English Wikipedia prepared once, README "Data at scale")
 """
 
 from lm_jax.pretrain.recipes import BERT_RECIPE, BERT_SIZES, sized_config

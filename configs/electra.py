@@ -4,7 +4,8 @@ rows. Base: batch 256, 766k steps, mask rate 0.15; large: batch 2048, 1.75M step
 0.25. The generator is 1/3 of the discriminator's width for base and 1/4 otherwise (the paper's
 Base and Small / Large: `config.model_options.generator_size`).
 
-    python -m lm_jax.pretrain --config=configs/electra.py:base --config.data.data_dir=...
+    python -m lm_jax.pretrain --config=configs/electra.py:base
+    (reads corpora/wikipedia_en: English Wikipedia prepared once, README "Data at scale")
 """
 
 from lm_jax.pretrain.recipes import sized_config

@@ -3,7 +3,8 @@
 0.1, GeLU. The paper trains 100 epochs of BooksCorpus; set config.train.steps for your corpus
 (1M here). The model is the shared encoder under a causal mask, with learned positions.
 
-    python -m lm_jax.pretrain --config=configs/gpt.py:base --config.data.data_dir=...
+    python -m lm_jax.pretrain --config=configs/gpt.py:base
+    (reads corpora/wikipedia_en: English Wikipedia prepared once, README "Data at scale")
 """
 
 from lm_jax.pretrain.recipes import sized_config

@@ -4,7 +4,8 @@ lr 1e-4. The paper's batch is 3000 tokens per GPU on 8 GPUs (about 48 rows of 51
 no step count (500k here). Base: that 6-layer model; large: 12 + 12 layers of 1024 (not in the
 paper), same recipe.
 
-    python -m lm_jax.pretrain --config=configs/mass.py:base --config.data.data_dir=...
+    python -m lm_jax.pretrain --config=configs/mass.py:base
+    (reads corpora/wikipedia_en: English Wikipedia prepared once, README "Data at scale")
 """
 
 from lm_jax.pretrain.recipes import sized_config

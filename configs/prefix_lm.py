@@ -3,7 +3,8 @@ T5's pretraining recipe (`T5_RECIPE`, `T5_SIZES` in lm_jax/pretrain/recipes.py: 
 inverse-square-root learning rate peaking at 0.01 after 10^4 steps, batch 128, 2^19 steps;
 568-token rows at base / large, as T5's raw rows).
 
-    python -m lm_jax.pretrain --config=configs/prefix_lm.py:base --config.data.data_dir=...
+    python -m lm_jax.pretrain --config=configs/prefix_lm.py:base
+    (reads corpora/wikipedia_en: English Wikipedia prepared once, README "Data at scale")
 """
 
 from lm_jax.pretrain.recipes import T5_RECIPE, T5_SIZES, sized_config

@@ -2,7 +2,8 @@
 most 10 words), the span-boundary objective, Adam(0.9, 0.999) with eps 1e-8, weight decay 0.01,
 lr 1e-4 warmed up over 10k steps then linearly decayed, batch 256 x 512 tokens, 2.4M steps.
 
-    python -m lm_jax.pretrain --config=configs/spanbert.py:base --config.data.data_dir=...
+    python -m lm_jax.pretrain --config=configs/spanbert.py:base
+    (reads corpora/wikipedia_en: English Wikipedia prepared once, README "Data at scale")
 """
 
 from lm_jax.pretrain.recipes import sized_config

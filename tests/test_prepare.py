@@ -233,3 +233,83 @@ def test_the_command_line_prepares_and_prints_where(corpus, tmp_path):
         str(tmp_path / "d"),
     )
     assert bad.returncode == 2 and "matches no" in bad.stderr
+
+
+def test_the_base_and_large_configs_validate_against_a_prepared_corpus(corpus, tmp_path):
+    """Every paper config whose objective reads packed rows streams a prepared corpus at base
+    and large: its 512 / 568-token rows build from the shards with the corpus's tokenizer."""
+    from test_configs import PAPER_CONFIGS, load
+
+    from lm_jax.config_tools import override
+    from lm_jax.data.pipeline import prepared_data
+    from lm_jax.pretrain.validation import validate
+
+    prep.prepare(settings(corpus), tmp_path / "p", progress=False)
+    checked = set()
+    for path in PAPER_CONFIGS:
+        for size in ("base", "large"):
+            config = load(path)(size)
+            if config.data.corpus != "prepared":
+                continue
+            config = override(config, {"data.path": str(tmp_path / "p"), "train.batch_size": 1})
+            validate(config)
+            workdir = tmp_path / f"{path.stem}-{size}"
+            workdir.mkdir()
+            data = prepared_data(config, workdir)
+            assert len(data.train) > 0 and data.train[0]["tokens"].shape == (config.data.seq_len,)
+            checked.add(path.stem)
+    assert {"bert", "roberta", "t5", "bart", "electra", "xlnet", "ul2"} <= checked
+
+
+def test_two_processes_stream_their_own_rows_and_train_the_losses_of_one(corpus, tmp_path):
+    """Two `jax.distributed` processes (2 CPU devices each) read their halves of every global
+    batch from the shards and train the same losses as one process."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from conftest import ROOT, tiny_cli_overrides
+
+    from lm_jax.pretrain.run import pretrain
+    from lm_jax.train.metrics import read_metrics
+
+    prep.prepare(settings(corpus), tmp_path / "p", progress=False)
+    short = {"data.corpus": "prepared", "data.path": str(tmp_path / "p"), "train.steps": 10}
+    one = pretrain(tiny_config(**short), tmp_path / "one", progress=False)
+    losses = [r["loss"] for r in read_metrics(one.metrics_path)]
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    overrides = tiny_cli_overrides(
+        **short,
+        **{
+            "output_dir": str(tmp_path / "two"),
+            "distributed.initialize": True,
+            "distributed.coordinator_address": f"localhost:{port}",
+            "distributed.num_processes": 2,
+        },
+    )
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "lm_jax.pretrain",
+                *overrides,
+                f"--config.distributed.process_id={i}",
+            ],
+            env=dict(env, JAX_PLATFORMS="cpu"),
+            cwd=ROOT,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for i in range(2)
+    ]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    for p, (_, err) in zip(procs, outputs):
+        assert p.returncode == 0, err[-3000:]
+    two = [r["loss"] for r in read_metrics(tmp_path / "two" / "metrics.jsonl")]
+    assert two == pytest.approx(losses, rel=1e-5)

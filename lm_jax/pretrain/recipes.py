@@ -9,9 +9,14 @@ from typing import Any
 import ml_collections
 
 from lm_jax.config_tools import override
+from lm_jax.data.shards import PREPARED
 from lm_jax.errors import ConfigError
-from lm_jax.pretrain.schema import pretraining_config
+from lm_jax.layout import Rows
+from lm_jax.objectives import spec
+from lm_jax.pretrain.schema import components, pretraining_config
 
+# Where the base / large configs find English Wikipedia prepared by `lm_jax.data.prepare`.
+PREPARED_WIKIPEDIA = "corpora/wikipedia_en"
 # Model shapes by size: tiny for CPU runs and tests, base and large as BERT's (Devlin et al. 2019).
 MODEL_SIZES = {
     "tiny": dict(hidden_size=128, num_layers=2, num_heads=2, intermediate_size=512),
@@ -69,9 +74,12 @@ def sized_config(
 
     - tiny: `pretraining_config(objective)`'s CPU-sized model, steps, batch and learning rate on
       the offline default corpus, with the paper's optimiser family (`recipe`);
-    - base / large: BERT-base / -large shapes, 512-token rows, a 32k-piece tokenizer trained on
-      English Wikipedia read from TFDS (prepared beforehand under config.data.data_dir; nothing
-      downloads), the paper's `recipe` and its per-size settings `sizes[size]`.
+    - base / large: BERT-base / -large shapes, 512-token rows, English Wikipedia, the paper's
+      `recipe` and its per-size settings `sizes[size]`. Objectives that read packed rows stream
+      the prepared corpus `PREPARED_WIKIPEDIA` (`python -m lm_jax.data.prepare --source
+      tfds:wikipedia/20230601.en ... --vocab-size 32000`: tokenized once, 32k pieces); the
+      others (sentence pairs, entities, translation) read the TFDS dataset itself, prepared
+      under config.data.data_dir. Nothing downloads.
 
     `recipe` and `sizes` map dotted field names to values.
     """
@@ -96,4 +104,7 @@ def sized_config(
             },
         )
     override(c, recipe)
-    return override(c, sizes.get(size, {}))
+    override(c, sizes.get(size, {}))
+    if size != "tiny" and all(spec(x.objective).rows is Rows.PACKED for x in components(c)):
+        override(c, {"data.corpus": PREPARED, "data.path": PREPARED_WIKIPEDIA})
+    return c
