@@ -313,3 +313,33 @@ def test_two_processes_stream_their_own_rows_and_train_the_losses_of_one(corpus,
         assert p.returncode == 0, err[-3000:]
     two = [r["loss"] for r in read_metrics(tmp_path / "two" / "metrics.jsonl")]
     assert two == pytest.approx(losses, rel=1e-5)
+
+
+def test_grain_worker_processes_train_the_same_and_resume_exactly(corpus, tmp_path, monkeypatch):
+    """With `data.workers=2` batches come from grain worker processes: the run interrupted by
+    SIGTERM at step 7 and resumed ends with the held-out losses of an uninterrupted run without
+    workers."""
+    import os
+    import signal
+
+    from conftest import interrupt_at
+
+    from lm_jax.pretrain.run import pretrain
+    from lm_jax.train.metrics import read_metrics
+
+    prep.prepare(settings(corpus), tmp_path / "p", progress=False)
+    fields = {"data.corpus": "prepared", "data.path": str(tmp_path / "p")}
+
+    def held_out(run_dir):
+        records = read_metrics(run_dir / "metrics.jsonl")
+        return {r["step"]: r["loss"] for r in records if r["split"] == "eval"}
+
+    pretrain(tiny_config(**fields), tmp_path / "threads", progress=False)
+    interrupt_at(monkeypatch, 7, lambda sums: os.kill(os.getpid(), signal.SIGTERM) or sums)
+    workers = tiny_config(**fields, **{"data.workers": 2})
+    stopped = pretrain(workers, tmp_path / "workers", progress=False)
+    assert stopped.interrupted and stopped.final_step == 7
+    monkeypatch.undo()
+    pretrain(workers, tmp_path / "workers", progress=False)
+    expected = held_out(tmp_path / "threads")
+    assert held_out(tmp_path / "workers") == pytest.approx(expected, rel=1e-6)

@@ -211,11 +211,22 @@ def train_batches(
     return stream.batch(share, drop_remainder=True)[process_index::process_count]
 
 
-def batch_iterator(batches: grain.MapDataset, prefetch: int = 2) -> grain.DatasetIterator:
-    """A checkpointable iterator over `batches` that prepares the next `prefetch` batches in
-    background threads (its `get_state()` is the index of the next batch)."""
+def batch_iterator(
+    batches: grain.MapDataset, prefetch: int = 2, workers: int = 0
+) -> grain.DatasetIterator:
+    """A checkpointable iterator over `batches` that prepares the next batches ahead: in
+    `prefetch` background threads, or with `workers` > 0 in that many grain worker processes
+    (reading and packing off the training process; the state's form differs between the two,
+    so a run resumes with the setting it started with)."""
     options = grain.ReadOptions(num_threads=prefetch, prefetch_buffer_size=prefetch)
-    return iter(batches.to_iter_dataset(options))
+    dataset = batches.to_iter_dataset(options)
+    if workers:
+        from absl import flags
+
+        if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; a library caller
+            flags.FLAGS.mark_as_parsed()  # (not absl.app) has none to parse
+        dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
+    return iter(dataset)
 
 
 def eval_batches(

@@ -210,7 +210,9 @@ def _build_loop(config, workdir: Path, data, main_process: bool) -> Loop:
         functools.partial(build_model, config, vocab.size), optimizer, mesh
     )
     shard = dict(process_index=jax.process_index(), process_count=jax.process_count())
-    batches = batch_iterator(train_batches(data.train, t.batch_size, config.seed, **shard))
+    batches = batch_iterator(
+        train_batches(data.train, t.batch_size, config.seed, **shard), workers=config.data.workers
+    )
     fingerprint = hashlib.sha256(
         (data.train.fingerprint() + data.eval.fingerprint()).encode()
     ).hexdigest()

@@ -66,6 +66,7 @@ _RULES: dict[str, Rule] = {
     ),
     "data.eval_fraction": (_fraction, "must be in (0, 1)"),
     "data.seq_len": (lambda x: x >= 8, "must be >= 8"),
+    "data.workers": (lambda x: x >= 0, "must be >= 0 (0: threads)"),
     **MODEL_RULES,
     **TRAINER_RULES,
 }

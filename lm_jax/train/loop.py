@@ -179,6 +179,16 @@ def prepare_run_directory(
     return bool(steps)
 
 
+def batches_read(iterator) -> int:
+    """How many batches a grain `iterator` has handed out (its data position), from its
+    state: one index with threads, the sum of the workers' with worker processes (each reads
+    every n-th batch)."""
+    state = iterator.get_state()
+    if "next_index" in state:
+        return state["next_index"]
+    return sum(worker["next_index"] for worker in state["iterators_in_use_states"])
+
+
 def resume(checkpointer: Checkpointer, state, batches, fingerprint: str):
     """Restore the latest checkpoint (verified: checksums, step, data position, data) into
     `state`'s shardings; returns (state, step), step 0 for a fresh run."""
@@ -188,7 +198,7 @@ def resume(checkpointer: Checkpointer, state, batches, fingerprint: str):
     state = checkpointer.restore(start, state, batches)
     where = checkpointer.directory / str(start)
     record = checkpointer.run_record(start)
-    position = batches.get_state().get("next_index")
+    position = batches_read(batches)
     problems = []
     if int(state.step) != start:
         problems.append(f"its train state is at step {int(state.step)}")
