@@ -311,7 +311,9 @@ def pretrain_row(x: Experiment, name: str) -> Path | None:
         return None
     record = x.results["pretraining"][name]
     workdir = x.out / "pretrain" / name
-    if not record.get("done"):
+    # A table whose run directories are gone (results.json carried to another machine)
+    # pretrains them again for the recorded steps, from the same seed.
+    if not record.get("done") or not (workdir / "checkpoints").is_dir():
         start = time.time()
         config = pretraining(x.table, objective, x.data, x.tokenizer, record["steps"], workdir)
         summary = pretrain(config, progress=False)
