@@ -189,6 +189,20 @@ def test_a_truncated_shard_or_another_tokenizer_stops_before_training(corpus, tm
         Manifest.load(folder)
 
 
+def test_a_corrupt_shard_is_named_before_the_first_step(corpus, tmp_path):
+    from lm_jax.pretrain.run import pretrain
+
+    prep.prepare(settings(corpus), tmp_path / "p", progress=False)
+    shard = tmp_path / "p" / Manifest.load(tmp_path / "p").shards("eval")[0]["file"]
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte, the size unchanged
+    shard.write_bytes(bytes(data))
+    config = tiny_config(**{"data.corpus": "prepared", "data.path": str(tmp_path / "p")})
+    with pytest.raises(DataError, match=f"{shard} does not match the SHA-256.*corrupt"):
+        pretrain(config, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
 def test_pretraining_streams_a_prepared_corpus(corpus, tmp_path):
     from lm_jax.config_tools import override
     from lm_jax.pretrain.run import pretrain

@@ -162,6 +162,8 @@ def prepared_data(config, workdir: Path) -> PretrainingData:
     """The packed rows of a prepared corpus (`lm_jax.data.shards`), streamed from its shards;
     its tokenizer is copied into the run directory (a configured one must be the same file)."""
     manifest = Manifest.load(config.data.path)
+    for split in ("train", "eval"):  # before step 1: a damaged shard never trains partly
+        manifest.check_files(split, full=config.data.verify_shards)
     source = manifest.directory / manifest.content["tokenizer"]["file"]
     manifest.check_tokenizer(config.tokenizer.path or source)
     path = Path(config.tokenizer.path) if config.tokenizer.path else workdir / TOKENIZER_FILE

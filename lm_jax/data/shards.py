@@ -169,7 +169,10 @@ class Manifest:
                     f"{shard['bytes']}: truncated or replaced; prepare the corpus again"
                 )
             if full and file_sha256(path) != shard["sha256"]:
-                raise DataError(f"prepared corpus shard {path} does not match its SHA-256")
+                raise DataError(
+                    f"prepared corpus shard {path} does not match the SHA-256 of its manifest: "
+                    "corrupt; prepare the corpus again"
+                )
 
 
 def _cached(cache: collections.OrderedDict, key: int, make):

@@ -112,6 +112,8 @@ def pretraining_config(objective: str = "mlm") -> ml_collections.ConfigDict:
     c.data.data_dir = ""  # TFDS data_dir ("" = TFDS default)
     c.data.eval_fraction = 0.05  # share of documents held out for evaluation
     c.data.workers = 0  # grain worker processes preparing batches (0: threads in this process)
+    c.data.verify_shards = True  # prepared corpus: check every shard's SHA-256 before step 1
+    # (False: their sizes only, for corpora too large to read through at every start)
     c.data.seq_len = 64 if objective == "tlm" else 128  # row length, [CLS] and [SEP] included
     c.data.languages = "fr,de,es,ru,zh_Hans"  # tlm: translation languages (comma-separated)
 

@@ -39,6 +39,7 @@ RESUMABLE_CHANGES = (
     "train.eval_batches",
     "train.checkpoint_every",
     "train.keep_checkpoints",
+    "data.verify_shards",  # how thoroughly a prepared corpus is checked at start
     "model.attention",  # the same attention, computed another way
     "model.remat",  # the same gradients, recomputed instead of stored
     "mesh.data",  # a checkpoint restores onto any mesh
