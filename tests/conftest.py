@@ -244,6 +244,47 @@ def run_module(module: str, *args: str, timeout: int = 600) -> subprocess.Comple
     )
 
 
+def distributed_pretraining(fields: dict, processes: int = 2, timeout: int = 300) -> list[str]:
+    """`python -m lm_jax.pretrain` on tiny_config(**fields) as `processes` processes with 2 CPU
+    devices each, joined by jax.distributed on localhost; returns their stdouts (a failed
+    process fails the test with its stderr)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    distributed = {
+        "distributed.initialize": True,
+        "distributed.coordinator_address": f"localhost:{port}",
+        "distributed.num_processes": processes,
+    }
+    overrides = tiny_cli_overrides(**fields, **distributed)
+    env = dict(
+        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu"
+    )
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "lm_jax.pretrain",
+                *overrides,
+                f"--config.distributed.process_id={i}",
+            ],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(processes)
+    ]
+    outputs = [p.communicate(timeout=timeout) for p in procs]
+    for p, (_, err) in zip(procs, outputs):
+        assert p.returncode == 0, err[-3000:]
+    return [out for out, _ in outputs]
+
+
 def run_python(code: str, devices: int = 1, timeout: int = 600) -> str:
     """Run `code` in a fresh interpreter with `devices` fake CPU devices; returns stdout."""
     env = dict(

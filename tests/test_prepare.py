@@ -278,12 +278,7 @@ def test_the_base_and_large_configs_validate_against_a_prepared_corpus(corpus, t
 def test_two_processes_stream_their_own_rows_and_train_the_losses_of_one(corpus, tmp_path):
     """Two `jax.distributed` processes (2 CPU devices each) read their halves of every global
     batch from the shards and train the same losses as one process."""
-    import os
-    import socket
-    import subprocess
-    import sys
-
-    from conftest import ROOT, tiny_cli_overrides
+    from conftest import distributed_pretraining
 
     from lm_jax.pretrain.run import pretrain
     from lm_jax.train.metrics import read_metrics
@@ -292,39 +287,7 @@ def test_two_processes_stream_their_own_rows_and_train_the_losses_of_one(corpus,
     short = {"data.corpus": "prepared", "data.path": str(tmp_path / "p"), "train.steps": 10}
     one = pretrain(tiny_config(**short), tmp_path / "one", progress=False)
     losses = [r["loss"] for r in read_metrics(one.metrics_path)]
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        port = s.getsockname()[1]
-    overrides = tiny_cli_overrides(
-        **short,
-        **{
-            "output_dir": str(tmp_path / "two"),
-            "distributed.initialize": True,
-            "distributed.coordinator_address": f"localhost:{port}",
-            "distributed.num_processes": 2,
-        },
-    )
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "lm_jax.pretrain",
-                *overrides,
-                f"--config.distributed.process_id={i}",
-            ],
-            env=dict(env, JAX_PLATFORMS="cpu"),
-            cwd=ROOT,
-            text=True,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        for i in range(2)
-    ]
-    outputs = [p.communicate(timeout=300) for p in procs]
-    for p, (_, err) in zip(procs, outputs):
-        assert p.returncode == 0, err[-3000:]
+    distributed_pretraining({**short, "output_dir": str(tmp_path / "two")})
     two = [r["loss"] for r in read_metrics(tmp_path / "two" / "metrics.jsonl")]
     assert two == pytest.approx(losses, rel=1e-5)
 

@@ -3,14 +3,13 @@ losses of one device, and a 2-process `jax.distributed` run on localhost."""
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import jax
 import numpy as np
 import pytest
-from conftest import ROOT, run_python, tiny_cli_overrides, tiny_config
+from conftest import ROOT, distributed_pretraining, run_python, tiny_cli_overrides, tiny_config
 from jax.sharding import PartitionSpec as P
 
 from lm_jax.pretrain.run import pretrain
@@ -129,43 +128,9 @@ def test_two_process_distributed_run(one_device_run, tmp_path):
     """Two processes with 2 CPU devices each, joined by jax.distributed on localhost, train the
     same 10 steps as one device (each process reads its half of every global batch)."""
     run, losses = one_device_run
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        port = s.getsockname()[1]
-    env = dict(
-        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu"
-    )
-    overrides = tiny_cli_overrides(
-        **SHORT_RUN,
-        **{
-            "tokenizer.path": str(run.tokenizer_path),
-            "output_dir": str(tmp_path / "run"),
-            "distributed.initialize": True,
-            "distributed.coordinator_address": f"localhost:{port}",
-            "distributed.num_processes": 2,
-        },
-    )
-    procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "lm_jax.pretrain",
-                *overrides,
-                f"--config.distributed.process_id={i}",
-            ],
-            env=env,
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for i in range(2)
-    ]
-    outputs = [p.communicate(timeout=300) for p in procs]
-    for p, (out, err) in zip(procs, outputs):
-        assert p.returncode == 0, err[-3000:]
-    assert "Pretrained 'mlm' to step 10" in outputs[0][0]
+    fields = {"tokenizer.path": str(run.tokenizer_path), "output_dir": str(tmp_path / "run")}
+    outputs = distributed_pretraining({**SHORT_RUN, **fields})
+    assert "Pretrained 'mlm' to step 10" in outputs[0]
     distributed = [r["loss"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl")]
     assert distributed == pytest.approx(losses, rel=1e-5)
     assert (tmp_path / "run" / "checkpoints" / "10").is_dir()
