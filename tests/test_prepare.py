@@ -320,3 +320,17 @@ def test_grain_worker_processes_train_the_same_and_resume_exactly(corpus, tmp_pa
     pretrain(workers, tmp_path / "workers", progress=False)
     expected = held_out(tmp_path / "threads")
     assert held_out(tmp_path / "workers") == pytest.approx(expected, rel=1e-6)
+
+
+def test_a_prepared_tfds_dataset_is_a_source(corpus, tmp_path):
+    from lm_jax.data.tfds_text import NAME, prepare_local_text_dataset
+
+    _, docs, _ = corpus
+    (tmp_path / "text").mkdir()
+    (tmp_path / "text" / "a.txt").write_text("\n\n".join(d.split("\n")[0] for d in docs[:12]))
+    prepare_local_text_dataset(tmp_path / "text", tmp_path / "tfds")
+    read = list(prep.source_documents(f"tfds:{NAME}/train", "text", str(tmp_path / "tfds")))
+    assert sorted(read) == sorted(d.split("\n")[0].strip() for d in docs[:12])
+    tfds = settings(corpus, sources=(f"tfds:{NAME}",), data_dir=str(tmp_path / "tfds"))
+    manifest = json.loads(prep.prepare(tfds, tmp_path / "p", progress=False).read_text())
+    assert sum(s["documents"] for s in manifest["splits"].values()) == 12
