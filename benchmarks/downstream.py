@@ -303,6 +303,13 @@ def calibrate(x: Experiment, name: str) -> None:
     x.save()
 
 
+def stop_if_interrupted(summary, what: str) -> None:
+    """A run stopped by SIGTERM / SIGINT (it saved a checkpoint) ends the table without
+    recording it: the same command resumes it where it stopped."""
+    if summary.interrupted:
+        raise SystemExit(f"{what}: stopped by {summary.signal}; rerun the command to resume")
+
+
 def pretrain_row(x: Experiment, name: str) -> Path | None:
     """The row's pretraining run directory (None for no pretraining), trained for its
     calibrated steps; its loss and wall time go into the results."""
@@ -317,6 +324,7 @@ def pretrain_row(x: Experiment, name: str) -> Path | None:
         start = time.time()
         config = pretraining(x.table, objective, x.data, x.tokenizer, record["steps"], workdir)
         summary = pretrain(config, progress=False)
+        stop_if_interrupted(summary, f"pretraining {name}")
         record.update(
             done=True,
             wall_seconds=round(time.time() - start, 1),
@@ -353,6 +361,7 @@ def finetune_cell(x: Experiment, task: str, row: str, init: Path | None, seed: i
     """The last dev evaluation's metrics of one fine-tuning run."""
     workdir = x.out / "finetune" / row / task / f"seed_{seed}"
     summary = finetune(finetuning(x, task, row, init, seed, workdir), progress=False)
+    stop_if_interrupted(summary, f"{row}/{task}/{seed}")
     evaluations = json.loads(summary.eval_results_path.read_text())["evaluations"]
     return {k: v for k, v in evaluations[-1].items() if k != "time" and isinstance(v, int | float)}
 

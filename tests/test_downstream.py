@@ -72,3 +72,21 @@ def test_a_table_measured_at_another_budget_is_refused(downstream, tmp_path):
     (tmp_path / "results.json").write_text(json.dumps(results_of({"none": [0.7]})))
     with pytest.raises(SystemExit, match="measured at --budget 1.0"):
         downstream.run(downstream.TABLES["english"], tmp_path, ["none"], ["sst2"], 1, budget=0.5)
+
+
+def test_an_interrupted_cell_ends_the_table_without_being_recorded(
+    downstream, tmp_path, monkeypatch
+):
+    """SIGTERM stops a fine-tuning run with a checkpoint; the table stops too, and does not
+    cache the run's partial metrics as the cell's result."""
+    from types import SimpleNamespace
+
+    interrupted = SimpleNamespace(interrupted=True, signal="SIGTERM")
+    monkeypatch.setattr(downstream, "prepare_data", lambda table, out: ({}, out / "tok.model"))
+    monkeypatch.setattr(downstream, "share_compilations", lambda cache: None)
+    monkeypatch.setattr(downstream, "finetune", lambda config, progress: interrupted)
+    english = downstream.TABLES["english"]
+    with pytest.raises(SystemExit, match="none/sst2/0: stopped by SIGTERM; rerun"):
+        downstream.run(english, tmp_path, ["none"], ["sst2"], 1, budget=1.0)
+    saved = tmp_path / "results.json"
+    assert not saved.exists() or json.loads(saved.read_text())["cells"] == {}
