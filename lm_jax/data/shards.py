@@ -8,6 +8,8 @@ A prepared corpus (`lm_jax.data.prepare`) is a folder:
 - `tokenizer.model`: the tokenizer every shard was encoded with.
 - `<split>-<k>.array_record`: one record per document (`encode_document`), in source order.
 - `<split>-<k>.lengths.npy`: each document's token count (the packer's index).
+- `<split>.counts.npy`: how often each token id occurs in the split (the [UNK] check and the
+  unigram baseline of a run, without reading the shards).
 
 Rows are packed per shard exactly as `pack_documents` packs a list of documents (`[CLS]
 tokens [SEP]` per document, cut into rows, the shard's last row padded), so a corpus of one
