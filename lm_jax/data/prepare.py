@@ -350,19 +350,41 @@ def _remove_intermediates(out: Path, state: dict) -> None:
     (out / PROGRESS).unlink()
 
 
+HELP = {
+    "field": "JSON key / Parquet column / TFDS feature holding the text",
+    "data_dir": "TFDS data_dir of tfds: sources (never downloaded)",
+    "tokenizer": "an existing SentencePiece .model or WordPiece vocab.txt ('': train one)",
+    "vocab_size": "pieces of a trained tokenizer",
+    "model_type": "unigram | bpe | char | word (a trained tokenizer)",
+    "extra_ids": "T5 sentinels on top of the vocabulary",
+    "sample_lines": "lines sampled (seeded reservoir) to train the tokenizer on",
+    "docs_per_shard": "source documents per shard (bounds memory and the unit of resumption)",
+    "eval_fraction": "probability that a document is held out for evaluation",
+    "seed": "seeds the tokenizer sample and the held-out choice",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--source", action="append", required=True, help="KIND:PATTERN")
-    parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser = argparse.ArgumentParser(
+        prog="python -m lm_jax.data.prepare",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--source", action="append", required=True, help="KIND:PATTERN (repeatable)"
+    )
+    parser.add_argument("--out", required=True, type=Path, help="the prepared corpus's folder")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes")
     defaults = Settings(sources=())
     for field in dataclasses.fields(Settings):
         if field.name != "sources":
+            default = getattr(defaults, field.name)
             flag = "--" + field.name.replace("_", "-")
             parser.add_argument(
                 flag,
-                type=type(getattr(defaults, field.name)),
-                default=getattr(defaults, field.name),
+                type=type(default),
+                default=default,
+                help=f"{HELP[field.name]} (default: {default!r})",
             )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
