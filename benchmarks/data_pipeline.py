@@ -115,12 +115,12 @@ def phase_prepare(corpus: Path, out: Path, tokenizer: Path) -> dict:
 
 def phase_stream(prepared: Path, batches: int) -> dict:
     from lm_jax.data.pipeline import batch_iterator, train_batches
-    from lm_jax.data.shards import Manifest, PreparedRows
+    from lm_jax.data.shards import Manifest, PreparedRows, ShardedDocuments
     from lm_jax.data.tokenizer import load_tokenizer
 
     vocab = load_tokenizer(prepared / "tokenizer.model").vocab
     with PeakMemory() as memory:
-        rows = PreparedRows(Manifest.load(prepared), "train", SEQ_LEN, vocab)
+        rows = PreparedRows(ShardedDocuments(Manifest.load(prepared), "train"), SEQ_LEN, vocab)
         iterator = batch_iterator(train_batches(rows, BATCH, seed=0))
         next(iterator)
         start = time.perf_counter()

@@ -14,7 +14,7 @@ from conftest import run_module, tiny_config
 from lm_jax.data import prepare as prep
 from lm_jax.data.packing import pack_documents
 from lm_jax.data.pipeline import batch_iterator, train_batches
-from lm_jax.data.shards import Manifest, PreparedRows
+from lm_jax.data.shards import Manifest, PreparedRows, ShardedDocuments
 from lm_jax.data.sources import python_docs
 from lm_jax.data.tokenizer import encode_with_word_starts, load_tokenizer, train_sentencepiece
 from lm_jax.errors import ConfigError, DataError
@@ -66,7 +66,9 @@ def test_streamed_rows_are_the_in_memory_packing_of_each_shard(corpus, tmp_path)
     _, docs, tokenizer_path = corpus
     prep.prepare(settings(corpus, eval_fraction=0.0), tmp_path / "p", progress=False)
     tokenizer = load_tokenizer(tokenizer_path, extra_ids=0)
-    rows = PreparedRows(Manifest.load(tmp_path / "p"), "train", 64, tokenizer.vocab)
+    rows = PreparedRows(
+        ShardedDocuments(Manifest.load(tmp_path / "p"), "train"), 64, tokenizer.vocab
+    )
     expected, counts = [], 0
     for start in range(0, len(docs), 30):  # one packing per shard
         ids, starts = encode_with_word_starts(tokenizer, docs[start : start + 30])
@@ -106,7 +108,7 @@ def test_batches_are_the_same_for_one_two_and_four_processes(corpus, tmp_path):
     _, _, tokenizer_path = corpus
     prep.prepare(settings(corpus), tmp_path / "p", progress=False)
     vocab = load_tokenizer(tokenizer_path, extra_ids=0).vocab
-    rows = PreparedRows(Manifest.load(tmp_path / "p"), "train", 64, vocab)
+    rows = PreparedRows(ShardedDocuments(Manifest.load(tmp_path / "p"), "train"), 64, vocab)
     one = train_batches(rows, 8, seed=3)
     for count in (2, 4):
         shares = [train_batches(rows, 8, 3, index, count) for index in range(count)]
@@ -119,7 +121,7 @@ def test_the_batch_iterator_resumes_mid_epoch_exactly(corpus, tmp_path):
     _, _, tokenizer_path = corpus
     prep.prepare(settings(corpus), tmp_path / "p", progress=False)
     vocab = load_tokenizer(tokenizer_path, extra_ids=0).vocab
-    rows = PreparedRows(Manifest.load(tmp_path / "p"), "train", 64, vocab)
+    rows = PreparedRows(ShardedDocuments(Manifest.load(tmp_path / "p"), "train"), 64, vocab)
     iterator = batch_iterator(train_batches(rows, 8, seed=1))
     for _ in range(7):
         next(iterator)
@@ -184,7 +186,7 @@ def test_a_truncated_shard_or_another_tokenizer_stops_before_training(corpus, tm
     shard.write_bytes(shard.read_bytes()[:-100])
     vocab = load_tokenizer(tokenizer_path, extra_ids=0).vocab
     with pytest.raises(DataError, match=f"{shard}.*truncated"):
-        PreparedRows(Manifest.load(tmp_path / "p"), "train", 64, vocab)
+        PreparedRows(ShardedDocuments(Manifest.load(tmp_path / "p"), "train"), 64, vocab)
     with pytest.raises(DataError, match="not a prepared corpus"):
         Manifest.load(folder)
 
@@ -334,3 +336,24 @@ def test_a_prepared_tfds_dataset_is_a_source(corpus, tmp_path):
     tfds = settings(corpus, sources=(f"tfds:{NAME}",), data_dir=str(tmp_path / "tfds"))
     manifest = json.loads(prep.prepare(tfds, tmp_path / "p", progress=False).read_text())
     assert sum(s["documents"] for s in manifest["splits"].values()) == 12
+
+
+def test_a_small_corpus_streams_the_same_rows_from_memory(corpus):
+    """The in-memory path (`tokenize_and_pack`) is the same streamed rows over documents held
+    in memory: `pack_documents`' rows, empty documents dropped, a stable fingerprint."""
+    from lm_jax.data.pipeline import tokenize_and_pack
+
+    _, docs, tokenizer_path = corpus
+    tokenizer = load_tokenizer(tokenizer_path, extra_ids=0)
+    texts = [docs[0], "   ", *docs[1:20]]  # the blank one tokenizes to nothing
+    rows = tokenize_and_pack(texts, tokenizer, 64)
+    ids, starts = encode_with_word_starts(tokenizer, texts)
+    packed = pack_documents(ids, 64, tokenizer.vocab, word_starts=starts)
+    assert len(rows) == len(packed)
+    for i in range(len(rows)):
+        for name, value in packed.row(i).items():
+            np.testing.assert_array_equal(rows[i][name], value, err_msg=f"row {i} {name}")
+    size = tokenizer.vocab.size
+    np.testing.assert_array_equal(rows.token_counts(size), packed.token_counts(size))
+    assert rows.fingerprint() == tokenize_and_pack(texts, tokenizer, 64).fingerprint()
+    assert rows.fingerprint() != tokenize_and_pack(texts, tokenizer, 32).fingerprint()

@@ -187,10 +187,12 @@ def test_wwm_on_chinese_text_with_the_default_tokenizer_predicts_15_percent(
     import jax
 
     from lm_jax import objectives
-    from lm_jax.data.pipeline import tokenize_and_pack
+    from lm_jax.data.packing import pack_documents
+    from lm_jax.data.tokenizer import encode_with_word_starts
 
     tok = train_sentencepiece(chinese_reviews[:1500], tmp_path / "zh.model", vocab_size=3000)
-    rows = tokenize_and_pack(chinese_reviews[1500:2500], tok, 128)
+    ids, starts = encode_with_word_starts(tok, chinese_reviews[1500:2500])
+    rows = pack_documents(ids, 128, tok.vocab, word_starts=starts)
     real = rows.segment_ids != 0
     words_per_token = (rows.word_starts & real).sum() / real.sum()
     assert 0.4 < words_per_token < 0.9, words_per_token  # jieba words: 1-2.5 tokens each

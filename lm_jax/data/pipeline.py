@@ -19,9 +19,16 @@ import grain
 import numpy as np
 
 from lm_jax.data.entities import AnnotatedDocument, entity_rows, load_annotated_documents
-from lm_jax.data.packing import PackedRows, pack_documents
+from lm_jax.data.packing import PackedRows
 from lm_jax.data.sentences import document_rows
-from lm_jax.data.shards import PREPARED, Manifest, PreparedRows, write_atomically
+from lm_jax.data.shards import (
+    PREPARED,
+    DocumentsInMemory,
+    Manifest,
+    PreparedRows,
+    ShardedDocuments,
+    write_atomically,
+)
 from lm_jax.data.sources import load_documents
 from lm_jax.data.tokenizer import (
     Tokenizer,
@@ -92,10 +99,11 @@ def get_tokenizer(tok_cfg, train_docs: list[str], workdir: Path, reuse: bool) ->
     )
 
 
-def tokenize_and_pack(docs: list[str], tokenizer: Tokenizer, seq_len: int) -> PackedRows:
-    """Packed rows with word starts (jieba's words for Chinese: `encode_with_word_starts`)."""
+def tokenize_and_pack(docs: list[str], tokenizer: Tokenizer, seq_len: int) -> PreparedRows:
+    """Packed rows with word starts (jieba's words for Chinese: `encode_with_word_starts`),
+    streamed from the documents in memory as a prepared corpus's are from its shards."""
     ids, word_starts = encode_with_word_starts(tokenizer, docs)
-    return pack_documents(ids, seq_len, tokenizer.vocab, word_starts=word_starts)
+    return PreparedRows(DocumentsInMemory(ids, word_starts), seq_len, tokenizer.vocab)
 
 
 def _split(config, rows: Rows) -> tuple[list[Doc], list[Doc], list[str]]:
@@ -171,8 +179,8 @@ def prepared_data(config, workdir: Path) -> PretrainingData:
         write_atomically(path, source.read_bytes())
     tokenizer = load_tokenizer(source, extra_ids=config.tokenizer.extra_ids)
     seq_len, vocab = config.data.seq_len, tokenizer.vocab
-    train = PreparedRows(manifest, "train", seq_len, vocab)
-    held_out = PreparedRows(manifest, "eval", seq_len, vocab)
+    train = PreparedRows(ShardedDocuments(manifest, "train"), seq_len, vocab)
+    held_out = PreparedRows(ShardedDocuments(manifest, "eval"), seq_len, vocab)
     splits = manifest.content["splits"]
     if len(train) < config.train.batch_size:
         raise DataError(

@@ -26,6 +26,7 @@ import functools
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import grain
@@ -188,70 +189,40 @@ def _cached(cache: collections.OrderedDict, key: int, make):
     return value
 
 
-class PreparedRows(grain.MapDataset):
-    """The packed rows of one split of a prepared corpus, by random access: `rows[r]` is the
-    feature dict of row r (tokens, segment_ids, positions, word_starts), the same as
-    `pack_documents` gives for the shard's documents. Indices past the end wrap (epochs)."""
+class ShardedDocuments:
+    """One split of a prepared corpus as documents by (shard, index), read from its ArrayRecord
+    shards (at most OPEN_SHARDS open and indexed at a time, per process)."""
 
-    def __init__(self, manifest: Manifest, split: str, seq_len: int, vocab: VocabInfo):
-        super().__init__()
+    def __init__(self, manifest: Manifest, split: str):
         manifest.check_files(split)
-        self.manifest, self.split, self.seq_len, self.vocab = manifest, split, seq_len, vocab
-        self.shards = manifest.shards(split)
+        self.manifest, self.split, self.shards = manifest, split, manifest.shards(split)
         if not self.shards:
             raise DataError(f"{manifest.directory}: the {split} split holds no documents")
-        rows = [-(-(s["tokens"] + 2 * s["documents"]) // seq_len) for s in self.shards]
-        self.first_row = np.concatenate([[0], np.cumsum(rows)])
-        # Opened lazily, per process, at most OPEN_SHARDS at a time (memory stays bounded
-        # however many shards the corpus has).
+        self.sizes = [(s["documents"], s["tokens"]) for s in self.shards]
         self._readers: collections.OrderedDict[int, object] = collections.OrderedDict()
         self._offsets: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
-
-    def __len__(self) -> int:
-        return int(self.first_row[-1])
-
-    def fingerprint(self) -> str:
-        """SHA-256 of what determines the rows: the shards' contents and the row length."""
-        shas = [s["sha256"] for s in self.shards]
-        return hashlib.sha256(json.dumps([self.split, self.seq_len, shas]).encode()).hexdigest()
-
-    def token_counts(self, vocab_size: int) -> np.ndarray:
-        """How often each id occurs in the rows, padding excluded (as `PackedRows`)."""
-        counts = np.zeros(vocab_size, np.int64)
-        stored = np.load(self.manifest.directory / f"{self.split}.counts.npy")
-        counts[: len(stored)] += stored[:vocab_size]
-        documents = sum(s["documents"] for s in self.shards)
-        counts[self.vocab.cls_id] += documents
-        counts[self.vocab.sep_id] += documents
-        return counts
-
-    def __str__(self) -> str:
-        return f"PreparedRows({self.manifest.directory}, {self.split}, {self.seq_len})"
 
     def __getstate__(self):  # readers are per process (grain's worker processes pickle us)
         state = dict(self.__dict__)
         state["_readers"], state["_offsets"] = collections.OrderedDict(), collections.OrderedDict()
         return state
 
-    def __getitem__(self, index):
-        if isinstance(index, slice):
-            return self.slice(index)
-        row = index % len(self)
-        shard = int(np.searchsorted(self.first_row, row, side="right")) - 1
-        return self._row(shard, row - int(self.first_row[shard]))
+    def __str__(self) -> str:
+        return f"{self.manifest.directory} ({self.split})"
 
-    def _row(self, shard: int, local: int) -> dict[str, np.ndarray]:
-        """Row `local` of the shard: pack the documents it overlaps and cut its window."""
-        starts = self._document_offsets(shard)  # document i spans starts[i] .. starts[i+1]
-        begin, end = local * self.seq_len, (local + 1) * self.seq_len
-        first = int(np.searchsorted(starts, begin, side="right")) - 1
-        last = min(int(np.searchsorted(starts, end, side="left")), len(starts) - 1)
-        documents = [self._document(shard, i) for i in range(first, last)]
-        stream = document_stream([d[0] for d in documents], self.vocab, [d[1] for d in documents])
-        window = stream.window(begin - int(starts[first]), self.seq_len)
-        return cut_rows(window, self.seq_len, self.vocab.pad_id).row(0)
+    def fingerprint(self) -> str:
+        shas = [s["sha256"] for s in self.shards]
+        return hashlib.sha256(json.dumps([self.split, shas]).encode()).hexdigest()
 
-    def _document_offsets(self, shard: int) -> np.ndarray:
+    def token_counts(self, vocab_size: int) -> np.ndarray:
+        counts = np.zeros(vocab_size, np.int64)
+        stored = np.load(self.manifest.directory / f"{self.split}.counts.npy")
+        counts[: len(stored)] += stored[:vocab_size]
+        return counts
+
+    def offsets(self, shard: int) -> np.ndarray:
+        """Where each document of the shard starts in its packed stream (then the end)."""
+
         def load():
             name = self.shards[shard]["file"].replace(".array_record", ".lengths.npy")
             lengths = np.load(self.manifest.directory / name).astype(np.int64)
@@ -259,7 +230,7 @@ class PreparedRows(grain.MapDataset):
 
         return _cached(self._offsets, shard, load)
 
-    def _document(self, shard: int, index: int) -> tuple[np.ndarray, np.ndarray]:
+    def document(self, shard: int, index: int) -> tuple[np.ndarray, np.ndarray]:
         from array_record.python.array_record_module import ArrayRecordReader
 
         path = self.manifest.directory / self.shards[shard]["file"]
@@ -272,3 +243,85 @@ class PreparedRows(grain.MapDataset):
         except Exception as e:  # the reader raises RuntimeError / OSError on a bad chunk
             raise DataError(f"cannot read record {where}: {e}") from e
         return decode_document(record, where)
+
+
+class DocumentsInMemory:
+    """Tokenized documents held in memory, as one shard (a small corpus's path to the same
+    streamed rows); documents that tokenized to nothing are dropped, as `pack_documents` does."""
+
+    def __init__(self, ids: Sequence[np.ndarray], word_starts: Sequence[np.ndarray]):
+        kept = [i for i, d in enumerate(ids) if len(d)]
+        if not kept:
+            raise DataError("no tokens to pack: every document tokenized to nothing")
+        self.ids = [np.asarray(ids[i], np.int32) for i in kept]
+        self.word_starts = [np.asarray(word_starts[i], bool) for i in kept]
+        lengths = np.array([len(d) for d in self.ids], np.int64)
+        self.sizes = [(len(self.ids), int(lengths.sum()))]
+        self._offsets = np.concatenate([[0], np.cumsum(lengths + 2)])
+
+    def __str__(self) -> str:
+        return f"{len(self.ids)} documents in memory"
+
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256()
+        for ids, starts in zip(self.ids, self.word_starts):
+            digest.update(encode_document(ids, starts))
+        return digest.hexdigest()
+
+    def token_counts(self, vocab_size: int) -> np.ndarray:
+        return np.bincount(np.concatenate(self.ids), minlength=vocab_size).astype(np.int64)
+
+    def offsets(self, shard: int) -> np.ndarray:
+        return self._offsets
+
+    def document(self, shard: int, index: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.ids[index], self.word_starts[index]
+
+
+class PreparedRows(grain.MapDataset):
+    """Packed rows by random access over `documents` (`ShardedDocuments` of a prepared
+    corpus, or `DocumentsInMemory`): `rows[r]` is the feature dict of row r (tokens,
+    segment_ids, positions, word_starts), the same as `pack_documents` gives for each shard's
+    documents. Indices past the end wrap (epochs)."""
+
+    def __init__(self, documents, seq_len: int, vocab: VocabInfo):
+        super().__init__()
+        self.documents, self.seq_len, self.vocab = documents, seq_len, vocab
+        rows = [-(-(tokens + 2 * count) // seq_len) for count, tokens in documents.sizes]
+        self.first_row = np.concatenate([[0], np.cumsum(rows)])
+
+    def __len__(self) -> int:
+        return int(self.first_row[-1])
+
+    def __str__(self) -> str:
+        return f"PreparedRows({self.documents}, {self.seq_len})"
+
+    def fingerprint(self) -> str:
+        """SHA-256 of what determines the rows: the documents and the row length."""
+        return hashlib.sha256(f"{self.documents.fingerprint()}{self.seq_len}".encode()).hexdigest()
+
+    def token_counts(self, vocab_size: int) -> np.ndarray:
+        """How often each id occurs in the rows, padding excluded (as `PackedRows`)."""
+        counts = self.documents.token_counts(vocab_size)
+        documents = sum(count for count, _ in self.documents.sizes)
+        counts[self.vocab.cls_id] += documents
+        counts[self.vocab.sep_id] += documents
+        return counts
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self.slice(index)
+        row = index % len(self)
+        shard = int(np.searchsorted(self.first_row, row, side="right")) - 1
+        return self._row(shard, row - int(self.first_row[shard]))
+
+    def _row(self, shard: int, local: int) -> dict[str, np.ndarray]:
+        """Row `local` of the shard: pack the documents it overlaps and cut its window."""
+        starts = self.documents.offsets(shard)  # document i spans starts[i] .. starts[i+1]
+        begin, end = local * self.seq_len, (local + 1) * self.seq_len
+        first = int(np.searchsorted(starts, begin, side="right")) - 1
+        last = min(int(np.searchsorted(starts, end, side="left")), len(starts) - 1)
+        documents = [self.documents.document(shard, i) for i in range(first, last)]
+        stream = document_stream([d[0] for d in documents], self.vocab, [d[1] for d in documents])
+        window = stream.window(begin - int(starts[first]), self.seq_len)
+        return cut_rows(window, self.seq_len, self.vocab.pad_id).row(0)
