@@ -152,18 +152,21 @@ def build_pretraining_data(
     }[rows]
     train = layout(train_docs, tokenizer, d.seq_len)
     held_out = layout(eval_docs, tokenizer, d.seq_len)
-    need = config.train.batch_size
-    if len(train) < need:
-        raise DataError(
-            f"corpus too small: {len(train)} training rows of {d.seq_len} tokens, "
-            f"fewer than one batch (config.train.batch_size={need})"
-        )
+    _check_one_batch(train, d.seq_len, config.train.batch_size)
     return PretrainingData(
         tokenizer=tokenizer,
         train=train,
         eval=held_out,
         num_documents=(len(train_docs), len(eval_docs)),
     )
+
+
+def _check_one_batch(train, seq_len: int, batch_size: int) -> None:
+    if len(train) < batch_size:
+        raise DataError(
+            f"corpus too small: {len(train)} training rows of {seq_len} tokens, "
+            f"fewer than one batch (config.train.batch_size={batch_size})"
+        )
 
 
 def prepared_data(config, workdir: Path) -> PretrainingData:
@@ -182,11 +185,7 @@ def prepared_data(config, workdir: Path) -> PretrainingData:
     train = PreparedRows(ShardedDocuments(manifest, "train"), seq_len, vocab)
     held_out = PreparedRows(ShardedDocuments(manifest, "eval"), seq_len, vocab)
     splits = manifest.content["splits"]
-    if len(train) < config.train.batch_size:
-        raise DataError(
-            f"corpus too small: {len(train)} training rows of {seq_len} tokens, "
-            f"fewer than one batch (config.train.batch_size={config.train.batch_size})"
-        )
+    _check_one_batch(train, seq_len, config.train.batch_size)
     documents = (splits["train"]["documents"], splits["eval"]["documents"])
     return PretrainingData(tokenizer, train, held_out, documents)
 
