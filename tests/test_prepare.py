@@ -357,3 +357,12 @@ def test_a_small_corpus_streams_the_same_rows_from_memory(corpus):
     np.testing.assert_array_equal(rows.token_counts(size), packed.token_counts(size))
     assert rows.fingerprint() == tokenize_and_pack(texts, tokenizer, 64).fingerprint()
     assert rows.fingerprint() != tokenize_and_pack(texts, tokenizer, 32).fingerprint()
+
+
+def test_a_prepared_corpus_smaller_than_one_batch_is_refused(corpus, tmp_path):
+    from lm_jax.data.pipeline import prepared_data
+
+    prep.prepare(settings(corpus), tmp_path / "p", progress=False)
+    fields = {"data.corpus": "prepared", "data.path": str(tmp_path / "p")}
+    with pytest.raises(DataError, match="fewer than one batch"):
+        prepared_data(tiny_config(**fields, **{"train.batch_size": 100_000}), tmp_path)
