@@ -137,10 +137,12 @@ def test_shared_encoder_settings_are_checked(task_files, tmp_path):  # noqa: F81
 
 @pytest.mark.parametrize("mask", ["prefix", "unilm"])
 def test_a_shared_encoder_from_scratch_learns_to_write_the_label(mask, task_files, tmp_path):  # noqa: F811
-    steps = {"prefix": 200, "unilm": 400}[mask]  # UniLM predicts 70% of the answer per step
+    # UniLM predicts 70% of the answer per step and learns more slowly: at 400 steps it read
+    # 0.617 here and 0.6 on CI; at 800 it reads 0.95 (0.63 at step 400 of that schedule)
+    steps = {"prefix": 200, "unilm": 800}[mask]
     config = text_to_text(task_files, **{"text_to_text.mask": mask, "train.steps": steps})
     summary = finetune(config, tmp_path / "run", progress=False)
-    assert summary.best["accuracy"] > 0.6, summary.best
+    assert summary.best["accuracy"] > 0.75, summary.best
     exported = json.loads((summary.export_dir / "config.json").read_text())
     assert exported["architectures"] == ["BertForMaskedLM"]
 
