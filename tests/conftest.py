@@ -198,12 +198,13 @@ def train_xlnet_spiece(path: Path, sentences: list[str], vocab_size: int = 500) 
     return path
 
 
-def tiny_config(**overrides):
-    """The default pretraining config shrunk for CPU tests; overrides as dotted keys."""
+def tiny_config(objective: str = "mlm", **overrides):
+    """The default (or `objective`'s) pretraining config shrunk for CPU tests; overrides as
+    dotted keys."""
     from lm_jax.config_tools import override
     from lm_jax.pretrain.schema import pretraining_config
 
-    c = pretraining_config()
+    c = pretraining_config(objective)
     c.data.corpus = "python_docs"
     c.data.seq_len = 64
     c.tokenizer.vocab_size = 1000

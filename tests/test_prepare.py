@@ -14,10 +14,10 @@ from conftest import run_module, tiny_config
 from lm_jax.data import prepare as prep
 from lm_jax.data.packing import pack_documents
 from lm_jax.data.pipeline import batch_iterator, train_batches
-from lm_jax.data.shards import Manifest, PreparedRows, ShardedDocuments
+from lm_jax.data.shards import Manifest, PreparedRows, SentenceRows, ShardedDocuments
 from lm_jax.data.sources import python_docs
 from lm_jax.data.tokenizer import encode_with_word_starts, load_tokenizer, train_sentencepiece
-from lm_jax.errors import ConfigError, DataError
+from lm_jax.errors import DataError
 
 
 @pytest.fixture(scope="module")
@@ -206,9 +206,7 @@ def test_a_corrupt_shard_is_named_before_the_first_step(corpus, tmp_path):
 
 
 def test_pretraining_streams_a_prepared_corpus(corpus, tmp_path):
-    from lm_jax.config_tools import override
     from lm_jax.pretrain.run import pretrain
-    from lm_jax.pretrain.schema import pretraining_config
 
     _, _, tokenizer_path = corpus
     prep.prepare(settings(corpus), tmp_path / "p", progress=False)
@@ -219,9 +217,52 @@ def test_pretraining_streams_a_prepared_corpus(corpus, tmp_path):
     assert summary.last_eval_loss < summary.first_eval_loss
     assert (tmp_path / "run" / "tokenizer.model").read_bytes() == tokenizer_path.read_bytes()
     assert 0 < summary.unigram_baseline < np.log(1000)
-    nsp = override(pretraining_config("nsp"), {"data.corpus": "prepared", "data.path": "x"})
-    with pytest.raises(ConfigError, match="packed documents only"):
-        pretrain(nsp, tmp_path / "nsp")
+
+
+def test_streamed_sentence_rows_are_the_in_memory_document_rows_of_each_shard(corpus, tmp_path):
+    """Prepared with `sentence_rows`, a corpus streams `document_rows`' rows shard by shard,
+    and still packs for the other objectives; other row lengths are refused, naming the flag."""
+    from lm_jax.data.pipeline import document_rows
+
+    _, docs, tokenizer_path = corpus
+    out = tmp_path / "p"
+    prep.prepare(settings(corpus, eval_fraction=0.0, sentence_rows=48), out, progress=False)
+    tokenizer = load_tokenizer(tokenizer_path, extra_ids=0)
+    documents = ShardedDocuments(Manifest.load(out), "train")
+    rows = SentenceRows(documents, 48, tokenizer.vocab)
+    expected = [
+        shard[i]
+        for start in range(0, len(docs), 30)
+        for shard in [document_rows(docs[start : start + 30], tokenizer, 48)]
+        for i in range(len(shard))
+    ]
+    assert len(rows) == len(expected) > 79
+    for i in range(len(rows)):
+        assert set(rows[i]) == set(expected[i])
+        for name, value in expected[i].items():
+            np.testing.assert_array_equal(rows[i][name], value, err_msg=f"row {i} {name}")
+    assert len(PreparedRows(documents, 64, tokenizer.vocab)[0]["tokens"]) == 64
+    with pytest.raises(DataError, match="prepared for rows of 48 tokens.*--sentence-rows 64"):
+        SentenceRows(documents, 64, tokenizer.vocab)
+    prep.prepare(settings(corpus), tmp_path / "packed", progress=False)
+    packed_only = ShardedDocuments(Manifest.load(tmp_path / "packed"), "train")
+    with pytest.raises(DataError, match="prepared without sentence rows.*--sentence-rows 48"):
+        SentenceRows(packed_only, 48, tokenizer.vocab)
+
+
+def test_a_sentence_pair_objective_pretrains_from_a_prepared_corpus(corpus, tmp_path):
+    """NSP streams the document rows of a corpus prepared for its row length and learns; a
+    run at another row length stops before training, naming the flag to prepare with."""
+    from lm_jax.pretrain.run import pretrain
+
+    prep.prepare(settings(corpus, sentence_rows=64), tmp_path / "p", progress=False)
+    fields = {"data.corpus": "prepared", "data.path": str(tmp_path / "p"), "output_dir": ""}
+    summary = pretrain(tiny_config("nsp", **fields), tmp_path / "run", progress=False)
+    assert summary.last_eval_loss < summary.first_eval_loss
+    fields["data.seq_len"] = 32
+    with pytest.raises(DataError, match="--sentence-rows 32"):
+        pretrain(tiny_config("nsp", **fields), tmp_path / "other", progress=False)
+    assert not (tmp_path / "other" / "checkpoints").exists()
 
 
 def test_the_command_line_prepares_and_prints_where(corpus, tmp_path):

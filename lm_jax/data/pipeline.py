@@ -20,12 +20,13 @@ import numpy as np
 
 from lm_jax.data.entities import AnnotatedDocument, entity_rows, load_annotated_documents
 from lm_jax.data.packing import PackedRows
-from lm_jax.data.sentences import document_rows
+from lm_jax.data.sentences import encode_sentences
 from lm_jax.data.shards import (
     PREPARED,
     DocumentsInMemory,
     Manifest,
     PreparedRows,
+    SentenceRows,
     ShardedDocuments,
     write_atomically,
 )
@@ -47,6 +48,7 @@ from lm_jax.layout import Rows
 
 log = logging.getLogger(__name__)
 Doc = TypeVar("Doc", str, AnnotatedDocument, TranslationPair)
+Streamed = PackedRows | PreparedRows | SentenceRows  # the row sets a run reads
 TOKENIZER_FILE = "tokenizer.model"
 
 
@@ -55,8 +57,8 @@ class PretrainingData:
     """Tokenizer and packed train / held-out rows of one run."""
 
     tokenizer: Tokenizer
-    train: PackedRows | PreparedRows
-    eval: PackedRows | PreparedRows
+    train: Streamed
+    eval: Streamed
     num_documents: tuple[int, int]  # (train, eval)
 
 
@@ -106,6 +108,14 @@ def tokenize_and_pack(docs: list[str], tokenizer: Tokenizer, seq_len: int) -> Pr
     return PreparedRows(DocumentsInMemory(ids, word_starts), seq_len, tokenizer.vocab)
 
 
+def document_rows(docs: list[str], tokenizer: Tokenizer, seq_len: int) -> SentenceRows:
+    """Document rows cut at sentence boundaries (`lm_jax.data.sentences`), streamed from the
+    documents in memory as a prepared corpus's are from its shards."""
+    ids, word_starts, sentence_starts = zip(*encode_sentences(tokenizer, docs))
+    documents = DocumentsInMemory(ids, word_starts, sentence_starts)
+    return SentenceRows(documents, seq_len, tokenizer.vocab)
+
+
 def _split(config, rows: Rows) -> tuple[list[Doc], list[Doc], list[str]]:
     """The configured corpus split into train / held-out items, and the training texts."""
     d = config.data
@@ -141,7 +151,7 @@ def build_pretraining_data(
     entities of an annotated corpus (`entity_rows`) or translation pairs (`pair_rows`)."""
     d = config.data
     if d.corpus == PREPARED:
-        return prepared_data(config, workdir)
+        return prepared_data(config, workdir, rows)
     train_docs, eval_docs, texts = _split(config, rows)
     tokenizer = get_tokenizer(config.tokenizer, texts, workdir, reuse_tokenizer)
     layout = {
@@ -169,9 +179,10 @@ def _check_one_batch(train, seq_len: int, batch_size: int) -> None:
         )
 
 
-def prepared_data(config, workdir: Path) -> PretrainingData:
-    """The packed rows of a prepared corpus (`lm_jax.data.shards`), streamed from its shards;
-    its tokenizer is copied into the run directory (a configured one must be the same file)."""
+def prepared_data(config, workdir: Path, rows: Rows = Rows.PACKED) -> PretrainingData:
+    """The packed rows (or, for `Rows.DOCUMENTS`, the document rows) of a prepared corpus
+    (`lm_jax.data.shards`), streamed from its shards; its tokenizer is copied into the run
+    directory (a configured one must be the same file)."""
     manifest = Manifest.load(config.data.path)
     for split in ("train", "eval"):  # before step 1: a damaged shard never trains partly
         manifest.check_files(split, full=config.data.verify_shards)
@@ -182,17 +193,18 @@ def prepared_data(config, workdir: Path) -> PretrainingData:
         write_atomically(path, source.read_bytes())
     tokenizer = load_tokenizer(source, extra_ids=config.tokenizer.extra_ids)
     seq_len, vocab = config.data.seq_len, tokenizer.vocab
-    train = PreparedRows(ShardedDocuments(manifest, "train"), seq_len, vocab)
-    held_out = PreparedRows(ShardedDocuments(manifest, "eval"), seq_len, vocab)
+    layout = SentenceRows if rows is Rows.DOCUMENTS else PreparedRows
+    train = layout(ShardedDocuments(manifest, "train"), seq_len, vocab)
+    held_out = layout(ShardedDocuments(manifest, "eval"), seq_len, vocab)
     splits = manifest.content["splits"]
     _check_one_batch(train, seq_len, config.train.batch_size)
     documents = (splits["train"]["documents"], splits["eval"]["documents"])
     return PretrainingData(tokenizer, train, held_out, documents)
 
 
-def _row_features(rows: PackedRows | PreparedRows) -> grain.MapDataset:
-    """Rows as a grain dataset of feature dicts (prepared rows already are one)."""
-    if isinstance(rows, PreparedRows):
+def _row_features(rows: Streamed) -> grain.MapDataset:
+    """Rows as a grain dataset of feature dicts (streamed rows already are one)."""
+    if isinstance(rows, grain.MapDataset):
         return rows
     return grain.MapDataset.range(len(rows)).map(rows.row)
 
@@ -207,7 +219,7 @@ def _process_share(batch_size: int, process_index: int, process_count: int) -> i
 
 
 def train_batches(
-    rows: PackedRows | PreparedRows,
+    rows: Streamed,
     batch_size: int,
     seed: int,
     process_index: int = 0,
@@ -239,7 +251,7 @@ def batch_iterator(
 
 
 def eval_batches(
-    rows: PackedRows | PreparedRows,
+    rows: Streamed,
     batch_size: int,
     num_batches: int,
     process_index: int = 0,

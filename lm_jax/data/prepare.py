@@ -13,7 +13,10 @@ The tokenizer is `--tokenizer` (copied in) or a SentencePiece model trained on a
 reservoir sample of `--sample-lines` lines (SentencePiece's `input_sentence_size`), never on
 the whole corpus. Documents are then tokenized over `--workers` processes, `--docs-per-shard`
 source documents per shard, each document held out for `eval` with probability
-`--eval-fraction` (seeded). Shards are written under temporary names and recorded in
+`--eval-fraction` (seeded). With `--sentence-rows L` each sentence is tokenized on its own,
+records keep the sentence starts and each shard its document rows of L tokens, so that the
+sentence-pair objectives (nsp, sop, structbert) stream it at `config.data.seq_len=L`. Shards
+are written under temporary names and recorded in
 `progress.json` once complete, so an interrupted preparation resumes at its first missing
 shard; `manifest.json` comes last (`lm_jax.data.shards`). The same sources and settings give
 the same files, byte for byte.
@@ -24,6 +27,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import dataclasses
+import functools
 import glob
 import itertools
 import json
@@ -38,6 +42,7 @@ import numpy as np
 from tqdm import tqdm
 
 from lm_jax.data.files import text_documents
+from lm_jax.data.sentences import encode_sentences, row_spans
 from lm_jax.data.shards import (
     FORMAT,
     MANIFEST,
@@ -89,6 +94,7 @@ class Settings:
     docs_per_shard: int = 10_000
     eval_fraction: float = 0.01
     seed: int = 0
+    sentence_rows: int = 0  # > 0: also document rows of this length (sentence-pair objectives)
 
     def recorded(self) -> dict:
         """The settings as the manifest keeps them (the tokenizer by content, not by path)."""
@@ -195,15 +201,31 @@ def prepared_tokenizer(settings: Settings, out: Path) -> Path:
 _WORKER_TOKENIZER: Tokenizer | None = None
 
 
+@dataclasses.dataclass(frozen=True)
+class Encoded:
+    """One tokenized document, as a worker returns it."""
+
+    record: bytes  # encode_document
+    ids: np.ndarray
+    rows: np.ndarray | None  # its document rows (row_spans), with sentence_rows only
+
+
 def _load_worker_tokenizer(path: str, extra_ids: int) -> None:
     global _WORKER_TOKENIZER
     _WORKER_TOKENIZER = load_tokenizer(path, extra_ids=extra_ids)
 
 
-def encode_documents(documents: list[str]) -> list[tuple[bytes, int, np.ndarray]]:
-    """(record, token count, ids) of each document that tokenizes to something (in a worker)."""
-    ids, starts = encode_with_word_starts(_WORKER_TOKENIZER, documents)
-    return [(encode_document(i, s), len(i), i) for i, s in zip(ids, starts) if len(i)]
+def encode_documents(documents: list[str], sentence_rows: int = 0) -> list[Encoded]:
+    """Each document that tokenizes to something, encoded whole or, with `sentence_rows`,
+    sentence by sentence with its document rows (in a worker)."""
+    if not sentence_rows:
+        ids, starts = encode_with_word_starts(_WORKER_TOKENIZER, documents)
+        return [Encoded(encode_document(i, s), i, None) for i, s in zip(ids, starts) if len(i)]
+    return [
+        Encoded(encode_document(i, w, s), i, row_spans(s, sentence_rows))
+        for i, w, s in encode_sentences(_WORKER_TOKENIZER, documents)
+        if len(i)
+    ]
 
 
 def ordered_map(fn, chunks: Iterable, workers: int, executor) -> Iterator:
@@ -247,12 +269,10 @@ def prepare(settings: Settings, out: str | os.PathLike, workers: int = 1, progre
         bar = tqdm(desc=f"prepare {out.name}", unit=" docs", disable=not progress)
         bar.update(done * settings.docs_per_shard)
         chunk = max(1, settings.docs_per_shard // (4 * workers))
+        encode = functools.partial(encode_documents, sentence_rows=settings.sentence_rows)
         for index, group in enumerate(_chunks(documents, settings.docs_per_shard), done):
-            encoded = [
-                e
-                for part in ordered_map(encode_documents, _chunks(group, chunk), workers, executor)
-                for e in part
-            ]
+            parts = ordered_map(encode, _chunks(group, chunk), workers, executor)
+            encoded = [e for part in parts for e in part]
             entry = _write_group(out, index, encoded, settings, vocab_size)
             state["shards"].append(entry)
             write_atomically(out / PROGRESS, json.dumps(state, indent=1).encode())
@@ -284,7 +304,9 @@ def _check_same_settings(manifest: Path, settings: Settings) -> None:
         )
 
 
-def _write_group(out: Path, index: int, encoded: list, settings: Settings, vocab_size: int) -> dict:
+def _write_group(
+    out: Path, index: int, encoded: list[Encoded], settings: Settings, vocab_size: int
+) -> dict:
     """Shard `index` of each split from one group of source documents; each document is held
     out with probability eval_fraction (a generator seeded by (seed, index))."""
     held_out = np.random.default_rng([settings.seed, index]).random(len(encoded))
@@ -293,11 +315,19 @@ def _write_group(out: Path, index: int, encoded: list, settings: Settings, vocab
     for split, chosen in zip(SPLITS, (~held_out, held_out)):
         picked = [e for e, keep in zip(encoded, chosen) if keep]
         counts = np.zeros(vocab_size, np.int64)
-        for _, _, ids in picked:
-            counts += np.bincount(ids, minlength=vocab_size)
-        records, lengths = [r for r, _, _ in picked], [len(i) for _, _, i in picked]
-        entries[split] = write_shard(out, f"{split}-{index:05d}", records, lengths, counts)
+        for e in picked:
+            counts += np.bincount(e.ids, minlength=vocab_size)
+        records, lengths = [e.record for e in picked], [len(e.ids) for e in picked]
+        rows = _document_rows(picked) if settings.sentence_rows else None
+        name = f"{split}-{index:05d}"
+        entries[split] = write_shard(out, name, records, lengths, counts, rows)
     return entries
+
+
+def _document_rows(picked: list[Encoded]) -> np.ndarray:
+    """The shard's document rows: (document, start, end) per row."""
+    parts = [np.column_stack([np.full(len(e.rows), d), e.rows]) for d, e in enumerate(picked)]
+    return np.concatenate(parts) if parts else np.zeros((0, 3), np.int64)
 
 
 def _finish(out: Path, state: dict, tokenizer: Path, settings: Settings) -> Path:
@@ -344,7 +374,7 @@ def _remove_intermediates(out: Path, state: dict) -> None:
         for entry in shard.values():
             suffixes = [".counts.npy"]
             if not entry["documents"]:
-                suffixes += [".array_record", ".lengths.npy"]
+                suffixes += [".array_record", ".lengths.npy", ".rows.npy"]
             for suffix in suffixes:
                 (out / entry["file"].replace(".array_record", suffix)).unlink(missing_ok=True)
     (out / PROGRESS).unlink()
@@ -361,6 +391,8 @@ HELP = {
     "docs_per_shard": "source documents per shard (bounds memory and the unit of resumption)",
     "eval_fraction": "probability that a document is held out for evaluation",
     "seed": "seeds the tokenizer sample and the held-out choice",
+    "sentence_rows": "also cut document rows of this many tokens for nsp / sop / structbert "
+    "(their config.data.seq_len; 0: none)",
 }
 
 
@@ -394,6 +426,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.workers < 1 or values["docs_per_shard"] < 1:
             raise DataError("--workers and --docs-per-shard must be at least 1")
+        if values["sentence_rows"] and values["sentence_rows"] < 5:
+            raise DataError("--sentence-rows must be 0 or at least 5 ([CLS] A [SEP] B [SEP])")
         manifest = prepare(Settings(sources=tuple(args.source), **values), args.out, args.workers)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -5,9 +5,9 @@ BERT's pretraining data is one sentence per line with documents separated by bla
 (Devlin et al. 2019, google-research/bert `create_pretraining_data.py`); here documents are
 split into sentences by a rule (end punctuation followed by space, or a line break), each
 sentence is tokenized on its own, and a document becomes rows of up to `seq_len` text tokens
-cut at sentence boundaries (a sentence longer than a row is cut where the row ends). Rows carry
-no [CLS]/[SEP]: segment id 1 on text, 0 on padding, and `sentence_starts` on each sentence's
-first token.
+cut at sentence boundaries (a sentence longer than a row is cut where the row ends:
+`row_spans`). Rows carry no [CLS]/[SEP]: segment id 1 on text, 0 on padding, and
+`sentence_starts` on each sentence's first token and on each row's first token.
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from lm_jax.data.packing import PackedRows
-from lm_jax.data.tokenizer import Tokenizer
+from lm_jax.data.tokenizer import Tokenizer, encode_with_word_starts
 from lm_jax.errors import DataError
 
 # A sentence ends after . ! ? (or one closing quote or bracket after them) before whitespace,
@@ -31,50 +30,49 @@ def split_sentences(text: str) -> list[str]:
     return [s.strip() for line in text.splitlines() for s in _SENTENCE_END.split(line) if s.strip()]
 
 
-def document_rows(docs: Sequence[str], tokenizer: Tokenizer, seq_len: int) -> PackedRows:
-    """Rows of at most `seq_len` text tokens, one document (piece) per row, cut at sentence
-    boundaries where a sentence fits (see module docstring)."""
+def encode_sentences(
+    tokenizer: Tokenizer, docs: Sequence[str]
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(ids, word starts, sentence starts) of each document, its sentences tokenized one by
+    one (`encode_with_word_starts`) and laid end to end; sentences of no tokens are dropped."""
+    sentences = [split_sentences(d) for d in docs]
+    ids, word_starts = encode_with_word_starts(tokenizer, [s for doc in sentences for s in doc])
+    out, at = [], 0
+    for doc in sentences:
+        pieces = [i for i in range(at, at + len(doc)) if len(ids[i])]
+        at += len(doc)
+        lengths = [len(ids[i]) for i in pieces]
+        starts = np.zeros(sum(lengths), bool)
+        starts[np.cumsum([0, *lengths[:-1]])[: len(pieces)]] = True
+        out.append(
+            (
+                np.concatenate([ids[i] for i in pieces] or [np.zeros(0, np.int32)]),
+                np.concatenate([word_starts[i] for i in pieces] or [np.zeros(0, bool)]),
+                starts,
+            )
+        )
+    return out
+
+
+def row_spans(sentence_starts: np.ndarray, seq_len: int) -> np.ndarray:
+    """[start, end) token spans of a document's rows: whole sentences while they fit in
+    `seq_len`, a sentence longer than a row cut into rows of `seq_len` and its remainder
+    starting the next row. int64 [rows, 2]; none for a document of no tokens."""
     if seq_len < 5:
         raise DataError(
             f"sentence-pair rows need seq_len >= 5 ([CLS] A [SEP] B [SEP]), got {seq_len}"
         )
-    sentences = [split_sentences(d) for d in docs]
-    ids = iter(tokenizer.encode_ids([s for doc in sentences for s in doc]))
-    rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # tokens, word starts, starts
-    for doc in sentences:
-        pieces: list[np.ndarray] = []
-        used = 0
-        for _ in doc:
-            sentence = next(ids)
-            if not len(sentence):
-                continue
-            if used and used + len(sentence) > seq_len:
-                rows.append(_row(pieces, tokenizer))
-                pieces, used = [], 0
-            while len(sentence) > seq_len:  # longer than a row: cut where the row ends
-                rows.append(_row([sentence[:seq_len]], tokenizer))
-                sentence = sentence[seq_len:]
-            pieces.append(sentence)
-            used += len(sentence)
-        if pieces:
-            rows.append(_row(pieces, tokenizer))
-    if not rows:
-        raise DataError("no tokens to pack: every document tokenized to nothing")
-    tokens = np.full((len(rows), seq_len), tokenizer.vocab.pad_id, np.int32)
-    word_starts = np.zeros((len(rows), seq_len), bool)
-    sentence_starts = np.zeros((len(rows), seq_len), bool)
-    for i, (t, w, s) in enumerate(rows):
-        tokens[i, : len(t)], word_starts[i, : len(t)], sentence_starts[i, : len(t)] = t, w, s
-    segment_ids = (np.arange(seq_len) < np.array([len(r[0]) for r in rows])[:, None]).astype(
-        np.int32
-    )
-    return PackedRows.from_segments(
-        tokens, segment_ids, word_starts, sentence_starts=sentence_starts
-    )
-
-
-def _row(pieces: list[np.ndarray], tokenizer: Tokenizer):
-    tokens = np.concatenate(pieces)
-    starts = np.zeros(len(tokens), bool)
-    starts[np.cumsum([0] + [len(p) for p in pieces[:-1]])] = True
-    return tokens, tokenizer.word_starts(tokens), starts
+    bounds = [*np.flatnonzero(sentence_starts).tolist(), len(sentence_starts)]
+    spans, row_start = [], None
+    for begin, end in zip(bounds[:-1], bounds[1:]):
+        if row_start is not None and end - row_start > seq_len:
+            spans.append((row_start, begin))
+            row_start = None
+        while end - begin > seq_len:
+            spans.append((begin, begin + seq_len))
+            begin += seq_len
+        if row_start is None:
+            row_start = begin
+    if row_start is not None:
+        spans.append((row_start, bounds[-1]))
+    return np.array(spans, np.int64).reshape(-1, 2)

@@ -8,6 +8,9 @@ A prepared corpus (`lm_jax.data.prepare`) is a folder:
 - `tokenizer.model`: the tokenizer every shard was encoded with.
 - `<split>-<k>.array_record`: one record per document (`encode_document`), in source order.
 - `<split>-<k>.lengths.npy`: each document's token count (the packer's index).
+- `<split>-<k>.rows.npy`, when prepared with `sentence_rows` = L: the shard's document rows
+  of L tokens for the sentence-pair objectives (`lm_jax.data.sentences`), as (document,
+  start, end); their records hold each sentence's start too.
 - `<split>.counts.npy`: how often each token id occurs in the split (the [UNK] check and the
   unigram baseline of a run, without reading the shards).
 
@@ -15,7 +18,8 @@ Rows are packed per shard exactly as `pack_documents` packs a list of documents 
 tokens [SEP]` per document, cut into rows, the shard's last row padded), so a corpus of one
 shard gives the rows of the in-memory path. Row r is built from the few documents it overlaps
 (found from the cumulative lengths), so a process reads only the documents of its own rows
-(Levanter's and MaxText's tokenized caches are the same idea).
+(Levanter's and MaxText's tokenized caches are the same idea). Document rows (`SentenceRows`)
+are read the same way, one document span per row.
 """
 
 from __future__ import annotations
@@ -33,7 +37,9 @@ import grain
 import numpy as np
 
 from lm_jax.data.packing import cut_rows, document_stream
+from lm_jax.data.sentences import row_spans
 from lm_jax.errors import DataError
+from lm_jax.layout import positions_from_segments
 from lm_jax.vocab import VocabInfo
 
 FORMAT = "lm_jax.prepared/1"
@@ -45,25 +51,35 @@ OPEN_SHARDS = 64  # shards a reader keeps open (and indexed) at once
 _HEADER = np.dtype("<u4")
 
 
-def encode_document(ids: np.ndarray, word_starts: np.ndarray) -> bytes:
-    """One document record: its token count (uint32), the ids (int32) and the word-start
-    flags (bits), little-endian, so the same document always gives the same bytes."""
+Document = tuple[np.ndarray, np.ndarray, np.ndarray | None]  # ids, word / sentence starts
+
+
+def encode_document(
+    ids: np.ndarray, word_starts: np.ndarray, sentence_starts: np.ndarray | None = None
+) -> bytes:
+    """One document record: its token count (uint32), the ids (int32), the word-start flags
+    (bits) and, when given, the sentence-start flags (bits), little-endian, so the same
+    document always gives the same bytes."""
     ids = np.asarray(ids, dtype="<i4")
-    header = np.array([len(ids)], _HEADER).tobytes()
-    return header + ids.tobytes() + np.packbits(np.asarray(word_starts, bool)).tobytes()
+    flags = [word_starts] if sentence_starts is None else [word_starts, sentence_starts]
+    bits = b"".join(np.packbits(np.asarray(f, bool)).tobytes() for f in flags)
+    return np.array([len(ids)], _HEADER).tobytes() + ids.tobytes() + bits
 
 
-def decode_document(record: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, word_starts) of a record; a record of the wrong size is a `DataError` naming
-    `where` (the shard and index)."""
+def decode_document(record: bytes, where: str) -> Document:
+    """(ids, word_starts, sentence_starts or None) of a record; a record of the wrong size is
+    a `DataError` naming `where` (the shard and index)."""
     if len(record) < 4:
         raise DataError(f"corrupt record {where}: {len(record)} bytes, no header")
     n = int(np.frombuffer(record[:4], _HEADER)[0])
-    if len(record) != 4 + 4 * n + -(-n // 8):
+    flag_bytes = -(-n // 8)
+    flags = (len(record) - 4 - 4 * n) / flag_bytes if n else 1
+    if len(record) < 4 + 4 * n or flags not in (1, 2):
         raise DataError(f"corrupt record {where}: {len(record)} bytes for {n} tokens")
     ids = np.frombuffer(record, "<i4", count=n, offset=4).astype(np.int32)
-    bits = np.frombuffer(record, np.uint8, offset=4 + 4 * n)
-    return ids, np.unpackbits(bits, count=n).astype(bool)
+    bits = np.frombuffer(record, np.uint8, offset=4 + 4 * n).reshape(int(flags), flag_bytes)
+    word_starts, *sentence_starts = (np.unpackbits(b, count=n).astype(bool) for b in bits)
+    return ids, word_starts, sentence_starts[0] if sentence_starts else None
 
 
 def file_sha256(path: Path) -> str:
@@ -85,11 +101,16 @@ def write_atomically(path: Path, data: bytes) -> None:
 
 
 def write_shard(
-    directory: Path, name: str, records: list[bytes], lengths: list[int], counts: np.ndarray
+    directory: Path,
+    name: str,
+    records: list[bytes],
+    lengths: list[int],
+    counts: np.ndarray,
+    rows: np.ndarray | None = None,
 ) -> dict:
-    """Write `<name>.array_record`, `<name>.lengths.npy` and `<name>.counts.npy` (the count of
-    each token id; each file under a temporary name, renamed when complete) and return the
-    shard's manifest entry."""
+    """Write `<name>.array_record`, `<name>.lengths.npy`, `<name>.counts.npy` (the count of
+    each token id) and, when given, `<name>.rows.npy` (the document rows), each file under a
+    temporary name renamed when complete, and return the shard's manifest entry."""
     from array_record.python.array_record_module import ArrayRecordWriter
 
     path = directory / f"{name}.array_record"
@@ -102,13 +123,17 @@ def write_shard(
     index = np.asarray(lengths, dtype="<i4")
     write_atomically(directory / f"{name}.lengths.npy", npy_bytes(index))
     write_atomically(directory / f"{name}.counts.npy", npy_bytes(counts.astype("<i8")))
-    return {
+    entry = {
         "file": path.name,
         "documents": len(records),
         "tokens": int(index.sum()),
         "bytes": path.stat().st_size,
         "sha256": file_sha256(path),
     }
+    if rows is not None:
+        write_atomically(directory / f"{name}.rows.npy", npy_bytes(rows.astype("<i4")))
+        entry["rows"] = len(rows)
+    return entry
 
 
 def npy_bytes(array: np.ndarray) -> bytes:
@@ -146,6 +171,11 @@ class Manifest:
     def shards(self, split: str) -> list[dict]:
         return self.content["splits"][split]["shards"]
 
+    @property
+    def sentence_rows(self) -> int:
+        """The length of the document rows prepared with it (0: none)."""
+        return self.content["settings"].get("sentence_rows", 0)
+
     def check_tokenizer(self, tokenizer_path: str | os.PathLike) -> None:
         """A `DataError` when `tokenizer_path` is not the tokenizer the shards were encoded with."""
         actual = file_sha256(Path(tokenizer_path))
@@ -161,8 +191,10 @@ class Manifest:
         SHA-256): a truncated or replaced shard is a `DataError` naming the file."""
         for shard in self.shards(split):
             path = self.directory / shard["file"]
-            lengths = path.with_name(path.name.replace(".array_record", ".lengths.npy"))
-            for needed in (path, lengths, self.directory / f"{split}.counts.npy"):
+            needs = [path, _beside(path, ".lengths.npy"), self.directory / f"{split}.counts.npy"]
+            if self.sentence_rows:
+                needs.append(_beside(path, ".rows.npy"))
+            for needed in needs:
                 if not needed.is_file():
                     raise DataError(f"prepared corpus shard missing: {needed}")
             size = path.stat().st_size
@@ -176,6 +208,11 @@ class Manifest:
                     f"prepared corpus shard {path} does not match the SHA-256 of its manifest: "
                     "corrupt; prepare the corpus again"
                 )
+
+
+def _beside(shard: Path, suffix: str) -> Path:
+    """A file written with the shard (`.lengths.npy`, `.rows.npy`)."""
+    return shard.with_name(shard.name.replace(".array_record", suffix))
 
 
 def _cached(cache: collections.OrderedDict, key: int, make):
@@ -201,10 +238,12 @@ class ShardedDocuments:
         self.sizes = [(s["documents"], s["tokens"]) for s in self.shards]
         self._readers: collections.OrderedDict[int, object] = collections.OrderedDict()
         self._offsets: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
+        self._rows: collections.OrderedDict[int, np.ndarray] = collections.OrderedDict()
 
     def __getstate__(self):  # readers are per process (grain's worker processes pickle us)
         state = dict(self.__dict__)
-        state["_readers"], state["_offsets"] = collections.OrderedDict(), collections.OrderedDict()
+        for cache in ("_readers", "_offsets", "_rows"):
+            state[cache] = collections.OrderedDict()
         return state
 
     def __str__(self) -> str:
@@ -224,13 +263,30 @@ class ShardedDocuments:
         """Where each document of the shard starts in its packed stream (then the end)."""
 
         def load():
-            name = self.shards[shard]["file"].replace(".array_record", ".lengths.npy")
-            lengths = np.load(self.manifest.directory / name).astype(np.int64)
+            path = _beside(self.manifest.directory / self.shards[shard]["file"], ".lengths.npy")
+            lengths = np.load(path).astype(np.int64)
             return np.concatenate([[0], np.cumsum(lengths + 2)])
 
         return _cached(self._offsets, shard, load)
 
-    def document(self, shard: int, index: int) -> tuple[np.ndarray, np.ndarray]:
+    def sentence_row_counts(self, seq_len: int) -> list[int]:
+        """Document rows per shard; a `DataError` unless prepared for rows of `seq_len`."""
+        prepared = self.manifest.sentence_rows
+        if prepared != seq_len:
+            done = f"for rows of {prepared} tokens" if prepared else "without sentence rows"
+            raise DataError(
+                f"{self.manifest.directory} was prepared {done}; the sentence-pair objectives "
+                f"at config.data.seq_len={seq_len} need it prepared with --sentence-rows "
+                f"{seq_len}"
+            )
+        return [s["rows"] for s in self.shards]
+
+    def sentence_row_spans(self, shard: int, seq_len: int) -> np.ndarray:
+        """The shard's document rows of `seq_len` tokens: int [rows, 3] (document, start, end)."""
+        path = _beside(self.manifest.directory / self.shards[shard]["file"], ".rows.npy")
+        return _cached(self._rows, shard, lambda: np.load(path))
+
+    def document(self, shard: int, index: int) -> Document:
         from array_record.python.array_record_module import ArrayRecordReader
 
         path = self.manifest.directory / self.shards[shard]["file"]
@@ -247,25 +303,36 @@ class ShardedDocuments:
 
 class DocumentsInMemory:
     """Tokenized documents held in memory, as one shard (a small corpus's path to the same
-    streamed rows); documents that tokenized to nothing are dropped, as `pack_documents` does."""
+    streamed rows); documents that tokenized to nothing are dropped, as `pack_documents` does.
+    With `sentence_starts` they also give document rows (`SentenceRows`)."""
 
-    def __init__(self, ids: Sequence[np.ndarray], word_starts: Sequence[np.ndarray]):
+    def __init__(
+        self,
+        ids: Sequence[np.ndarray],
+        word_starts: Sequence[np.ndarray],
+        sentence_starts: Sequence[np.ndarray] | None = None,
+    ):
         kept = [i for i, d in enumerate(ids) if len(d)]
         if not kept:
             raise DataError("no tokens to pack: every document tokenized to nothing")
         self.ids = [np.asarray(ids[i], np.int32) for i in kept]
         self.word_starts = [np.asarray(word_starts[i], bool) for i in kept]
+        self.sentence_starts = None
+        if sentence_starts is not None:
+            self.sentence_starts = [np.asarray(sentence_starts[i], bool) for i in kept]
         lengths = np.array([len(d) for d in self.ids], np.int64)
         self.sizes = [(len(self.ids), int(lengths.sum()))]
         self._offsets = np.concatenate([[0], np.cumsum(lengths + 2)])
+        self._rows: dict[int, np.ndarray] = {}
 
     def __str__(self) -> str:
         return f"{len(self.ids)} documents in memory"
 
     def fingerprint(self) -> str:
         digest = hashlib.sha256()
-        for ids, starts in zip(self.ids, self.word_starts):
-            digest.update(encode_document(ids, starts))
+        for i, (ids, starts) in enumerate(zip(self.ids, self.word_starts)):
+            sentences = None if self.sentence_starts is None else self.sentence_starts[i]
+            digest.update(encode_document(ids, starts, sentences))
         return digest.hexdigest()
 
     def token_counts(self, vocab_size: int) -> np.ndarray:
@@ -274,8 +341,26 @@ class DocumentsInMemory:
     def offsets(self, shard: int) -> np.ndarray:
         return self._offsets
 
-    def document(self, shard: int, index: int) -> tuple[np.ndarray, np.ndarray]:
-        return self.ids[index], self.word_starts[index]
+    def sentence_row_counts(self, seq_len: int) -> list[int]:
+        return [len(self.sentence_row_spans(0, seq_len))]
+
+    def sentence_row_spans(self, shard: int, seq_len: int) -> np.ndarray:
+        if seq_len not in self._rows:
+            self._rows[seq_len] = document_row_index(self.sentence_starts, seq_len)
+        return self._rows[seq_len]
+
+    def document(self, shard: int, index: int) -> Document:
+        sentences = None if self.sentence_starts is None else self.sentence_starts[index]
+        return self.ids[index], self.word_starts[index], sentences
+
+
+def document_row_index(sentence_starts: Sequence[np.ndarray], seq_len: int) -> np.ndarray:
+    """Every document's rows (`row_spans`) as int64 [rows, 3]: (document, start, end)."""
+    parts = [
+        np.column_stack([np.full(len(s), d), s])
+        for d, s in enumerate(row_spans(starts, seq_len) for starts in sentence_starts)
+    ]
+    return np.concatenate(parts).astype(np.int64) if parts else np.zeros((0, 3), np.int64)
 
 
 class PreparedRows(grain.MapDataset):
@@ -325,3 +410,54 @@ class PreparedRows(grain.MapDataset):
         stream = document_stream([d[0] for d in documents], self.vocab, [d[1] for d in documents])
         window = stream.window(begin - int(starts[first]), self.seq_len)
         return cut_rows(window, self.seq_len, self.vocab.pad_id).row(0)
+
+
+class SentenceRows(grain.MapDataset):
+    """Document rows by random access over `documents` with sentence starts (a prepared
+    corpus with `sentence_rows`, or `DocumentsInMemory`): `rows[r]` is the feature dict of
+    row r (tokens, segment_ids, positions, word_starts, sentence_starts; see
+    `lm_jax.data.sentences`). Indices past the end wrap (epochs)."""
+
+    def __init__(self, documents, seq_len: int, vocab: VocabInfo):
+        super().__init__()
+        self.documents, self.seq_len, self.vocab = documents, seq_len, vocab
+        counts = documents.sentence_row_counts(seq_len)
+        self.first_row = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        if not len(self):
+            raise DataError("no tokens to pack: every document tokenized to nothing")
+
+    def __len__(self) -> int:
+        return int(self.first_row[-1])
+
+    def __str__(self) -> str:
+        return f"SentenceRows({self.documents}, {self.seq_len})"
+
+    def fingerprint(self) -> str:
+        """SHA-256 of what determines the rows: the documents and the row length."""
+        key = f"sentences{self.documents.fingerprint()}{self.seq_len}"
+        return hashlib.sha256(key.encode()).hexdigest()
+
+    def token_counts(self, vocab_size: int) -> np.ndarray:
+        """How often each id occurs in the rows, padding excluded (no special tokens)."""
+        return self.documents.token_counts(vocab_size)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self.slice(index)
+        row = index % len(self)
+        shard = int(np.searchsorted(self.first_row, row, side="right")) - 1
+        local = row - int(self.first_row[shard])
+        document, start, end = self.documents.sentence_row_spans(shard, self.seq_len)[local]
+        ids, word_starts, sentence_starts = self.documents.document(shard, int(document))
+        n, text = int(end - start), slice(int(start), int(end))
+        features = {
+            "tokens": np.full(self.seq_len, self.vocab.pad_id, np.int32),
+            "segment_ids": (np.arange(self.seq_len) < n).astype(np.int32),
+            "word_starts": np.zeros(self.seq_len, bool),
+            "sentence_starts": np.zeros(self.seq_len, bool),
+        }
+        features["tokens"][:n], features["word_starts"][:n] = ids[text], word_starts[text]
+        features["sentence_starts"][:n] = sentence_starts[text]
+        features["sentence_starts"][0] = True  # a row begins a sentence or a cut one's rest
+        features["positions"] = positions_from_segments(features["segment_ids"][None])[0]
+        return features

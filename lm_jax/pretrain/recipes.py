@@ -77,9 +77,10 @@ def sized_config(
     - base / large: BERT-base / -large shapes, 512-token rows, English Wikipedia, the paper's
       `recipe` and its per-size settings `sizes[size]`. Objectives that read packed rows stream
       the prepared corpus `PREPARED_WIKIPEDIA` (`python -m lm_jax.data.prepare --source
-      tfds:wikipedia/20230601.en ... --vocab-size 32000`: tokenized once, 32k pieces); the
-      others (sentence pairs, entities, translation) read the TFDS dataset itself, prepared
-      under config.data.data_dir. Nothing downloads.
+      tfds:wikipedia/20230601.en ... --vocab-size 32000`: tokenized once, 32k pieces), and so
+      do the sentence-pair objectives' document rows (prepared with `--sentence-rows 512`);
+      the others (entities, translation) read their annotated / parallel corpora. Nothing
+      downloads.
 
     `recipe` and `sizes` map dotted field names to values.
     """
@@ -105,6 +106,7 @@ def sized_config(
         )
     override(c, recipe)
     override(c, sizes.get(size, {}))
-    if size != "tiny" and all(spec(x.objective).rows is Rows.PACKED for x in components(c)):
+    streamed = (Rows.PACKED, Rows.DOCUMENTS)
+    if size != "tiny" and all(spec(x.objective).rows in streamed for x in components(c)):
         override(c, {"data.corpus": PREPARED, "data.path": PREPARED_WIKIPEDIA})
     return c

@@ -169,11 +169,6 @@ def _validate_objective(
             f"config.train.batch_size must be >= 2 for {name}: its random second segments come "
             "from other documents of the batch"
         )
-    if config.data.corpus == PREPARED and spec.rows is not Rows.PACKED:
-        raise ConfigError(
-            f"{where}: {name} reads {spec.rows.name.lower()} rows; a prepared corpus "
-            "(lm_jax.data.prepare) holds packed documents only so far: use the in-memory corpora"
-        )
     if spec.rows is Rows.ENTITIES and config.data.corpus not in ANNOTATED_CORPORA:
         raise ConfigError(
             f"{where}: {name} needs an entity-annotated corpus: set config.data.corpus to one of "
