@@ -198,6 +198,18 @@ def train_xlnet_spiece(path: Path, sentences: list[str], vocab_size: int = 500) 
     return path
 
 
+def stacked_rows(rows):
+    """A streamed row set (`PreparedRows`, `SentenceRows`) as arrays [rows, seq_len] by name."""
+    import types
+
+    import numpy as np
+
+    first = rows[0]
+    return types.SimpleNamespace(
+        **{k: np.stack([rows[i][k] for i in range(len(rows))]) for k in first}
+    )
+
+
 def tiny_config(objective: str = "mlm", **overrides):
     """The default (or `objective`'s) pretraining config shrunk for CPU tests; overrides as
     dotted keys."""

@@ -1,11 +1,10 @@
 """Document-aware packing: exact layout, segment ids, positions."""
 
-import types
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import stacked_rows
 
 from lm_jax.data.packing import pack_documents
 from lm_jax.errors import DataError
@@ -81,10 +80,7 @@ def test_document_rows_cut_at_sentence_boundaries(wiki_tokenizer, wiki_docs):
     from lm_jax.data.sentences import split_sentences
 
     docs = wiki_docs[:3]
-    streamed = document_rows(docs, wiki_tokenizer, 64)
-    rows = types.SimpleNamespace(
-        **{k: np.stack([streamed[i][k] for i in range(len(streamed))]) for k in streamed[0]}
-    )
+    rows = stacked_rows(document_rows(docs, wiki_tokenizer, 64))
     sentence_ids = [[wiki_tokenizer.encode_ids([s])[0] for s in split_sentences(d)] for d in docs]
     stream = np.concatenate([x for doc in sentence_ids for x in doc])
     # Every token kept, in order, one document piece per row, padding after the text.

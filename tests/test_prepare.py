@@ -250,6 +250,67 @@ def test_streamed_sentence_rows_are_the_in_memory_document_rows_of_each_shard(co
         SentenceRows(packed_only, 48, tokenizer.vocab)
 
 
+@pytest.fixture(scope="module")
+def annotated(tmp_path_factory):
+    """300 People's Daily paragraphs as annotated JSON lines, and a character tokenizer."""
+    from lm_jax.data.entities import peoples_daily
+
+    folder = tmp_path_factory.mktemp("annotated")
+    docs = peoples_daily()[:300]
+    lines = [json.dumps({"text": d.text, "entities": d.entities, "words": d.words}) for d in docs]
+    (folder / "pd.jsonl").write_text("\n".join(lines) + "\n")
+    tokenizer = folder / "zh.model"
+    train_sentencepiece([d.text for d in docs], tokenizer, vocab_size=1500, model_type="char")
+    return folder, docs, tokenizer
+
+
+def test_streamed_entity_rows_are_the_in_memory_entity_rows_of_each_shard(annotated, tmp_path):
+    """Prepared from annotated sources, records keep each token's entity id and the corpus
+    streams `entity_rows`' rows shard by shard; plain and annotated sources do not mix."""
+    from lm_jax.data.pipeline import entity_rows
+
+    folder, docs, tokenizer_path = annotated
+    fields = dict(sources=(f"annotated_jsonl:{folder}/pd.jsonl",), eval_fraction=0.0)
+    fields.update(tokenizer=str(tokenizer_path), extra_ids=0, docs_per_shard=100)
+    prep.prepare(prep.Settings(**fields), tmp_path / "p", progress=False)
+    manifest = Manifest.load(tmp_path / "p")
+    assert manifest.entity_ids
+    tokenizer = load_tokenizer(tokenizer_path, extra_ids=0)
+    rows = PreparedRows(ShardedDocuments(manifest, "train"), 64, tokenizer.vocab, entities=True)
+    expected = [
+        shard[i]
+        for start in range(0, len(docs), 100)
+        for shard in [entity_rows(docs[start : start + 100], tokenizer, 64)]
+        for i in range(len(shard))
+    ]
+    assert len(rows) == len(expected)
+    for i in range(len(rows)):
+        assert set(rows[i]) == set(expected[i]) and "entity_ids" in rows[i]
+        for name, value in expected[i].items():
+            np.testing.assert_array_equal(rows[i][name], value, err_msg=f"row {i} {name}")
+    assert rows[0]["entity_ids"].any()
+    mixed = prep.Settings(**{**fields, "sources": (*fields["sources"], "python_docs")})
+    with pytest.raises(DataError, match="mix annotated"):
+        prep.prepare(mixed, tmp_path / "mixed", progress=False)
+    assert not (tmp_path / "mixed").exists()
+
+
+def test_ernie_pretrains_from_a_prepared_annotated_corpus(annotated, corpus, tmp_path):
+    from lm_jax.pretrain.run import pretrain
+
+    folder, _, tokenizer_path = annotated
+    fields = dict(sources=(f"annotated_jsonl:{folder}/pd.jsonl",), eval_fraction=0.1)
+    fields.update(tokenizer=str(tokenizer_path), extra_ids=0, docs_per_shard=100)
+    prep.prepare(prep.Settings(**fields), tmp_path / "p", progress=False)
+    run = {"data.corpus": "prepared", "data.path": str(tmp_path / "p"), "output_dir": ""}
+    summary = pretrain(tiny_config("entity", **run), tmp_path / "run", progress=False)
+    assert summary.last_eval_loss < summary.first_eval_loss
+    prep.prepare(settings(corpus), tmp_path / "plain", progress=False)
+    run["data.path"] = str(tmp_path / "plain")
+    with pytest.raises(DataError, match="holds no entity ids.*annotated_jsonl"):
+        pretrain(tiny_config("entity", **run), tmp_path / "plain_run", progress=False)
+
+
 def test_a_sentence_pair_objective_pretrains_from_a_prepared_corpus(corpus, tmp_path):
     """NSP streams the document rows of a corpus prepared for its row length and learns; a
     run at another row length stops before training, naming the flag to prepare with."""

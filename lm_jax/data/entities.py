@@ -14,22 +14,26 @@ entities; without them the tokenizer's word starts are used). Sources:
   `{"text": ..., "entities": [[start, end], ...], "words": [[start, end], ...]}` (character
   offsets, end exclusive; "words" optional).
 
-`entity_rows` tokenizes the documents, gives every token the number of the span holding its
-first character (0 outside spans; numbers unique in the corpus) and packs them like
-`lm_jax.data.packing.pack_documents`.
+`encode_annotated` tokenizes a document and gives every token the number of the span holding
+its first character (1, 2, ... within the document; 0 outside spans); the rows pack such
+documents like `lm_jax.data.packing.pack_documents` (`lm_jax.data.pipeline.entity_rows`, or a
+corpus prepared from annotated sources, `lm_jax.data.prepare`). The objective reads only where
+the number changes, so numbers need not be unique across documents.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import importlib.util
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+
 from lm_jax.data.files import utf8_lines
-from lm_jax.data.packing import PackedRows, pack_documents
 from lm_jax.data.tokenizer import HAN, Tokenizer, chinese_word_ids, starts_of, token_span_ids
 from lm_jax.errors import DataError
 
@@ -109,8 +113,13 @@ def annotated_jsonl(path: str | os.PathLike) -> list[AnnotatedDocument]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"annotated corpus not found: {path}")
-    docs = []
-    for n, line in utf8_lines(path):
+    return list(annotated_jsonl_documents(path))
+
+
+def annotated_jsonl_documents(path: Path) -> Iterator[AnnotatedDocument]:
+    """The documents of an annotated JSONL file (gzip-compressed when it ends in `.gz`) one
+    at a time, each line checked as `annotated_jsonl` checks it."""
+    for n, line in utf8_lines(path, gzip.open if path.suffix == ".gz" else open):
         if not line.strip():
             continue
         where = f"{path}:{n}"
@@ -123,14 +132,11 @@ def annotated_jsonl(path: str | os.PathLike) -> list[AnnotatedDocument]:
         text = record["text"]
         if not text.strip():
             continue
-        docs.append(
-            AnnotatedDocument(
-                text,
-                _spans(record.get("entities", []), "entities", where, len(text)),
-                _spans(record.get("words", []), "words", where, len(text)),
-            )
+        yield AnnotatedDocument(
+            text,
+            _spans(record.get("entities", []), "entities", where, len(text)),
+            _spans(record.get("words", []), "words", where, len(text)),
         )
-    return docs
 
 
 ANNOTATED_CORPORA = {"peoples_daily": peoples_daily, "annotated_jsonl": annotated_jsonl}
@@ -151,24 +157,18 @@ def load_annotated_documents(corpus: str, path: str = "") -> list[AnnotatedDocum
     return docs
 
 
-def entity_rows(
-    docs: Sequence[AnnotatedDocument], tokenizer: Tokenizer, seq_len: int
-) -> PackedRows:
-    """Packed rows of `docs` with `entity_ids` (see module docstring) and word starts from the
-    gold words when a document has them, else from the tokenizer."""
-    ids, word_starts, entity_ids = [], [], []
-    next_entity = 1
-    for doc in docs:
-        encoded = tokenizer.encode(doc.text)
-        ids.append(encoded.ids)
-        entity_ids.append(token_span_ids(encoded, len(doc.text), doc.entities, next_entity))
-        next_entity += len(doc.entities)
-        if doc.words:
-            word_starts.append(starts_of(token_span_ids(encoded, len(doc.text), doc.words)))
-        elif HAN.search(doc.text):  # no gold words: jieba's, as encode_with_word_starts
-            word_starts.append(chinese_word_ids(doc.text, encoded)[1])
-        else:
-            word_starts.append(tokenizer.word_starts(encoded.ids))
-    return pack_documents(
-        ids, seq_len, tokenizer.vocab, word_starts=word_starts, entity_ids=entity_ids
-    )
+def encode_annotated(
+    tokenizer: Tokenizer, doc: AnnotatedDocument
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ids, word starts, entity ids) of a document: word starts from its gold words when it
+    has them, else from jieba for Chinese text (as `encode_with_word_starts`), else from the
+    tokenizer; entity ids numbered from 1 within the document (see module docstring)."""
+    encoded = tokenizer.encode(doc.text)
+    entity_ids = token_span_ids(encoded, len(doc.text), doc.entities)
+    if doc.words:
+        word_starts = starts_of(token_span_ids(encoded, len(doc.text), doc.words))
+    elif HAN.search(doc.text):
+        word_starts = chinese_word_ids(doc.text, encoded)[1]
+    else:
+        word_starts = tokenizer.word_starts(encoded.ids)
+    return np.asarray(encoded.ids, np.int32), word_starts, entity_ids

@@ -18,11 +18,12 @@ from typing import TypeVar
 import grain
 import numpy as np
 
-from lm_jax.data.entities import AnnotatedDocument, entity_rows, load_annotated_documents
+from lm_jax.data.entities import AnnotatedDocument, encode_annotated, load_annotated_documents
 from lm_jax.data.packing import PackedRows
 from lm_jax.data.sentences import encode_sentences
 from lm_jax.data.shards import (
     PREPARED,
+    Document,
     DocumentsInMemory,
     Manifest,
     PreparedRows,
@@ -105,14 +106,22 @@ def tokenize_and_pack(docs: list[str], tokenizer: Tokenizer, seq_len: int) -> Pr
     """Packed rows with word starts (jieba's words for Chinese: `encode_with_word_starts`),
     streamed from the documents in memory as a prepared corpus's are from its shards."""
     ids, word_starts = encode_with_word_starts(tokenizer, docs)
-    return PreparedRows(DocumentsInMemory(ids, word_starts), seq_len, tokenizer.vocab)
+    documents = DocumentsInMemory([Document(*d) for d in zip(ids, word_starts)])
+    return PreparedRows(documents, seq_len, tokenizer.vocab)
+
+
+def entity_rows(docs: list[AnnotatedDocument], tokenizer: Tokenizer, seq_len: int) -> PreparedRows:
+    """Packed rows with the documents' entity ids (`lm_jax.data.entities`), streamed from the
+    documents in memory as a prepared corpus's are from its shards."""
+    encoded = [encode_annotated(tokenizer, doc) for doc in docs]
+    documents = DocumentsInMemory([Document(i, w, None, e) for i, w, e in encoded])
+    return PreparedRows(documents, seq_len, tokenizer.vocab, entities=True)
 
 
 def document_rows(docs: list[str], tokenizer: Tokenizer, seq_len: int) -> SentenceRows:
     """Document rows cut at sentence boundaries (`lm_jax.data.sentences`), streamed from the
     documents in memory as a prepared corpus's are from its shards."""
-    ids, word_starts, sentence_starts = zip(*encode_sentences(tokenizer, docs))
-    documents = DocumentsInMemory(ids, word_starts, sentence_starts)
+    documents = DocumentsInMemory([Document(*d) for d in encode_sentences(tokenizer, docs)])
     return SentenceRows(documents, seq_len, tokenizer.vocab)
 
 
@@ -193,7 +202,16 @@ def prepared_data(config, workdir: Path, rows: Rows = Rows.PACKED) -> Pretrainin
         write_atomically(path, source.read_bytes())
     tokenizer = load_tokenizer(source, extra_ids=config.tokenizer.extra_ids)
     seq_len, vocab = config.data.seq_len, tokenizer.vocab
-    layout = SentenceRows if rows is Rows.DOCUMENTS else PreparedRows
+    if rows is Rows.ENTITIES and not manifest.entity_ids:
+        raise DataError(
+            f"{manifest.directory} holds no entity ids: prepare the entity objective's corpus "
+            "from annotated sources (--source annotated_jsonl:PATTERN or peoples_daily)"
+        )
+    layout = {
+        Rows.PACKED: PreparedRows,
+        Rows.DOCUMENTS: SentenceRows,
+        Rows.ENTITIES: functools.partial(PreparedRows, entities=True),
+    }[rows]
     train = layout(ShardedDocuments(manifest, "train"), seq_len, vocab)
     held_out = layout(ShardedDocuments(manifest, "eval"), seq_len, vocab)
     splits = manifest.content["splits"]

@@ -7,7 +7,9 @@ Sources (`--source KIND:PATTERN`, repeatable, read in the order given; PATTERN i
 folder or a glob): `text` (documents separated by blank lines), `jsonl` (JSON lines, `.gz`
 too; the document in `--field`), `parquet` (as Hugging Face `datasets` exports them; column
 `--field`), `tfds:NAME[/SPLIT]` (prepared under `--data-dir`, never downloaded) and the
-offline `wikipedia_sample` / `python_docs`.
+offline `wikipedia_sample` / `python_docs`. For ERNIE's entity masking the sources are
+annotated instead (`annotated_jsonl`, `peoples_daily`: `lm_jax.data.entities`) and the records
+keep each token's entity id.
 
 The tokenizer is `--tokenizer` (copied in) or a SentencePiece model trained on a seeded
 reservoir sample of `--sample-lines` lines (SentencePiece's `input_sentence_size`), never on
@@ -41,6 +43,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from lm_jax.data.entities import (
+    AnnotatedDocument,
+    annotated_jsonl_documents,
+    encode_annotated,
+    peoples_daily,
+)
 from lm_jax.data.files import text_documents
 from lm_jax.data.sentences import encode_sentences, row_spans
 from lm_jax.data.shards import (
@@ -48,6 +56,7 @@ from lm_jax.data.shards import (
     MANIFEST,
     SPLITS,
     TOKENIZER,
+    Document,
     encode_document,
     file_sha256,
     npy_bytes,
@@ -71,12 +80,20 @@ from lm_jax.errors import DataError
 
 log = logging.getLogger(__name__)
 PROGRESS = "progress.json"
-FILE_KINDS: dict[str, tuple[tuple[str, ...], Callable[[Path, str], Iterator[str]]]] = {
+JSONL = (".jsonl", ".json", ".jsonl.gz", ".json.gz")
+FILE_KINDS: dict[str, tuple[tuple[str, ...], Callable[[Path, str], Iterator]]] = {
     "text": ((".txt",), lambda path, field: text_documents(path)),
-    "jsonl": ((".jsonl", ".json", ".jsonl.gz", ".json.gz"), jsonl_documents),
+    "jsonl": (JSONL, jsonl_documents),
     "parquet": ((".parquet",), parquet_documents),
+    "annotated_jsonl": (JSONL, lambda path, field: annotated_jsonl_documents(path)),
 }
-BUILT_IN = {"wikipedia_sample": wikipedia_sample, "python_docs": python_docs}
+BUILT_IN = {
+    "wikipedia_sample": wikipedia_sample,
+    "python_docs": python_docs,
+    "peoples_daily": peoples_daily,
+}
+ANNOTATED = ("annotated_jsonl", "peoples_daily")  # sources of AnnotatedDocument
+Source = str | AnnotatedDocument
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +112,19 @@ class Settings:
     eval_fraction: float = 0.01
     seed: int = 0
     sentence_rows: int = 0  # > 0: also document rows of this length (sentence-pair objectives)
+
+    @property
+    def annotated(self) -> bool:
+        """Whether the sources are entity-annotated (every one of them, or none)."""
+        kinds = [spec.partition(":")[0] in ANNOTATED for spec in self.sources]
+        if any(kinds) and not all(kinds):
+            raise DataError(
+                f"the sources {list(self.sources)} mix annotated ({', '.join(ANNOTATED)}) and "
+                "plain ones: prepare them as two corpora"
+            )
+        if any(kinds) and self.sentence_rows:
+            raise DataError("--sentence-rows applies to plain text, not to annotated sources")
+        return any(kinds)
 
     def recorded(self) -> dict:
         """The settings as the manifest keeps them (the tokenizer by content, not by path)."""
@@ -117,7 +147,7 @@ def source_files(kind: str, pattern: str) -> list[Path]:
     return files
 
 
-def source_documents(spec: str, field: str, data_dir: str) -> Iterator[str]:
+def source_documents(spec: str, field: str, data_dir: str) -> Iterator[Source]:
     """The documents of one `KIND:PATTERN` source, one at a time."""
     kind, _, pattern = spec.partition(":")
     if kind in BUILT_IN:
@@ -140,8 +170,9 @@ def _tfds_documents(pattern: str, field: str, data_dir: str) -> Iterator[str]:
     yield from tfds_documents(name, split or "train", data_dir or None, field)
 
 
-def corpus_documents(settings: Settings) -> Iterator[str]:
+def corpus_documents(settings: Settings) -> Iterator[Source]:
     """Every source's documents in order; sources are checked before any is read."""
+    settings.annotated  # noqa: B018 (a DataError for mixed sources)
     for spec in settings.sources:
         kind, _, pattern = spec.partition(":")
         if kind in FILE_KINDS and pattern:
@@ -150,14 +181,15 @@ def corpus_documents(settings: Settings) -> Iterator[str]:
         yield from source_documents(spec, settings.field, settings.data_dir)
 
 
-def sample_lines(documents: Iterable[str], size: int, seed: int) -> list[str]:
+def sample_lines(documents: Iterable[Source], size: int, seed: int) -> list[str]:
     """A uniform random sample of `size` non-blank lines (reservoir sampling, Vitter's
     algorithm R, seeded): the tokenizer's training text in bounded memory."""
     rng = np.random.default_rng(seed)
     sample: list[str] = []
     seen = 0
     for doc in documents:
-        for line in doc.splitlines():
+        text = doc.text if isinstance(doc, AnnotatedDocument) else doc
+        for line in text.splitlines():
             if not line.strip():
                 continue
             if len(sample) < size:
@@ -215,17 +247,24 @@ def _load_worker_tokenizer(path: str, extra_ids: int) -> None:
     _WORKER_TOKENIZER = load_tokenizer(path, extra_ids=extra_ids)
 
 
-def encode_documents(documents: list[str], sentence_rows: int = 0) -> list[Encoded]:
-    """Each document that tokenizes to something, encoded whole or, with `sentence_rows`,
-    sentence by sentence with its document rows (in a worker)."""
-    if not sentence_rows:
-        ids, starts = encode_with_word_starts(_WORKER_TOKENIZER, documents)
-        return [Encoded(encode_document(i, s), i, None) for i, s in zip(ids, starts) if len(i)]
-    return [
-        Encoded(encode_document(i, w, s), i, row_spans(s, sentence_rows))
-        for i, w, s in encode_sentences(_WORKER_TOKENIZER, documents)
-        if len(i)
-    ]
+def encode_documents(documents: list[Source], sentence_rows: int = 0) -> list[Encoded]:
+    """Each document that tokenizes to something, encoded whole (annotated ones with their
+    entity ids) or, with `sentence_rows`, sentence by sentence with its document rows (in a
+    worker)."""
+    tokenizer = _WORKER_TOKENIZER
+    if documents and isinstance(documents[0], AnnotatedDocument):
+        annotated = (encode_annotated(tokenizer, d) for d in documents)
+        encoded = [Document(i, w, None, e) for i, w, e in annotated]
+    elif sentence_rows:
+        encoded = [Document(*d) for d in encode_sentences(tokenizer, documents)]
+    else:
+        encoded = [Document(*d) for d in zip(*encode_with_word_starts(tokenizer, documents))]
+    out = []
+    for d in encoded:
+        if len(d.ids):
+            rows = row_spans(d.sentence_starts, sentence_rows) if sentence_rows else None
+            out.append(Encoded(encode_document(d), d.ids, rows))
+    return out
 
 
 def ordered_map(fn, chunks: Iterable, workers: int, executor) -> Iterator:
@@ -250,6 +289,7 @@ def prepare(settings: Settings, out: str | os.PathLike, workers: int = 1, progre
     """Prepare `settings.sources` into `out` (see the module docstring); returns the path of
     the manifest. A finished folder with the same settings is returned as it is."""
     out = Path(out)
+    settings.annotated  # noqa: B018 (a DataError for mixed sources, before anything is written)
     out.mkdir(parents=True, exist_ok=True)
     if (out / MANIFEST).exists():
         _check_same_settings(out / MANIFEST, settings)
@@ -352,6 +392,7 @@ def _finish(out: Path, state: dict, tokenizer: Path, settings: Settings) -> Path
         "format": FORMAT,
         "tokenizer": {"file": TOKENIZER, "sha256": file_sha256(tokenizer)},
         "settings": settings.recorded(),
+        "entity_ids": settings.annotated,
         "splits": splits,
     }
     write_atomically(out / MANIFEST, json.dumps(manifest, indent=1).encode())

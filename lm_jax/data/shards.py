@@ -6,7 +6,9 @@ A prepared corpus (`lm_jax.data.prepare`) is a folder:
   settings, and per split (`train`, `eval`) its shards with their documents, tokens, bytes
   and SHA-256. It is written last: a folder without it is an unfinished preparation.
 - `tokenizer.model`: the tokenizer every shard was encoded with.
-- `<split>-<k>.array_record`: one record per document (`encode_document`), in source order.
+- `<split>-<k>.array_record`: one record per document (`encode_document`), in source order;
+  a corpus prepared from annotated sources (`entity_ids` in the manifest) keeps each token's
+  entity id in it.
 - `<split>-<k>.lengths.npy`: each document's token count (the packer's index).
 - `<split>-<k>.rows.npy`, when prepared with `sentence_rows` = L: the shard's document rows
   of L tokens for the sentence-pair objectives (`lm_jax.data.sentences`), as (document,
@@ -42,7 +44,7 @@ from lm_jax.errors import DataError
 from lm_jax.layout import positions_from_segments
 from lm_jax.vocab import VocabInfo
 
-FORMAT = "lm_jax.prepared/1"
+FORMAT = "lm_jax.prepared/2"  # /2: records say which optional fields they hold
 PREPARED = "prepared"  # config.data.corpus of a prepared corpus (config.data.path: its folder)
 MANIFEST = "manifest.json"
 TOKENIZER = "tokenizer.model"
@@ -51,35 +53,63 @@ OPEN_SHARDS = 64  # shards a reader keeps open (and indexed) at once
 _HEADER = np.dtype("<u4")
 
 
-Document = tuple[np.ndarray, np.ndarray, np.ndarray | None]  # ids, word / sentence starts
+@dataclasses.dataclass(frozen=True)
+class Document:
+    """One tokenized document: ids with their word starts and, where the corpus has them, its
+    sentence starts (document rows) and entity ids (ERNIE's spans, numbered from 1 within the
+    document, 0 outside)."""
+
+    ids: np.ndarray  # int32
+    word_starts: np.ndarray  # bool
+    sentence_starts: np.ndarray | None = None  # bool
+    entity_ids: np.ndarray | None = None  # int32
 
 
-def encode_document(
-    ids: np.ndarray, word_starts: np.ndarray, sentence_starts: np.ndarray | None = None
-) -> bytes:
-    """One document record: its token count (uint32), the ids (int32), the word-start flags
-    (bits) and, when given, the sentence-start flags (bits), little-endian, so the same
-    document always gives the same bytes."""
-    ids = np.asarray(ids, dtype="<i4")
-    flags = [word_starts] if sentence_starts is None else [word_starts, sentence_starts]
-    bits = b"".join(np.packbits(np.asarray(f, bool)).tobytes() for f in flags)
-    return np.array([len(ids)], _HEADER).tobytes() + ids.tobytes() + bits
+_SENTENCES, _ENTITIES = 1, 2  # the optional fields a record holds (header bits)
+
+
+def encode_document(document: Document) -> bytes:
+    """One document record, little-endian so the same document always gives the same bytes:
+    a header (token count n, the optional fields held: uint32 each), the ids (int32 [n]), the
+    word-start bits, then the sentence-start bits and the entity ids (int32 [n]) if held."""
+    fields = (_SENTENCES if document.sentence_starts is not None else 0) | (
+        _ENTITIES if document.entity_ids is not None else 0
+    )
+    parts = [
+        np.array([len(document.ids), fields], _HEADER).tobytes(),
+        np.asarray(document.ids, "<i4").tobytes(),
+        np.packbits(np.asarray(document.word_starts, bool)).tobytes(),
+    ]
+    if document.sentence_starts is not None:
+        parts.append(np.packbits(np.asarray(document.sentence_starts, bool)).tobytes())
+    if document.entity_ids is not None:
+        parts.append(np.asarray(document.entity_ids, "<i4").tobytes())
+    return b"".join(parts)
 
 
 def decode_document(record: bytes, where: str) -> Document:
-    """(ids, word_starts, sentence_starts or None) of a record; a record of the wrong size is
-    a `DataError` naming `where` (the shard and index)."""
-    if len(record) < 4:
+    """The document of a record; a record of the wrong size is a `DataError` naming `where`
+    (the shard and index)."""
+    if len(record) < 8:
         raise DataError(f"corrupt record {where}: {len(record)} bytes, no header")
-    n = int(np.frombuffer(record[:4], _HEADER)[0])
-    flag_bytes = -(-n // 8)
-    flags = (len(record) - 4 - 4 * n) / flag_bytes if n else 1
-    if len(record) < 4 + 4 * n or flags not in (1, 2):
+    n, fields = (int(x) for x in np.frombuffer(record[:8], _HEADER))
+    bits = -(-n // 8)
+    sentences, entities = bool(fields & _SENTENCES), bool(fields & _ENTITIES)
+    size = 8 + 4 * n + bits * (1 + sentences) + 4 * n * entities
+    if fields & ~(_SENTENCES | _ENTITIES) or len(record) != size:
         raise DataError(f"corrupt record {where}: {len(record)} bytes for {n} tokens")
-    ids = np.frombuffer(record, "<i4", count=n, offset=4).astype(np.int32)
-    bits = np.frombuffer(record, np.uint8, offset=4 + 4 * n).reshape(int(flags), flag_bytes)
-    word_starts, *sentence_starts = (np.unpackbits(b, count=n).astype(bool) for b in bits)
-    return ids, word_starts, sentence_starts[0] if sentence_starts else None
+    ids = np.frombuffer(record, "<i4", count=n, offset=8).astype(np.int32)
+    at = 8 + 4 * n
+
+    def flags() -> np.ndarray:
+        nonlocal at
+        at += bits
+        return np.unpackbits(np.frombuffer(record, np.uint8, bits, at - bits), count=n).astype(bool)
+
+    word_starts = flags()
+    sentence_starts = flags() if sentences else None
+    entity_ids = np.frombuffer(record, "<i4", n, at).astype(np.int32) if entities else None
+    return Document(ids, word_starts, sentence_starts, entity_ids)
 
 
 def file_sha256(path: Path) -> str:
@@ -170,6 +200,11 @@ class Manifest:
 
     def shards(self, split: str) -> list[dict]:
         return self.content["splits"][split]["shards"]
+
+    @property
+    def entity_ids(self) -> bool:
+        """Whether its records hold entity ids (prepared from annotated sources)."""
+        return self.content.get("entity_ids", False)
 
     @property
     def sentence_rows(self) -> int:
@@ -304,39 +339,29 @@ class ShardedDocuments:
 class DocumentsInMemory:
     """Tokenized documents held in memory, as one shard (a small corpus's path to the same
     streamed rows); documents that tokenized to nothing are dropped, as `pack_documents` does.
-    With `sentence_starts` they also give document rows (`SentenceRows`)."""
+    Documents with sentence starts also give document rows (`SentenceRows`)."""
 
-    def __init__(
-        self,
-        ids: Sequence[np.ndarray],
-        word_starts: Sequence[np.ndarray],
-        sentence_starts: Sequence[np.ndarray] | None = None,
-    ):
-        kept = [i for i, d in enumerate(ids) if len(d)]
-        if not kept:
+    def __init__(self, documents: Sequence[Document]):
+        self.documents = [d for d in documents if len(d.ids)]
+        if not self.documents:
             raise DataError("no tokens to pack: every document tokenized to nothing")
-        self.ids = [np.asarray(ids[i], np.int32) for i in kept]
-        self.word_starts = [np.asarray(word_starts[i], bool) for i in kept]
-        self.sentence_starts = None
-        if sentence_starts is not None:
-            self.sentence_starts = [np.asarray(sentence_starts[i], bool) for i in kept]
-        lengths = np.array([len(d) for d in self.ids], np.int64)
-        self.sizes = [(len(self.ids), int(lengths.sum()))]
+        lengths = np.array([len(d.ids) for d in self.documents], np.int64)
+        self.sizes = [(len(self.documents), int(lengths.sum()))]
         self._offsets = np.concatenate([[0], np.cumsum(lengths + 2)])
         self._rows: dict[int, np.ndarray] = {}
 
     def __str__(self) -> str:
-        return f"{len(self.ids)} documents in memory"
+        return f"{len(self.documents)} documents in memory"
 
     def fingerprint(self) -> str:
         digest = hashlib.sha256()
-        for i, (ids, starts) in enumerate(zip(self.ids, self.word_starts)):
-            sentences = None if self.sentence_starts is None else self.sentence_starts[i]
-            digest.update(encode_document(ids, starts, sentences))
+        for document in self.documents:
+            digest.update(encode_document(document))
         return digest.hexdigest()
 
     def token_counts(self, vocab_size: int) -> np.ndarray:
-        return np.bincount(np.concatenate(self.ids), minlength=vocab_size).astype(np.int64)
+        ids = np.concatenate([d.ids for d in self.documents])
+        return np.bincount(ids, minlength=vocab_size).astype(np.int64)
 
     def offsets(self, shard: int) -> np.ndarray:
         return self._offsets
@@ -346,12 +371,12 @@ class DocumentsInMemory:
 
     def sentence_row_spans(self, shard: int, seq_len: int) -> np.ndarray:
         if seq_len not in self._rows:
-            self._rows[seq_len] = document_row_index(self.sentence_starts, seq_len)
+            starts = [d.sentence_starts for d in self.documents]
+            self._rows[seq_len] = document_row_index(starts, seq_len)
         return self._rows[seq_len]
 
     def document(self, shard: int, index: int) -> Document:
-        sentences = None if self.sentence_starts is None else self.sentence_starts[index]
-        return self.ids[index], self.word_starts[index], sentences
+        return self.documents[index]
 
 
 def document_row_index(sentence_starts: Sequence[np.ndarray], seq_len: int) -> np.ndarray:
@@ -366,12 +391,14 @@ def document_row_index(sentence_starts: Sequence[np.ndarray], seq_len: int) -> n
 class PreparedRows(grain.MapDataset):
     """Packed rows by random access over `documents` (`ShardedDocuments` of a prepared
     corpus, or `DocumentsInMemory`): `rows[r]` is the feature dict of row r (tokens,
-    segment_ids, positions, word_starts), the same as `pack_documents` gives for each shard's
-    documents. Indices past the end wrap (epochs)."""
+    segment_ids, positions, word_starts, and with `entities` the documents' entity_ids), the
+    same as `pack_documents` gives for each shard's documents. Indices past the end wrap
+    (epochs)."""
 
-    def __init__(self, documents, seq_len: int, vocab: VocabInfo):
+    def __init__(self, documents, seq_len: int, vocab: VocabInfo, entities: bool = False):
         super().__init__()
         self.documents, self.seq_len, self.vocab = documents, seq_len, vocab
+        self.entities = entities
         rows = [-(-(tokens + 2 * count) // seq_len) for count, tokens in documents.sizes]
         self.first_row = np.concatenate([[0], np.cumsum(rows)])
 
@@ -383,7 +410,8 @@ class PreparedRows(grain.MapDataset):
 
     def fingerprint(self) -> str:
         """SHA-256 of what determines the rows: the documents and the row length."""
-        return hashlib.sha256(f"{self.documents.fingerprint()}{self.seq_len}".encode()).hexdigest()
+        key = f"{self.documents.fingerprint()}{self.seq_len}{self.entities}"
+        return hashlib.sha256(key.encode()).hexdigest()
 
     def token_counts(self, vocab_size: int) -> np.ndarray:
         """How often each id occurs in the rows, padding excluded (as `PackedRows`)."""
@@ -407,7 +435,10 @@ class PreparedRows(grain.MapDataset):
         first = int(np.searchsorted(starts, begin, side="right")) - 1
         last = min(int(np.searchsorted(starts, end, side="left")), len(starts) - 1)
         documents = [self.documents.document(shard, i) for i in range(first, last)]
-        stream = document_stream([d[0] for d in documents], self.vocab, [d[1] for d in documents])
+        entities = [d.entity_ids for d in documents] if self.entities else None
+        stream = document_stream(
+            [d.ids for d in documents], self.vocab, [d.word_starts for d in documents], entities
+        )
         window = stream.window(begin - int(starts[first]), self.seq_len)
         return cut_rows(window, self.seq_len, self.vocab.pad_id).row(0)
 
@@ -448,7 +479,7 @@ class SentenceRows(grain.MapDataset):
         shard = int(np.searchsorted(self.first_row, row, side="right")) - 1
         local = row - int(self.first_row[shard])
         document, start, end = self.documents.sentence_row_spans(shard, self.seq_len)[local]
-        ids, word_starts, sentence_starts = self.documents.document(shard, int(document))
+        doc = self.documents.document(shard, int(document))
         n, text = int(end - start), slice(int(start), int(end))
         features = {
             "tokens": np.full(self.seq_len, self.vocab.pad_id, np.int32),
@@ -456,8 +487,8 @@ class SentenceRows(grain.MapDataset):
             "word_starts": np.zeros(self.seq_len, bool),
             "sentence_starts": np.zeros(self.seq_len, bool),
         }
-        features["tokens"][:n], features["word_starts"][:n] = ids[text], word_starts[text]
-        features["sentence_starts"][:n] = sentence_starts[text]
+        features["tokens"][:n], features["word_starts"][:n] = doc.ids[text], doc.word_starts[text]
+        features["sentence_starts"][:n] = doc.sentence_starts[text]
         features["sentence_starts"][0] = True  # a row begins a sentence or a cut one's rest
         features["positions"] = positions_from_segments(features["segment_ids"][None])[0]
         return features

@@ -169,10 +169,11 @@ def _validate_objective(
             f"config.train.batch_size must be >= 2 for {name}: its random second segments come "
             "from other documents of the batch"
         )
-    if spec.rows is Rows.ENTITIES and config.data.corpus not in ANNOTATED_CORPORA:
+    annotated = [*sorted(ANNOTATED_CORPORA), PREPARED]  # prepared: from annotated sources
+    if spec.rows is Rows.ENTITIES and config.data.corpus not in annotated:
         raise ConfigError(
             f"{where}: {name} needs an entity-annotated corpus: set config.data.corpus to one of "
-            f"{sorted(ANNOTATED_CORPORA)}, not {config.data.corpus!r}"
+            f"{annotated}, not {config.data.corpus!r}"
         )
     pairs = spec.rows is Rows.PAIRS
     if pairs != (config.data.corpus in PARALLEL_CORPORA):
