@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import json
 import math
 import os
@@ -37,7 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from lm_jax.config_tools import override  # noqa: E402
+from lm_jax.config_tools import load_config_file, override  # noqa: E402
 from lm_jax.data.sources import load_documents, wikipedia_sample  # noqa: E402
 from lm_jax.data.tokenizer import train_sentencepiece  # noqa: E402
 from lm_jax.finetune import finetune  # noqa: E402
@@ -155,14 +154,6 @@ class Table:
     corpus: Callable[[Path], dict]
     texts: Callable[[Path], list[str]]
     tokenizer: dict
-
-
-def load_config_file(path: Path, *args):
-    """`get_config(*args)` of a config file (configs/...)."""
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(*args)
 
 
 def task_config(name: str):

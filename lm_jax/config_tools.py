@@ -1,10 +1,13 @@
-"""Helpers for ml_collections configurations: dotted overrides, flattening, and checking a
-configuration against its schema (unknown, missing and mistyped fields, value rules).
+"""Helpers for ml_collections configurations: config files, dotted overrides, flattening, and
+checking a configuration against its schema (unknown, missing and mistyped fields, rules).
 Pretraining (`lm_jax.pretrain.schema`) and fine-tuning schemas use them alike."""
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import ml_collections
@@ -24,6 +27,18 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[name] = v
     return out
+
+
+def load_config_file(path: str | os.PathLike, *args) -> ml_collections.ConfigDict:
+    """`get_config(*args)` of a config file (`configs/bert.py`, `configs/finetune/sst2.py`:
+    what `--config=path:arg` reads)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(*args)
 
 
 def override(

@@ -124,6 +124,10 @@ EXTENDED = {
     "test_train.py::test_every_trainable_objective_learns[plm]",
     "test_train.py::test_every_trainable_objective_learns[span]",
     "test_train.py::test_gradient_accumulation_updates_every_second_step",
+    "test_notebooks.py::test_every_notebook_runs_and_draws[quickstart]",
+    "test_notebooks.py::test_every_notebook_runs_and_draws[objectives]",
+    "test_notebooks.py::test_every_notebook_runs_and_draws[finetune]",
+    "test_notebooks.py::test_every_notebook_runs_and_draws[generate]",
 }
 
 

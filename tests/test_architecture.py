@@ -4,7 +4,7 @@ Ground floor (errors, vocab, batch, layout, config_tools, runtime, sharding, com
 attention) <- data, models, objectives (none of which import each other) <- generation (decoding
 with the models) and train (the generic trainer) <- pretrain <- finetune (which reads
 pretraining runs, generates for text-to-text tasks and masks UniLM's answers with the
-objectives' masking); no cycles.
+objectives' masking); viz (pictures of the objectives) beside finetune; no cycles.
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ ALLOWED = {
     "pretrain": {"data", "models", "objectives", "train"},
     # Fine-tuning starts from pretraining runs (lm_jax.pretrain.saved); never the other way.
     "finetune": {"data", "models", "objectives", "generation", "train", "pretrain"},
+    # Pictures of the objectives' batches, applied to rows as pretraining applies them.
+    "viz": {"data", "objectives", "pretrain"},
 }
 
 

@@ -26,6 +26,7 @@ are read the same way, one document span per row.
 
 from __future__ import annotations
 
+import abc
 import collections
 import dataclasses
 import functools
@@ -388,30 +389,54 @@ def document_row_index(sentence_starts: Sequence[np.ndarray], seq_len: int) -> n
     return np.concatenate(parts).astype(np.int64) if parts else np.zeros((0, 3), np.int64)
 
 
-class PreparedRows(grain.MapDataset):
-    """Packed rows by random access over `documents` (`ShardedDocuments` of a prepared
-    corpus, or `DocumentsInMemory`): `rows[r]` is the feature dict of row r (tokens,
-    segment_ids, positions, word_starts, and with `entities` the documents' entity_ids), the
-    same as `pack_documents` gives for each shard's documents. Indices past the end wrap
-    (epochs)."""
+class ShardedRows(grain.MapDataset, abc.ABC):
+    """Rows by random access over `documents`, shard by shard: `rows[r]` is the feature dict
+    `_row(shard, local)` of the shard holding row r (`first_row`: each shard's first row).
+    Indices past the end wrap (epochs)."""
 
-    def __init__(self, documents, seq_len: int, vocab: VocabInfo, entities: bool = False):
+    def __init__(self, documents, seq_len: int, vocab: VocabInfo, rows_per_shard: list[int]):
         super().__init__()
         self.documents, self.seq_len, self.vocab = documents, seq_len, vocab
-        self.entities = entities
-        rows = [-(-(tokens + 2 * count) // seq_len) for count, tokens in documents.sizes]
-        self.first_row = np.concatenate([[0], np.cumsum(rows)])
+        self.first_row = np.concatenate([[0], np.cumsum(rows_per_shard)]).astype(np.int64)
+        if not len(self):
+            raise DataError("no tokens to pack: every document tokenized to nothing")
 
     def __len__(self) -> int:
         return int(self.first_row[-1])
 
+    layout = ""  # what a row holds, for its name and fingerprint
+
     def __str__(self) -> str:
-        return f"PreparedRows({self.documents}, {self.seq_len})"
+        return f"{type(self).__name__}({self.documents}, {self.seq_len}, {self.layout})"
 
     def fingerprint(self) -> str:
-        """SHA-256 of what determines the rows: the documents and the row length."""
-        key = f"{self.documents.fingerprint()}{self.seq_len}{self.entities}"
+        """SHA-256 of what determines the rows: the layout, the documents and the length."""
+        key = f"{self.layout}{self.documents.fingerprint()}{self.seq_len}"
         return hashlib.sha256(key.encode()).hexdigest()
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self.slice(index)
+        row = index % len(self)
+        shard = int(np.searchsorted(self.first_row, row, side="right")) - 1
+        return self._row(shard, row - int(self.first_row[shard]))
+
+    @abc.abstractmethod
+    def _row(self, shard: int, local: int) -> dict[str, np.ndarray]:
+        """Row `local` of the shard."""
+
+
+class PreparedRows(ShardedRows):
+    """Packed rows over `documents` (`ShardedDocuments` of a prepared corpus, or
+    `DocumentsInMemory`): features tokens, segment_ids, positions, word_starts and, with
+    `entities`, the documents' entity_ids, as `pack_documents` gives them for each shard's
+    documents."""
+
+    def __init__(self, documents, seq_len: int, vocab: VocabInfo, entities: bool = False):
+        rows = [-(-(tokens + 2 * count) // seq_len) for count, tokens in documents.sizes]
+        super().__init__(documents, seq_len, vocab, rows)
+        self.entities = entities
+        self.layout = "packed documents with entities" if entities else "packed documents"
 
     def token_counts(self, vocab_size: int) -> np.ndarray:
         """How often each id occurs in the rows, padding excluded (as `PackedRows`)."""
@@ -420,13 +445,6 @@ class PreparedRows(grain.MapDataset):
         counts[self.vocab.cls_id] += documents
         counts[self.vocab.sep_id] += documents
         return counts
-
-    def __getitem__(self, index):
-        if isinstance(index, slice):
-            return self.slice(index)
-        row = index % len(self)
-        shard = int(np.searchsorted(self.first_row, row, side="right")) - 1
-        return self._row(shard, row - int(self.first_row[shard]))
 
     def _row(self, shard: int, local: int) -> dict[str, np.ndarray]:
         """Row `local` of the shard: pack the documents it overlaps and cut its window."""
@@ -443,41 +461,22 @@ class PreparedRows(grain.MapDataset):
         return cut_rows(window, self.seq_len, self.vocab.pad_id).row(0)
 
 
-class SentenceRows(grain.MapDataset):
-    """Document rows by random access over `documents` with sentence starts (a prepared
-    corpus with `sentence_rows`, or `DocumentsInMemory`): `rows[r]` is the feature dict of
-    row r (tokens, segment_ids, positions, word_starts, sentence_starts; see
-    `lm_jax.data.sentences`). Indices past the end wrap (epochs)."""
+class SentenceRows(ShardedRows):
+    """Document rows over `documents` with sentence starts (a prepared corpus with
+    `sentence_rows`, or `DocumentsInMemory`): features tokens, segment_ids, positions,
+    word_starts, sentence_starts (see `lm_jax.data.sentences`)."""
+
+    layout = "document rows"
 
     def __init__(self, documents, seq_len: int, vocab: VocabInfo):
-        super().__init__()
-        self.documents, self.seq_len, self.vocab = documents, seq_len, vocab
-        counts = documents.sentence_row_counts(seq_len)
-        self.first_row = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        if not len(self):
-            raise DataError("no tokens to pack: every document tokenized to nothing")
-
-    def __len__(self) -> int:
-        return int(self.first_row[-1])
-
-    def __str__(self) -> str:
-        return f"SentenceRows({self.documents}, {self.seq_len})"
-
-    def fingerprint(self) -> str:
-        """SHA-256 of what determines the rows: the documents and the row length."""
-        key = f"sentences{self.documents.fingerprint()}{self.seq_len}"
-        return hashlib.sha256(key.encode()).hexdigest()
+        super().__init__(documents, seq_len, vocab, documents.sentence_row_counts(seq_len))
 
     def token_counts(self, vocab_size: int) -> np.ndarray:
         """How often each id occurs in the rows, padding excluded (no special tokens)."""
         return self.documents.token_counts(vocab_size)
 
-    def __getitem__(self, index):
-        if isinstance(index, slice):
-            return self.slice(index)
-        row = index % len(self)
-        shard = int(np.searchsorted(self.first_row, row, side="right")) - 1
-        local = row - int(self.first_row[shard])
+    def _row(self, shard: int, local: int) -> dict[str, np.ndarray]:
+        """Row `local` of the shard: one span of one document."""
         document, start, end = self.documents.sentence_row_spans(shard, self.seq_len)[local]
         doc = self.documents.document(shard, int(document))
         n, text = int(end - start), slice(int(start), int(end))
