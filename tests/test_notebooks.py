@@ -31,7 +31,8 @@ def test_every_notebook_runs_and_draws(name, tmp_path, data_dir):
     cells = code_cells(json.loads(path.read_text()))
     assert not [o for c in cells for o in c["outputs"] if o["output_type"] == "error"]
     figures = [c for c in cells if "figure" in c["metadata"].get("tags", [])]
-    assert figures and all(drew(c) for c in figures)
+    assert all(drew(c) for c in figures)
+    assert figures or name == "generate"  # generate shows text only
 
 
 def test_a_picture_cell_without_a_picture_fails_the_build(tmp_path):
