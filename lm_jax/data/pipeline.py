@@ -189,9 +189,9 @@ def _check_one_batch(train, seq_len: int, batch_size: int) -> None:
 
 
 def prepared_data(config, workdir: Path, rows: Rows = Rows.PACKED) -> PretrainingData:
-    """The packed rows (or, for `Rows.DOCUMENTS`, the document rows) of a prepared corpus
-    (`lm_jax.data.shards`), streamed from its shards; its tokenizer is copied into the run
-    directory (a configured one must be the same file)."""
+    """The `rows` of a prepared corpus (`lm_jax.data.shards`): packed rows, with entity ids
+    for `Rows.ENTITIES`, or document rows for `Rows.DOCUMENTS`, streamed from its shards; its
+    tokenizer is copied into the run directory (a configured one must be the same file)."""
     manifest = Manifest.load(config.data.path)
     for split in ("train", "eval"):  # before step 1: a damaged shard never trains partly
         manifest.check_files(split, full=config.data.verify_shards)

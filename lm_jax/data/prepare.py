@@ -60,6 +60,7 @@ from lm_jax.data.shards import (
     encode_document,
     file_sha256,
     npy_bytes,
+    row_index,
     write_atomically,
     write_shard,
 )
@@ -358,16 +359,10 @@ def _write_group(
         for e in picked:
             counts += np.bincount(e.ids, minlength=vocab_size)
         records, lengths = [e.record for e in picked], [len(e.ids) for e in picked]
-        rows = _document_rows(picked) if settings.sentence_rows else None
+        rows = row_index([e.rows for e in picked]) if settings.sentence_rows else None
         name = f"{split}-{index:05d}"
         entries[split] = write_shard(out, name, records, lengths, counts, rows)
     return entries
-
-
-def _document_rows(picked: list[Encoded]) -> np.ndarray:
-    """The shard's document rows: (document, start, end) per row."""
-    parts = [np.column_stack([np.full(len(e.rows), d), e.rows]) for d, e in enumerate(picked)]
-    return np.concatenate(parts) if parts else np.zeros((0, 3), np.int64)
 
 
 def _finish(out: Path, state: dict, tokenizer: Path, settings: Settings) -> Path:

@@ -43,7 +43,7 @@ def encode_sentences(
         at += len(doc)
         lengths = [len(ids[i]) for i in pieces]
         starts = np.zeros(sum(lengths), bool)
-        starts[np.cumsum([0, *lengths[:-1]])[: len(pieces)]] = True
+        starts[np.cumsum([0, *lengths])[:-1]] = True
         out.append(
             (
                 np.concatenate([ids[i] for i in pieces] or [np.zeros(0, np.int32)]),

@@ -372,20 +372,18 @@ class DocumentsInMemory:
 
     def sentence_row_spans(self, shard: int, seq_len: int) -> np.ndarray:
         if seq_len not in self._rows:
-            starts = [d.sentence_starts for d in self.documents]
-            self._rows[seq_len] = document_row_index(starts, seq_len)
+            spans = [row_spans(d.sentence_starts, seq_len) for d in self.documents]
+            self._rows[seq_len] = row_index(spans)
         return self._rows[seq_len]
 
     def document(self, shard: int, index: int) -> Document:
         return self.documents[index]
 
 
-def document_row_index(sentence_starts: Sequence[np.ndarray], seq_len: int) -> np.ndarray:
-    """Every document's rows (`row_spans`) as int64 [rows, 3]: (document, start, end)."""
-    parts = [
-        np.column_stack([np.full(len(s), d), s])
-        for d, s in enumerate(row_spans(starts, seq_len) for starts in sentence_starts)
-    ]
+def row_index(spans: Sequence[np.ndarray]) -> np.ndarray:
+    """The document rows of a shard from each document's `row_spans`, as int64 [rows, 3]:
+    (document, start, end) (what `<split>-<k>.rows.npy` holds)."""
+    parts = [np.column_stack([np.full(len(s), d), s]) for d, s in enumerate(spans)]
     return np.concatenate(parts).astype(np.int64) if parts else np.zeros((0, 3), np.int64)
 
 
