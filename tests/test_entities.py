@@ -108,9 +108,11 @@ def test_entity_masking_masks_whole_spans(corpus, tokenizer):
         masked[i, positions[weights > 0]] = True
     real = rows.segment_ids > 0
     assert abs(masked[real].mean() - 0.15) < 0.02
-    for i in range(len(rows)):
-        for n in np.unique(rows.entity_ids[i][rows.entity_ids[i] > 0]):
-            span = masked[i][rows.entity_ids[i] == n]
+    # Entity ids are numbered within a document, so a span is a (segment, entity id) pair.
+    spans = np.where(rows.entity_ids > 0, rows.segment_ids * 100_000 + rows.entity_ids, 0)
+    for i in range(len(rows.tokens)):
+        for n in np.unique(spans[i][spans[i] > 0]):
+            span = masked[i][spans[i] == n]
             assert span.all() or not span.any()
     assert (masked & (rows.entity_ids > 0)).any()
 
