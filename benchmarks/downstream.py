@@ -470,18 +470,21 @@ def run(
     for row in rows:
         calibrate(x, row)
     for row in rows:
-        init = pretrain_row(x, row)
-        for task in tasks:
-            if not supports(table, row, task):
-                continue
-            for seed in range(seeds):
-                key = f"{row}/{task}/{seed}"
-                if key not in results["cells"]:
-                    start = time.time()
-                    cell = finetune_cell(x, task, row, init, seed)
-                    results["cells"][key] = {**cell, "wall_seconds": round(time.time() - start, 1)}
-                    x.save()
-                    print(f"{key}: {cell}", flush=True)
+        missing = [
+            (task, seed)
+            for task in tasks
+            if supports(table, row, task)
+            for seed in range(seeds)
+            if f"{row}/{task}/{seed}" not in results["cells"]
+        ]
+        init = pretrain_row(x, row) if missing else None  # a finished row is not pretrained again
+        for task, seed in missing:
+            start = time.time()
+            cell = finetune_cell(x, task, row, init, seed)
+            key = f"{row}/{task}/{seed}"
+            results["cells"][key] = {**cell, "wall_seconds": round(time.time() - start, 1)}
+            x.save()
+            print(f"{key}: {cell}", flush=True)
     return report(table, results, rows, tasks, out)
 
 

@@ -326,6 +326,105 @@ def test_a_sentence_pair_objective_pretrains_from_a_prepared_corpus(corpus, tmp_
     assert not (tmp_path / "other" / "checkpoints").exists()
 
 
+@pytest.fixture(scope="module")
+def parallel(tmp_path_factory):
+    """Django's French and German translations as a parallel TSV file (with Spanish pairs that
+    a preparation in fr,de skips), and a tokenizer for them."""
+    from lm_jax.data.translation import django_translations
+
+    folder = tmp_path_factory.mktemp("parallel")
+    pairs = django_translations(["fr", "de", "es"])
+    lines = ["source\ttarget\tlanguage", *(f"{p.source}\t{p.target}\t{p.language}" for p in pairs)]
+    (folder / "pairs.tsv").write_text("\n".join(lines) + "\n")
+    tokenizer = folder / "pairs.model"
+    texts = list(dict.fromkeys(t for p in pairs for t in (p.source, p.target)))
+    train_sentencepiece(texts, tokenizer, vocab_size=1500, extra_ids=0)
+    return folder, [p for p in pairs if p.language != "es"], tokenizer
+
+
+def test_streamed_translation_pairs_are_the_in_memory_pair_rows_of_each_shard(parallel, tmp_path):
+    """A corpus of translation pairs holds one pair per record and streams `pair_rows`' rows
+    shard by shard; held out, a source sentence takes all its translations with it."""
+    from lm_jax.data.shards import PairRows
+    from lm_jax.data.translation import pair_rows
+
+    folder, pairs, tokenizer_path = parallel
+    fields = dict(sources=(f"parallel_tsv:{folder}/*.tsv",), languages="fr,de", eval_fraction=0.0)
+    fields.update(tokenizer=str(tokenizer_path), extra_ids=0, docs_per_shard=500)
+    prep.prepare(prep.Settings(**fields), tmp_path / "p", progress=False)
+    manifest = Manifest.load(tmp_path / "p")
+    assert manifest.languages == ["fr", "de"] and not manifest.entity_ids
+    tokenizer = load_tokenizer(tokenizer_path, extra_ids=0)
+    rows = PairRows(ShardedDocuments(manifest, "train"), 32, tokenizer.vocab)
+    expected = [
+        shard[i]
+        for start in range(0, len(pairs), 500)
+        for shard in [pair_rows(pairs[start : start + 500], tokenizer, 32, ["fr", "de"])]
+        for i in range(len(shard))
+    ]
+    assert len(rows) == len(expected) == len(pairs)
+    for i in range(len(rows)):
+        assert set(rows[i]) == set(expected[i]) and "language_ids" in rows[i]
+        for name, value in expected[i].items():
+            np.testing.assert_array_equal(rows[i][name], value, err_msg=f"row {i} {name}")
+    assert {int(rows[i]["language_ids"].max()) for i in range(len(rows))} == {1, 2}
+
+    fields["eval_fraction"] = 0.2
+    prep.prepare(prep.Settings(**fields), tmp_path / "held", progress=False)
+    held = Manifest.load(tmp_path / "held")
+
+    def sources(split: str) -> set[tuple[int, ...]]:
+        documents = ShardedDocuments(held, split)
+        records = [
+            documents.document(k, i) for k, (n, _) in enumerate(documents.sizes) for i in range(n)
+        ]
+        return {tuple(r.ids[: np.flatnonzero(r.sentence_starts)[1]]) for r in records}
+
+    train, held_out = sources("train"), sources("eval")
+    assert not train & held_out
+    assert 0.1 < len(held_out) / len(train | held_out) < 0.3
+
+
+def test_translation_sources_need_their_languages_and_do_not_mix(parallel, tmp_path):
+    folder, _, tokenizer_path = parallel
+    tsv = f"parallel_tsv:{folder}/*.tsv"
+    cases = [
+        (dict(sources=(tsv,)), "need --languages"),
+        (dict(sources=("python_docs",), languages="fr"), "--languages applies to translation"),
+        (dict(sources=(tsv, "python_docs"), languages="fr"), "mix pairs and plain"),
+        (dict(sources=(tsv,), languages="fr", sentence_rows=64), "not to pairs sources"),
+    ]
+    for fields, message in cases:
+        with pytest.raises(DataError, match=message):
+            prep.prepare(prep.Settings(**fields), tmp_path / "bad", progress=False)
+        assert not (tmp_path / "bad").exists()
+
+
+def test_tlm_pretrains_from_a_prepared_parallel_corpus(parallel, corpus, tmp_path):
+    """TLM streams a prepared parallel corpus and learns; other languages, another objective
+    on it, or TLM on plain text stop before training."""
+    from lm_jax.pretrain.run import pretrain
+
+    folder, _, tokenizer_path = parallel
+    fields = dict(sources=(f"parallel_tsv:{folder}/*.tsv",), languages="fr,de")
+    fields.update(tokenizer=str(tokenizer_path), extra_ids=0, eval_fraction=0.1)
+    prep.prepare(prep.Settings(**fields), tmp_path / "p", progress=False)
+    run = {"data.corpus": "prepared", "data.path": str(tmp_path / "p"), "output_dir": ""}
+    run.update({"data.languages": "fr,de", "model.type_vocab_size": 3, "data.seq_len": 32})
+    summary = pretrain(tiny_config("tlm", **run), tmp_path / "run", progress=False)
+    assert summary.last_eval_loss < summary.first_eval_loss
+    bad = [
+        ("tlm", {"data.languages": "de,fr"}, r"set config.data.languages='fr,de'"),
+        ("mlm", {"data.languages": "fr,de"}, "holds translation pairs: only tlm reads them"),
+    ]
+    prep.prepare(settings(corpus), tmp_path / "plain", progress=False)
+    bad.append(("tlm", {"data.path": str(tmp_path / "plain")}, "holds no translation pairs"))
+    for objective, change, message in bad:
+        with pytest.raises(DataError, match=message):
+            pretrain(tiny_config(objective, **{**run, **change}), tmp_path / "x", progress=False)
+        assert not (tmp_path / "x" / "checkpoints").exists()
+
+
 def test_the_command_line_prepares_and_prints_where(corpus, tmp_path):
     folder, _, tokenizer = corpus
     args = [

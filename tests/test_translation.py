@@ -4,7 +4,7 @@ import struct
 
 import numpy as np
 import pytest
-from conftest import tiny_config
+from conftest import stacked_rows, tiny_config
 
 from lm_jax.data.pipeline import build_pretraining_data
 from lm_jax.data.tokenizer import train_sentencepiece
@@ -76,7 +76,7 @@ def test_parallel_tsv_reads_filters_and_names_problems(tmp_path):
     path.write_text(
         "source\ttarget\tlanguage\nGood morning.\tBonjour.\tfr\nThank you.\tDanke.\tde\n\t\tfr\n"
     )
-    assert parallel_tsv(path) == [
+    assert list(parallel_tsv(path)) == [
         TranslationPair("Good morning.", "Bonjour.", "fr"),
         TranslationPair("Thank you.", "Danke.", "de"),
     ]
@@ -87,7 +87,7 @@ def test_parallel_tsv_reads_filters_and_names_problems(tmp_path):
         load_translation_pairs("parallel_tsv", str(path), ["fr", "es"])
     path.write_text("src\ttarget\nA\tB\n")
     with pytest.raises(DataError, match=r"missing \['language', 'source'\]"):
-        parallel_tsv(path)
+        list(parallel_tsv(path))
     with pytest.raises(DataError, match="needs a parallel corpus"):
         load_translation_pairs("wikipedia_sample", "", ["fr"])
 
@@ -105,7 +105,7 @@ def test_pair_rows_layout(pairs_tokenizer):
         TranslationPair("Log out", "Déconnexion", "fr"),
         TranslationPair("Change password " * 20, "Passwort ändern", "de"),
     ]
-    rows = pair_rows(pairs, tok, 24, ["fr", "de"])
+    rows = stacked_rows(pair_rows(pairs, tok, 24, ["fr", "de"]))
     source, target = tok.encode_ids([pairs[0].source, pairs[0].target])
     n, m = len(source) + 2, len(target) + 2
     np.testing.assert_array_equal(
@@ -127,14 +127,14 @@ def test_pairs_are_split_by_source_sentence(tmp_path):
     config.objective = "tlm"
     config.model.type_vocab_size = 4
     data = build_pretraining_data(config, tmp_path, rows=Rows.PAIRS)
-    assert data.train.language_ids is not None
+    assert "language_ids" in data.train[0]
     tok = data.tokenizer
 
     def sources(rows):  # those not cut to half a row (a cut one could match another's start)
         sides = [r[s == 1] for r, s in zip(rows.tokens, rows.segment_ids, strict=True)]
         return {tok.decode(side) for side in sides if len(side) < 32}
 
-    assert not sources(data.train) & sources(data.eval)
+    assert not sources(stacked_rows(data.train)) & sources(stacked_rows(data.eval))
     assert data.num_documents[1] > 0
 
 

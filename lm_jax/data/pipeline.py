@@ -26,9 +26,11 @@ from lm_jax.data.shards import (
     Document,
     DocumentsInMemory,
     Manifest,
+    PairRows,
     PreparedRows,
     SentenceRows,
     ShardedDocuments,
+    ShardedRows,
     write_atomically,
 )
 from lm_jax.data.sources import load_documents
@@ -49,7 +51,7 @@ from lm_jax.layout import Rows
 
 log = logging.getLogger(__name__)
 Doc = TypeVar("Doc", str, AnnotatedDocument, TranslationPair)
-Streamed = PackedRows | PreparedRows | SentenceRows  # the row sets a run reads
+Streamed = PackedRows | ShardedRows  # the row sets a run reads
 TOKENIZER_FILE = "tokenizer.model"
 
 
@@ -190,7 +192,8 @@ def _check_one_batch(train, seq_len: int, batch_size: int) -> None:
 
 def prepared_data(config, workdir: Path, rows: Rows = Rows.PACKED) -> PretrainingData:
     """The `rows` of a prepared corpus (`lm_jax.data.shards`): packed rows, with entity ids
-    for `Rows.ENTITIES`, or document rows for `Rows.DOCUMENTS`, streamed from its shards; its
+    for `Rows.ENTITIES`, document rows for `Rows.DOCUMENTS` or translation pairs for
+    `Rows.PAIRS`, streamed from its shards; its
     tokenizer is copied into the run directory (a configured one must be the same file)."""
     manifest = Manifest.load(config.data.path)
     for split in ("train", "eval"):  # before step 1: a damaged shard never trains partly
@@ -207,10 +210,12 @@ def prepared_data(config, workdir: Path, rows: Rows = Rows.PACKED) -> Pretrainin
             f"{manifest.directory} holds no entity ids: prepare the entity objective's corpus "
             "from annotated sources (--source annotated_jsonl:PATTERN or peoples_daily)"
         )
+    _check_pair_languages(manifest, rows, parse_languages(config.data.languages))
     layout = {
         Rows.PACKED: PreparedRows,
         Rows.DOCUMENTS: SentenceRows,
         Rows.ENTITIES: functools.partial(PreparedRows, entities=True),
+        Rows.PAIRS: PairRows,
     }[rows]
     train = layout(ShardedDocuments(manifest, "train"), seq_len, vocab)
     held_out = layout(ShardedDocuments(manifest, "eval"), seq_len, vocab)
@@ -218,6 +223,24 @@ def prepared_data(config, workdir: Path, rows: Rows = Rows.PACKED) -> Pretrainin
     _check_one_batch(train, seq_len, config.train.batch_size)
     documents = (splits["train"]["documents"], splits["eval"]["documents"])
     return PretrainingData(tokenizer, train, held_out, documents)
+
+
+def _check_pair_languages(manifest: Manifest, rows: Rows, languages: list[str]) -> None:
+    """A prepared corpus of translation pairs is read by tlm only, with its languages in order
+    (their ids are stored in the records)."""
+    if (rows is Rows.PAIRS) != bool(manifest.languages):
+        raise DataError(
+            f"{manifest.directory} holds no translation pairs: prepare tlm's corpus from "
+            "--source parallel_tsv:PATTERN or django_translations with --languages"
+            if rows is Rows.PAIRS
+            else f"{manifest.directory} holds translation pairs: only tlm reads them"
+        )
+    if rows is Rows.PAIRS and manifest.languages != languages:
+        raise DataError(
+            f"{manifest.directory} holds pairs in the languages {manifest.languages}: set "
+            f"config.data.languages={','.join(manifest.languages)!r} (the same, in that order), "
+            f"not {','.join(languages)!r}"
+        )
 
 
 def _row_features(rows: Streamed) -> grain.MapDataset:

@@ -9,7 +9,9 @@ too; the document in `--field`), `parquet` (as Hugging Face `datasets` exports t
 `--field`), `tfds:NAME[/SPLIT]` (prepared under `--data-dir`, never downloaded) and the
 offline `wikipedia_sample` / `python_docs`. For ERNIE's entity masking the sources are
 annotated instead (`annotated_jsonl`, `peoples_daily`: `lm_jax.data.entities`) and the records
-keep each token's entity id.
+keep each token's entity id. For XLM's TLM they are translation pairs (`parallel_tsv`,
+`django_translations`: `lm_jax.data.translation`) in the `--languages` named, one pair per
+record, and every translation of a source sentence is held out with it or not at all.
 
 The tokenizer is `--tokenizer` (copied in) or a SentencePiece model trained on a seeded
 reservoir sample of `--sample-lines` lines (SentencePiece's `input_sentence_size`), never on
@@ -31,6 +33,7 @@ import concurrent.futures
 import dataclasses
 import functools
 import glob
+import hashlib
 import itertools
 import json
 import logging
@@ -77,6 +80,13 @@ from lm_jax.data.tokenizer import (
     load_tokenizer,
     train_sentencepiece,
 )
+from lm_jax.data.translation import (
+    TranslationPair,
+    django_translations,
+    encode_pairs,
+    parallel_tsv,
+    parse_languages,
+)
 from lm_jax.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -87,14 +97,20 @@ FILE_KINDS: dict[str, tuple[tuple[str, ...], Callable[[Path, str], Iterator]]] =
     "jsonl": (JSONL, jsonl_documents),
     "parquet": ((".parquet",), parquet_documents),
     "annotated_jsonl": (JSONL, lambda path, field: annotated_jsonl_documents(path)),
+    "parallel_tsv": ((".tsv",), lambda path, field: parallel_tsv(path)),
 }
 BUILT_IN = {
     "wikipedia_sample": wikipedia_sample,
     "python_docs": python_docs,
     "peoples_daily": peoples_daily,
 }
-ANNOTATED = ("annotated_jsonl", "peoples_daily")  # sources of AnnotatedDocument
-Source = str | AnnotatedDocument
+KINDS = {  # what a source's documents are, by source kind (plain text otherwise)
+    "annotated_jsonl": "annotated",  # AnnotatedDocument
+    "peoples_daily": "annotated",
+    "parallel_tsv": "pairs",  # TranslationPair
+    "django_translations": "pairs",
+}
+Source = str | AnnotatedDocument | TranslationPair
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,19 +129,29 @@ class Settings:
     eval_fraction: float = 0.01
     seed: int = 0
     sentence_rows: int = 0  # > 0: also document rows of this length (sentence-pair objectives)
+    languages: str = ""  # translation pairs: their languages, comma-separated (ids in order)
 
     @property
-    def annotated(self) -> bool:
-        """Whether the sources are entity-annotated (every one of them, or none)."""
-        kinds = [spec.partition(":")[0] in ANNOTATED for spec in self.sources]
-        if any(kinds) and not all(kinds):
+    def kind(self) -> str:
+        """What every source holds: "plain" text, "annotated" documents or translation
+        "pairs"; a `DataError` for sources of two kinds or settings that do not apply."""
+        kinds = {KINDS.get(spec.partition(":")[0], "plain") for spec in self.sources}
+        if len(kinds) > 1:
             raise DataError(
-                f"the sources {list(self.sources)} mix annotated ({', '.join(ANNOTATED)}) and "
-                "plain ones: prepare them as two corpora"
+                f"the sources {list(self.sources)} mix {' and '.join(sorted(kinds))} ones "
+                "(annotated: annotated_jsonl, peoples_daily; pairs: parallel_tsv, "
+                "django_translations): prepare them as separate corpora"
             )
-        if any(kinds) and self.sentence_rows:
-            raise DataError("--sentence-rows applies to plain text, not to annotated sources")
-        return any(kinds)
+        kind = kinds.pop() if kinds else "plain"
+        if kind != "plain" and self.sentence_rows:
+            raise DataError(f"--sentence-rows applies to plain text, not to {kind} sources")
+        if (kind == "pairs") != bool(parse_languages(self.languages)):
+            raise DataError(
+                "translation-pair sources need --languages (for example fr,de)"
+                if kind == "pairs"
+                else f"--languages applies to translation pairs, not to {kind} sources"
+            )
+        return kind
 
     def recorded(self) -> dict:
         """The settings as the manifest keeps them (the tokenizer by content, not by path)."""
@@ -148,11 +174,14 @@ def source_files(kind: str, pattern: str) -> list[Path]:
     return files
 
 
-def source_documents(spec: str, field: str, data_dir: str) -> Iterator[Source]:
-    """The documents of one `KIND:PATTERN` source, one at a time."""
+def source_documents(spec: str, field: str, data_dir: str, languages: str = "") -> Iterator[Source]:
+    """The documents of one `KIND:PATTERN` source, one at a time (translation pairs in
+    `languages` only)."""
     kind, _, pattern = spec.partition(":")
     if kind in BUILT_IN:
         yield from BUILT_IN[kind]()
+    elif kind == "django_translations":
+        yield from django_translations(parse_languages(languages))
     elif kind == "tfds":
         yield from _tfds_documents(pattern, field, data_dir)
     elif kind in FILE_KINDS:
@@ -162,7 +191,7 @@ def source_documents(spec: str, field: str, data_dir: str) -> Iterator[Source]:
         for path in source_files(kind, pattern):
             yield from reader(path, field)
     else:
-        kinds = sorted([*FILE_KINDS, *BUILT_IN, "tfds"])
+        kinds = sorted([*FILE_KINDS, *BUILT_IN, "django_translations", "tfds"])
         raise DataError(f"unknown source kind {kind!r} in {spec!r}; choose from {kinds}")
 
 
@@ -173,13 +202,17 @@ def _tfds_documents(pattern: str, field: str, data_dir: str) -> Iterator[str]:
 
 def corpus_documents(settings: Settings) -> Iterator[Source]:
     """Every source's documents in order; sources are checked before any is read."""
-    settings.annotated  # noqa: B018 (a DataError for mixed sources)
+    kind = settings.kind  # a DataError for mixed sources
     for spec in settings.sources:
-        kind, _, pattern = spec.partition(":")
-        if kind in FILE_KINDS and pattern:
-            source_files(kind, pattern)
+        source, _, pattern = spec.partition(":")
+        if source in FILE_KINDS and pattern:
+            source_files(source, pattern)
+    languages = set(parse_languages(settings.languages))
     for spec in settings.sources:
-        yield from source_documents(spec, settings.field, settings.data_dir)
+        documents = source_documents(spec, settings.field, settings.data_dir, settings.languages)
+        for document in documents:
+            if kind != "pairs" or document.language in languages:
+                yield document
 
 
 def sample_lines(documents: Iterable[Source], size: int, seed: int) -> list[str]:
@@ -189,7 +222,10 @@ def sample_lines(documents: Iterable[Source], size: int, seed: int) -> list[str]
     sample: list[str] = []
     seen = 0
     for doc in documents:
-        text = doc.text if isinstance(doc, AnnotatedDocument) else doc
+        if isinstance(doc, TranslationPair):
+            text = f"{doc.source}\n{doc.target}"
+        else:
+            text = doc.text if isinstance(doc, AnnotatedDocument) else doc
         for line in text.splitlines():
             if not line.strip():
                 continue
@@ -240,7 +276,8 @@ class Encoded:
 
     record: bytes  # encode_document
     ids: np.ndarray
-    rows: np.ndarray | None  # its document rows (row_spans), with sentence_rows only
+    rows: np.ndarray | None = None  # its document rows (row_spans), with sentence_rows only
+    source: str | None = None  # a translation pair's source sentence (decides its split)
 
 
 def _load_worker_tokenizer(path: str, extra_ids: int) -> None:
@@ -248,11 +285,20 @@ def _load_worker_tokenizer(path: str, extra_ids: int) -> None:
     _WORKER_TOKENIZER = load_tokenizer(path, extra_ids=extra_ids)
 
 
-def encode_documents(documents: list[Source], sentence_rows: int = 0) -> list[Encoded]:
+def encode_documents(
+    documents: list[Source], sentence_rows: int = 0, languages: str = ""
+) -> list[Encoded]:
     """Each document that tokenizes to something, encoded whole (annotated ones with their
-    entity ids) or, with `sentence_rows`, sentence by sentence with its document rows (in a
-    worker)."""
+    entity ids, translation pairs as `encode_pairs` does) or, with `sentence_rows`, sentence
+    by sentence with its document rows (in a worker)."""
     tokenizer = _WORKER_TOKENIZER
+    if documents and isinstance(documents[0], TranslationPair):
+        pairs = encode_pairs(tokenizer, documents, parse_languages(languages))
+        return [
+            Encoded(encode_document(d), d.ids, source=p.source)
+            for p, d in zip(documents, pairs, strict=True)
+            if d is not None
+        ]
     if documents and isinstance(documents[0], AnnotatedDocument):
         annotated = (encode_annotated(tokenizer, d) for d in documents)
         encoded = [Document(i, w, None, e) for i, w, e in annotated]
@@ -290,7 +336,7 @@ def prepare(settings: Settings, out: str | os.PathLike, workers: int = 1, progre
     """Prepare `settings.sources` into `out` (see the module docstring); returns the path of
     the manifest. A finished folder with the same settings is returned as it is."""
     out = Path(out)
-    settings.annotated  # noqa: B018 (a DataError for mixed sources, before anything is written)
+    settings.kind  # noqa: B018 (a DataError for mixed sources, before anything is written)
     out.mkdir(parents=True, exist_ok=True)
     if (out / MANIFEST).exists():
         _check_same_settings(out / MANIFEST, settings)
@@ -310,7 +356,9 @@ def prepare(settings: Settings, out: str | os.PathLike, workers: int = 1, progre
         bar = tqdm(desc=f"prepare {out.name}", unit=" docs", disable=not progress)
         bar.update(done * settings.docs_per_shard)
         chunk = max(1, settings.docs_per_shard // (4 * workers))
-        encode = functools.partial(encode_documents, sentence_rows=settings.sentence_rows)
+        encode = functools.partial(
+            encode_documents, sentence_rows=settings.sentence_rows, languages=settings.languages
+        )
         for index, group in enumerate(_chunks(documents, settings.docs_per_shard), done):
             parts = ordered_map(encode, _chunks(group, chunk), workers, executor)
             encoded = [e for part in parts for e in part]
@@ -349,9 +397,13 @@ def _write_group(
     out: Path, index: int, encoded: list[Encoded], settings: Settings, vocab_size: int
 ) -> dict:
     """Shard `index` of each split from one group of source documents; each document is held
-    out with probability eval_fraction (a generator seeded by (seed, index))."""
-    held_out = np.random.default_rng([settings.seed, index]).random(len(encoded))
-    held_out = held_out < settings.eval_fraction
+    out with probability eval_fraction (a generator seeded by (seed, index); a translation
+    pair by a hash of (seed, its source), so that a source's translations share a split)."""
+    if settings.kind == "pairs":
+        draws = np.array([_hash_fraction(settings.seed, e.source) for e in encoded])
+    else:
+        draws = np.random.default_rng([settings.seed, index]).random(len(encoded))
+    held_out = draws < settings.eval_fraction
     entries = {}
     for split, chosen in zip(SPLITS, (~held_out, held_out)):
         picked = [e for e, keep in zip(encoded, chosen) if keep]
@@ -363,6 +415,12 @@ def _write_group(
         name = f"{split}-{index:05d}"
         entries[split] = write_shard(out, name, records, lengths, counts, rows)
     return entries
+
+
+def _hash_fraction(seed: int, text: str) -> float:
+    """A number in [0, 1) that depends only on (seed, text)."""
+    digest = hashlib.sha256(f"{seed}\0{text}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") / 2**64
 
 
 def _finish(out: Path, state: dict, tokenizer: Path, settings: Settings) -> Path:
@@ -387,7 +445,8 @@ def _finish(out: Path, state: dict, tokenizer: Path, settings: Settings) -> Path
         "format": FORMAT,
         "tokenizer": {"file": TOKENIZER, "sha256": file_sha256(tokenizer)},
         "settings": settings.recorded(),
-        "entity_ids": settings.annotated,
+        "entity_ids": settings.kind == "annotated",
+        "languages": parse_languages(settings.languages),
         "splits": splits,
     }
     write_atomically(out / MANIFEST, json.dumps(manifest, indent=1).encode())
@@ -429,6 +488,8 @@ HELP = {
     "seed": "seeds the tokenizer sample and the held-out choice",
     "sentence_rows": "also cut document rows of this many tokens for nsp / sop / structbert "
     "(their config.data.seq_len; 0: none)",
+    "languages": "the languages of translation-pair sources, comma-separated, in the order of "
+    "tlm's config.data.languages",
 }
 
 

@@ -8,7 +8,8 @@ A prepared corpus (`lm_jax.data.prepare`) is a folder:
 - `tokenizer.model`: the tokenizer every shard was encoded with.
 - `<split>-<k>.array_record`: one record per document (`encode_document`), in source order;
   a corpus prepared from annotated sources (`entity_ids` in the manifest) keeps each token's
-  entity id in it.
+  entity id in it, one prepared from translation pairs (`languages` in the manifest) holds a
+  pair per record: source and translation as two sentences, and the translation's language.
 - `<split>-<k>.lengths.npy`: each document's token count (the packer's index).
 - `<split>-<k>.rows.npy`, when prepared with `sentence_rows` = L: the shard's document rows
   of L tokens for the sentence-pair objectives (`lm_jax.data.sentences`), as (document,
@@ -21,7 +22,8 @@ tokens [SEP]` per document, cut into rows, the shard's last row padded), so a co
 shard gives the rows of the in-memory path. Row r is built from the few documents it overlaps
 (found from the cumulative lengths), so a process reads only the documents of its own rows
 (Levanter's and MaxText's tokenized caches are the same idea). Document rows (`SentenceRows`)
-are read the same way, one document span per row.
+are read the same way, one document span per row, and translation pairs (`PairRows`) one pair
+per row.
 """
 
 from __future__ import annotations
@@ -57,24 +59,29 @@ _HEADER = np.dtype("<u4")
 @dataclasses.dataclass(frozen=True)
 class Document:
     """One tokenized document: ids with their word starts and, where the corpus has them, its
-    sentence starts (document rows) and entity ids (ERNIE's spans, numbered from 1 within the
-    document, 0 outside)."""
+    sentence starts (document rows), entity ids (ERNIE's spans, numbered from 1 within the
+    document, 0 outside) and language (a translation pair: the id of its translation's
+    language, 1 for the first of the corpus's languages)."""
 
     ids: np.ndarray  # int32
     word_starts: np.ndarray  # bool
     sentence_starts: np.ndarray | None = None  # bool
     entity_ids: np.ndarray | None = None  # int32
+    language: int | None = None
 
 
-_SENTENCES, _ENTITIES = 1, 2  # the optional fields a record holds (header bits)
+_SENTENCES, _ENTITIES, _LANGUAGE = 1, 2, 4  # the optional fields a record holds (header bits)
 
 
 def encode_document(document: Document) -> bytes:
     """One document record, little-endian so the same document always gives the same bytes:
     a header (token count n, the optional fields held: uint32 each), the ids (int32 [n]), the
-    word-start bits, then the sentence-start bits and the entity ids (int32 [n]) if held."""
-    fields = (_SENTENCES if document.sentence_starts is not None else 0) | (
-        _ENTITIES if document.entity_ids is not None else 0
+    word-start bits, then the sentence-start bits, the entity ids (int32 [n]) and the language
+    (uint32) if held."""
+    fields = (
+        (_SENTENCES if document.sentence_starts is not None else 0)
+        | (_ENTITIES if document.entity_ids is not None else 0)
+        | (_LANGUAGE if document.language is not None else 0)
     )
     parts = [
         np.array([len(document.ids), fields], _HEADER).tobytes(),
@@ -85,6 +92,8 @@ def encode_document(document: Document) -> bytes:
         parts.append(np.packbits(np.asarray(document.sentence_starts, bool)).tobytes())
     if document.entity_ids is not None:
         parts.append(np.asarray(document.entity_ids, "<i4").tobytes())
+    if document.language is not None:
+        parts.append(np.array([document.language], _HEADER).tobytes())
     return b"".join(parts)
 
 
@@ -96,8 +105,9 @@ def decode_document(record: bytes, where: str) -> Document:
     n, fields = (int(x) for x in np.frombuffer(record[:8], _HEADER))
     bits = -(-n // 8)
     sentences, entities = bool(fields & _SENTENCES), bool(fields & _ENTITIES)
-    size = 8 + 4 * n + bits * (1 + sentences) + 4 * n * entities
-    if fields & ~(_SENTENCES | _ENTITIES) or len(record) != size:
+    language = bool(fields & _LANGUAGE)
+    size = 8 + 4 * n + bits * (1 + sentences) + 4 * n * entities + 4 * language
+    if fields & ~(_SENTENCES | _ENTITIES | _LANGUAGE) or len(record) != size:
         raise DataError(f"corrupt record {where}: {len(record)} bytes for {n} tokens")
     ids = np.frombuffer(record, "<i4", count=n, offset=8).astype(np.int32)
     at = 8 + 4 * n
@@ -110,7 +120,8 @@ def decode_document(record: bytes, where: str) -> Document:
     word_starts = flags()
     sentence_starts = flags() if sentences else None
     entity_ids = np.frombuffer(record, "<i4", n, at).astype(np.int32) if entities else None
-    return Document(ids, word_starts, sentence_starts, entity_ids)
+    language_id = int(np.frombuffer(record, _HEADER, 1, size - 4)[0]) if language else None
+    return Document(ids, word_starts, sentence_starts, entity_ids, language_id)
 
 
 def file_sha256(path: Path) -> str:
@@ -206,6 +217,11 @@ class Manifest:
     def entity_ids(self) -> bool:
         """Whether its records hold entity ids (prepared from annotated sources)."""
         return self.content.get("entity_ids", False)
+
+    @property
+    def languages(self) -> list[str]:
+        """The translation languages of its pairs, in the order of their ids ([]: not pairs)."""
+        return self.content.get("languages", [])
 
     @property
     def sentence_rows(self) -> int:
@@ -487,5 +503,51 @@ class SentenceRows(ShardedRows):
         features["tokens"][:n], features["word_starts"][:n] = doc.ids[text], doc.word_starts[text]
         features["sentence_starts"][:n] = doc.sentence_starts[text]
         features["sentence_starts"][0] = True  # a row begins a sentence or a cut one's rest
+        features["positions"] = positions_from_segments(features["segment_ids"][None])[0]
+        return features
+
+
+class PairRows(ShardedRows):
+    """Translation pairs over `documents` (records of `lm_jax.data.translation.encode_pairs`),
+    one per row as XLM's TLM reads them (Conneau & Lample 2019): `[CLS] source [SEP]` as
+    segment 1 then `[CLS] translation [SEP]` as segment 2, each side cut to half a row,
+    positions restarting at the translation; features tokens, segment_ids, positions,
+    word_starts and language_ids (0 on the source, the pair's language on the translation)."""
+
+    layout = "translation pairs"
+
+    def __init__(self, documents, seq_len: int, vocab: VocabInfo):
+        if seq_len // 2 - 2 < 1:
+            raise DataError(f"translation-pair rows need seq_len >= 6, got {seq_len}")
+        super().__init__(documents, seq_len, vocab, [count for count, _ in documents.sizes])
+
+    def token_counts(self, vocab_size: int) -> np.ndarray:
+        """How often each id occurs in the pairs, with [CLS] and [SEP] twice per pair (the
+        tokens a side loses to the cut at half a row are counted too)."""
+        counts = self.documents.token_counts(vocab_size)
+        pairs = sum(count for count, _ in self.documents.sizes)
+        counts[self.vocab.cls_id] += 2 * pairs
+        counts[self.vocab.sep_id] += 2 * pairs
+        return counts
+
+    def _row(self, shard: int, local: int) -> dict[str, np.ndarray]:
+        """Row `local` of the shard: its pair, each side wrapped and cut to half a row."""
+        pair = self.documents.document(shard, local)
+        target = int(np.flatnonzero(pair.sentence_starts)[1])
+        half, at = self.seq_len // 2 - 2, 0
+        features = {
+            "tokens": np.full(self.seq_len, self.vocab.pad_id, np.int32),
+            "segment_ids": np.zeros(self.seq_len, np.int32),
+            "word_starts": np.zeros(self.seq_len, bool),
+            "language_ids": np.zeros(self.seq_len, np.int32),
+        }
+        for side, text in enumerate((slice(0, target), slice(target, len(pair.ids)))):
+            ids, starts = pair.ids[text][:half], pair.word_starts[text][:half]
+            span = slice(at, at + len(ids) + 2)
+            features["tokens"][span] = [self.vocab.cls_id, *ids, self.vocab.sep_id]
+            features["word_starts"][span] = [True, *starts, True]
+            features["segment_ids"][span] = side + 1
+            features["language_ids"][span] = pair.language if side else 0
+            at = span.stop
         features["positions"] = positions_from_segments(features["segment_ids"][None])[0]
         return features

@@ -25,13 +25,13 @@ import os
 import re
 import struct
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from lm_jax.data.files import utf8_lines
-from lm_jax.data.packing import PackedRows
+from lm_jax.data.shards import Document, DocumentsInMemory, PairRows
 from lm_jax.data.tokenizer import Tokenizer
 from lm_jax.errors import DataError
 
@@ -116,8 +116,9 @@ def django_translations(languages: Sequence[str]) -> list[TranslationPair]:
     return pairs
 
 
-def parallel_tsv(path: str | os.PathLike) -> list[TranslationPair]:
-    """Pairs from a TSV file with columns source, target, language (see module docstring)."""
+def parallel_tsv(path: str | os.PathLike) -> Iterator[TranslationPair]:
+    """The pairs of a TSV file with columns source, target, language (see module docstring),
+    one at a time; pairs with an empty side are skipped."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"parallel corpus not found: {path}")
@@ -129,11 +130,12 @@ def parallel_tsv(path: str | os.PathLike) -> list[TranslationPair]:
         raise DataError(
             f"{path} needs the columns source, target, language; missing {sorted(missing)}"
         )
-    pairs = [
-        TranslationPair(_clean(row["source"] or ""), _clean(row["target"] or ""), row["language"])
-        for row in reader
-    ]
-    return [p for p in pairs if p.source and p.target]
+    for row in reader:
+        pair = TranslationPair(
+            _clean(row["source"] or ""), _clean(row["target"] or ""), row["language"]
+        )
+        if pair.source and pair.target:
+            yield pair
 
 
 PARALLEL_CORPORA = ("django_translations", "parallel_tsv")
@@ -172,35 +174,38 @@ def load_translation_pairs(
     return pairs
 
 
-def pair_rows(
-    pairs: Sequence[TranslationPair],
-    tokenizer: Tokenizer,
-    seq_len: int,
-    languages: Sequence[str],
-) -> PackedRows:
-    """One pair per row (see module docstring); each side is cut to fit half of a row."""
-    vocab = tokenizer.vocab
-    half = seq_len // 2 - 2  # tokens of one side between its [CLS] and [SEP]
-    if half < 1:
-        raise DataError(f"sentence-pair rows need seq_len >= 6, got {seq_len}")
+def encode_pairs(
+    tokenizer: Tokenizer, pairs: Sequence[TranslationPair], languages: Sequence[str]
+) -> list[Document | None]:
+    """Each pair as a record of two sentences, source then translation (word and sentence
+    starts), with its translation's language id (1 for `languages[0]`); None for a pair with a
+    side that tokenizes to nothing. A pair outside `languages` is a `DataError`."""
     language_id = {language: i + 1 for i, language in enumerate(languages)}
     unknown = {p.language for p in pairs} - set(language_id)
     if unknown:
         raise DataError(f"pairs in languages {sorted(unknown)} outside config.data.languages")
     ids = tokenizer.encode_ids([text for p in pairs for text in (p.source, p.target)])
-    tokens = np.full((len(pairs), seq_len), vocab.pad_id, np.int32)
-    segment_ids = np.zeros((len(pairs), seq_len), np.int32)
-    language_ids = np.zeros((len(pairs), seq_len), np.int32)
-    word_starts = np.zeros((len(pairs), seq_len), bool)
-    for i, pair in enumerate(pairs):
-        at = 0
-        for side, text_ids in enumerate(ids[2 * i : 2 * i + 2]):
-            text_ids = text_ids[:half]
-            wrapped = np.concatenate([[vocab.cls_id], text_ids, [vocab.sep_id]]).astype(np.int32)
-            span = slice(at, at + len(wrapped))
-            tokens[i, span] = wrapped
-            segment_ids[i, span] = side + 1
-            language_ids[i, span] = language_id[pair.language] if side else 0
-            word_starts[i, span] = np.concatenate([[True], tokenizer.word_starts(text_ids), [True]])
-            at += len(wrapped)
-    return PackedRows.from_segments(tokens, segment_ids, word_starts, language_ids=language_ids)
+    documents: list[Document | None] = []
+    for pair, source, target in zip(pairs, ids[::2], ids[1::2], strict=True):
+        if not len(source) or not len(target):
+            documents.append(None)
+            continue
+        sentence_starts = np.zeros(len(source) + len(target), bool)
+        sentence_starts[[0, len(source)]] = True
+        word_starts = np.concatenate([tokenizer.word_starts(source), tokenizer.word_starts(target)])
+        pair_ids = np.concatenate([source, target]).astype(np.int32)
+        language = language_id[pair.language]
+        documents.append(Document(pair_ids, word_starts, sentence_starts, language=language))
+    return documents
+
+
+def pair_rows(
+    pairs: Sequence[TranslationPair],
+    tokenizer: Tokenizer,
+    seq_len: int,
+    languages: Sequence[str],
+) -> PairRows:
+    """One pair per row (see module docstring and `PairRows`), streamed from the pairs in
+    memory as a prepared corpus's are from its shards; pairs with an empty side are dropped."""
+    documents = [d for d in encode_pairs(tokenizer, pairs, languages) if d is not None]
+    return PairRows(DocumentsInMemory(documents), seq_len, tokenizer.vocab)

@@ -176,10 +176,13 @@ def _validate_objective(
             f"{annotated}, not {config.data.corpus!r}"
         )
     pairs = spec.rows is Rows.PAIRS
-    if pairs != (config.data.corpus in PARALLEL_CORPORA):
+    parallel = [*PARALLEL_CORPORA, PREPARED]  # prepared: from translation pairs
+    if (pairs and config.data.corpus not in parallel) or (
+        not pairs and config.data.corpus in PARALLEL_CORPORA
+    ):
         raise ConfigError(
             f"{where}: {name} needs a parallel corpus: set config.data.corpus to one of "
-            f"{list(PARALLEL_CORPORA)}, not {config.data.corpus!r}"
+            f"{parallel}, not {config.data.corpus!r}"
             if pairs
             else f"{where}: config.data.corpus {config.data.corpus!r} is a parallel corpus: "
             f"only tlm reads translation pairs, not {name}"

@@ -21,13 +21,12 @@ def example_rows(name: str, items: Sequence, tokenizer: Tokenizer, seq_len: int)
     """The rows objective `name` reads, laid out from `items`: texts (packed or document
     rows), `AnnotatedDocument`s (entity rows) or `TranslationPair`s (translation pairs)."""
     rows = objectives.spec(name).rows
-    if rows is Rows.PAIRS:
-        languages = sorted({p.language for p in items})
-        return pair_rows(items, tokenizer, seq_len, languages).row(slice(None))
+    languages = sorted({p.language for p in items}) if rows is Rows.PAIRS else []
     layout = {
         Rows.PACKED: tokenize_and_pack,
         Rows.DOCUMENTS: document_rows,
         Rows.ENTITIES: entity_rows,
+        Rows.PAIRS: functools.partial(pair_rows, languages=languages),
     }[rows]
     streamed = layout(list(items), tokenizer, seq_len)
     features = [streamed[i] for i in range(len(streamed))]
