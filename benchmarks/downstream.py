@@ -17,6 +17,8 @@ pretraining, fine-tuned on ChnSentiCorp (character tokens).
     python benchmarks/downstream.py                    # every row, SST-2 / RTE / STS-B, 3 seeds
     python benchmarks/downstream.py --tasks squad2     # SQuAD 2.0 (its own run: 5x a cell)
     python benchmarks/downstream.py --budget 0.25 --rows none,mlm,electra --tasks sst2
+    python benchmarks/downstream.py --rows none,mlm --tasks sst2 --pretraining-minutes 16 \
+        --out runs/downstream/mlm16     # does more pretraining pay off?
     python benchmarks/downstream.py --table chinese
 """
 
@@ -53,7 +55,7 @@ SEQ_LEN, BATCH = 128, 32
 # The first default (150 steps a task, SQuAD 200, 2026-12-02, benchmarks/README.md) left every
 # Transformer at chance; a probe at 600 SST-2 steps read 77-78%. SQuAD 2.0, the slowest cell by
 # 5x, is its own run (`--tasks squad2`) so that the default table fits a session.
-PRETRAIN_MINUTES = 1.0  # per row at --budget 1, after its compilation
+PRETRAIN_MINUTES = 1.0  # per row at --budget 1, after its compilation (--pretraining-minutes)
 CALIBRATION_STEPS = 40
 SEQ2SEQ = ("t5", "bart", "ul2")
 
@@ -269,6 +271,7 @@ class Experiment:
     table: Table
     out: Path
     budget: float
+    minutes: float  # of pretraining per row at budget 1
     data: dict
     tokenizer: Path
     results: dict
@@ -282,7 +285,7 @@ class Experiment:
 
 def calibrate(x: Experiment, name: str) -> None:
     """The row's steady step time, from CALIBRATION_STEPS steps, and the steps that fill
-    PRETRAIN_MINUTES x budget with it (every row is calibrated before any trains, so that
+    minutes x budget with it (every row is calibrated before any trains, so that
     all step times are read under the same conditions)."""
     objective = x.table.rows[name].objective
     if objective is None or name in x.results["pretraining"]:
@@ -291,7 +294,7 @@ def calibrate(x: Experiment, name: str) -> None:
     probe = pretraining(x.table, objective, x.data, x.tokenizer, CALIBRATION_STEPS, probe_dir)
     pretrain(probe, progress=False)
     seconds = step_seconds(probe_dir / "metrics.jsonl")
-    steps = max(50, int(PRETRAIN_MINUTES * 60 * x.budget / seconds))
+    steps = max(50, int(x.minutes * 60 * x.budget / seconds))
     record = {"step_seconds": seconds, "steps": steps, "tokens": steps * BATCH * SEQ_LEN}
     x.results["pretraining"][name] = record
     x.save()
@@ -447,7 +450,13 @@ def plot(table: Table, summary: dict, rows: list[str], tasks: list[str], path: P
 
 
 def run(
-    table: Table, out: Path, rows: list[str], tasks: list[str], seeds: int, budget: float
+    table: Table,
+    out: Path,
+    rows: list[str],
+    tasks: list[str],
+    seeds: int,
+    budget: float,
+    minutes: float = PRETRAIN_MINUTES,
 ) -> dict:
     """Fill every missing cell of the (rows x tasks x seeds) table, then write its summary."""
     out.mkdir(parents=True, exist_ok=True)
@@ -455,6 +464,11 @@ def run(
     results = json.loads(path.read_text()) if path.exists() else {}
     if results.setdefault("budget", budget) != budget:
         raise SystemExit(f"{path} was measured at --budget {results['budget']}; use another --out")
+    if results.setdefault("pretraining_minutes", minutes) != minutes:
+        raise SystemExit(
+            f"{path} was measured at --pretraining-minutes {results['pretraining_minutes']}; "
+            "use another --out"
+        )
     steps = results.setdefault("finetuning_steps", {})
     for task in tasks:
         if steps.setdefault(task, finetuning_steps(table.tasks[task], budget)) != steps[task]:
@@ -466,7 +480,7 @@ def run(
     results.setdefault("cells", {})
     share_compilations(out / "jax_cache")
     data, tokenizer = prepare_data(table, out)
-    x = Experiment(table, out, budget, data, tokenizer, results)
+    x = Experiment(table, out, budget, minutes, data, tokenizer, results)
     for row in rows:
         calibrate(x, row)
     for row in rows:
@@ -523,6 +537,12 @@ def main() -> None:
     parser.add_argument(
         "--budget", type=float, default=1.0, help="scales pretraining time and fine-tuning steps"
     )
+    parser.add_argument(
+        "--pretraining-minutes",
+        type=float,
+        default=PRETRAIN_MINUTES,
+        help="of pretraining per row at --budget 1 (fine-tuning unchanged)",
+    )
     parser.add_argument("--rows", help="comma-separated; default every row of the table")
     parser.add_argument(
         "--tasks", help="comma-separated; default the table's default tasks (not squad2)"
@@ -539,7 +559,9 @@ def main() -> None:
             f"unknown rows / tasks {unknown}; rows: {list(table.rows)}, tasks: {list(table.tasks)}"
         )
     out = args.out or ROOT / "runs" / "downstream" / args.table
-    run(table, out, rows, tasks, args.seeds, args.budget)
+    if args.pretraining_minutes <= 0:
+        parser.error("--pretraining-minutes must be > 0")
+    run(table, out, rows, tasks, args.seeds, args.budget, args.pretraining_minutes)
 
 
 if __name__ == "__main__":

@@ -74,6 +74,35 @@ def test_a_table_measured_at_another_budget_is_refused(downstream, tmp_path):
         downstream.run(downstream.TABLES["english"], tmp_path, ["none"], ["sst2"], 1, budget=0.5)
 
 
+def test_a_table_measured_at_other_pretraining_minutes_is_refused(downstream, tmp_path):
+    results = {**results_of({"none": [0.7]}), "pretraining_minutes": 1.0}
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    with pytest.raises(SystemExit, match="measured at --pretraining-minutes 1.0"):
+        downstream.run(
+            downstream.TABLES["english"], tmp_path, ["none"], ["sst2"], 1, 1.0, minutes=16.0
+        )
+
+
+def test_a_row_with_every_cell_done_is_not_pretrained_again(downstream, tmp_path, monkeypatch):
+    """A resumed table (its run directories gone) pretrains only the rows it still fine-tunes."""
+    results = results_of({"mlm": [0.8], "wwm": [0.8]})
+    results["finetuning_steps"] = {"sst2": 600}
+    del results["cells"]["wwm/sst2/0"]
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    pretrained, tuned = [], []
+    monkeypatch.setattr(downstream, "prepare_data", lambda table, out: ({}, out / "tok.model"))
+    monkeypatch.setattr(downstream, "share_compilations", lambda cache: None)
+    monkeypatch.setattr(downstream, "pretrain_row", lambda x, row: pretrained.append(row))
+    monkeypatch.setattr(
+        downstream,
+        "finetune_cell",
+        lambda x, task, row, init, seed: tuned.append(row) or {"step": 600, "accuracy": 0.8},
+    )
+    monkeypatch.setattr(downstream, "report", lambda *args: None)
+    downstream.run(downstream.TABLES["english"], tmp_path, ["mlm", "wwm"], ["sst2"], 1, 1.0)
+    assert pretrained == tuned == ["wwm"]
+
+
 def test_an_interrupted_cell_ends_the_table_without_being_recorded(
     downstream, tmp_path, monkeypatch
 ):
