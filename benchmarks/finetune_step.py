@@ -27,7 +27,9 @@ import transformers
 from models import (  # benchmarks/models.py, beside this script
     add_shape_arguments,
     compiled_runner,
+    encoder_forward_flops,
     median_times,
+    torch_matmul_rate,
     torch_step,
 )
 
@@ -36,6 +38,7 @@ from lm_jax.finetune.tasks import sequence_task, span_task
 from lm_jax.models.convert import from_hf_state_dict
 from lm_jax.runtime import reuse_freed_host_memory
 from lm_jax.sharding import global_batch, make_mesh
+from lm_jax.train.metrics import matmul_rate
 from lm_jax.train.optimizer import make_optimizer
 from lm_jax.train.settings import train_settings
 from lm_jax.train.step import make_train_step, place_train_state
@@ -131,10 +134,32 @@ def main() -> None:
     )
     peer, rows = peer_model(a), batch(a)
     ours = our_step(peer, rows, devices, a.task)
+    rates = [matmul_rate(), torch_matmul_rate()]
     times = median_times({"lm_jax": ours, "transformers": peer_step(peer, rows)}, a.repeats)
+    rates += [matmul_rate(), torch_matmul_rate()]
     for name, seconds in times.items():
         print(f"  {name:<13} {1e3 * seconds:8.1f} ms/step  {a.batch / seconds:8.1f} examples/s")
     print(f"  speed-up: {times['transformers'] / times['lm_jax']:.2f}x")
+    print_floor(3 * encoder_forward_flops(a), max(rates), times)
+
+
+def print_floor(flops: float, rate: float, times: dict[str, float]) -> None:
+    """How close each step is to the fastest this CPU allows: the step's model FLOPs at the
+    better of XLA's and torch's measured fp32 matmul rates (the heads and AdamW, a small
+    share, left out), and the rate the aim of 2x transformers would need."""
+    floor = flops / rate
+    print(
+        f"  model FLOPs {flops / 1e9:.1f} G per step (encoder forward + backward); at the best "
+        f"measured fp32 matmul rate, {rate / 1e9:.1f} GFLOP/s, no step takes under "
+        f"{1e3 * floor:.0f} ms"
+    )
+    for name, seconds in times.items():
+        print(f"  {name:<13} at {100 * floor / seconds:.0f}% of that rate")
+    needed = 2 * flops / times["transformers"]
+    print(
+        f"  2x transformers would need {needed / 1e9:.1f} GFLOP/s, "
+        f"{100 * needed / rate:.0f}% of the measured matmul rate"
+    )
 
 
 if __name__ == "__main__":

@@ -250,6 +250,28 @@ def steps(family: str, a) -> tuple[Callable[[], None], Callable[[], None]]:
     return lambda: jax.block_until_ready(grad(params)), peer_step
 
 
+def encoder_forward_flops(a) -> float:
+    """Model FLOPs of one forward pass of the encoder over the batch (Kaplan et al. 2020): the
+    dense layers (attention projections and the feed-forward block, intermediate 4 x hidden)
+    and the attention scores and values; a backward pass costs twice this."""
+    h, i, tokens = a.hidden, 4 * a.hidden, a.batch * a.seq
+    dense = 2 * (4 * h * h + 2 * h * i) * a.layers * tokens
+    attention = 2 * 2 * a.seq * h * a.layers * tokens
+    return dense + attention
+
+
+def torch_matmul_rate(n: int = 2048, repeats: int = 5) -> float:
+    """Measured fp32 matmul FLOP/s of torch on this CPU (best of `repeats` n x n products)."""
+    x = torch.ones(n, n)
+    x @ x
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        x @ x
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best
+
+
 def add_shape_arguments(parser: argparse.ArgumentParser) -> None:
     """The model and batch shape shared by the model and train-step benchmarks (BERT-small)."""
     parser.add_argument("--layers", type=int, default=4)

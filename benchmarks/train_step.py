@@ -30,6 +30,7 @@ from flax import nnx
 from models import (  # benchmarks/models.py, beside this script
     add_shape_arguments,
     compiled_runner,
+    encoder_forward_flops,
     median_times,
     torch_step,
 )
@@ -48,11 +49,8 @@ from lm_jax.vocab import VocabInfo
 def mlm_step_flops(a, predicted: float) -> float:
     """Model FLOPs of one MLM train step (forward + backward = 3x forward; Kaplan et al. 2020):
     dense layers, attention scores and values, and the LM head on the predicted tokens."""
-    h, i, layers, seq, tokens = a.hidden, 4 * a.hidden, a.layers, a.seq, a.batch * a.seq
-    dense = 2 * (4 * h * h + 2 * h * i) * layers * tokens
-    attention = 2 * 2 * seq * h * layers * tokens
-    head = 2 * (h * h + h * a.vocab) * predicted
-    return 3 * (dense + attention + head)
+    head = 2 * (a.hidden * a.hidden + a.hidden * a.vocab) * predicted
+    return 3 * (encoder_forward_flops(a) + head)
 
 
 def our_step(objective: str, a, devices: list[jax.Device]):
