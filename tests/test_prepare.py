@@ -558,6 +558,20 @@ def test_a_small_corpus_streams_the_same_rows_from_memory(corpus):
     np.testing.assert_array_equal(rows.token_counts(size), packed.token_counts(size))
     assert rows.fingerprint() == tokenize_and_pack(texts, tokenizer, 64).fingerprint()
     assert rows.fingerprint() != tokenize_and_pack(texts, tokenizer, 32).fingerprint()
+    # Rows in memory are built once, then shared read-only; an epoch later, the same row.
+    assert rows[3] is rows[3 + len(rows)] and not rows[3]["tokens"].flags.writeable
+
+
+def test_a_prepared_corpus_builds_its_rows_at_each_read(corpus, tmp_path):
+    """Memory stays bounded: nothing of a prepared corpus's rows is kept between reads."""
+    prep.prepare(settings(corpus), tmp_path / "p", progress=False)
+    tokenizer = load_tokenizer(corpus[2], extra_ids=0)
+    rows = PreparedRows(
+        ShardedDocuments(Manifest.load(tmp_path / "p"), "train"), 64, tokenizer.vocab
+    )
+    first, again = rows[3], rows[3]
+    assert first is not again and first["tokens"].flags.writeable
+    np.testing.assert_array_equal(first["tokens"], again["tokens"])
 
 
 def test_a_prepared_corpus_smaller_than_one_batch_is_refused(corpus, tmp_path):

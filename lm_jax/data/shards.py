@@ -358,6 +358,8 @@ class DocumentsInMemory:
     streamed rows); documents that tokenized to nothing are dropped, as `pack_documents` does.
     Documents with sentence starts also give document rows (`SentenceRows`)."""
 
+    keep_rows = True  # the rows of documents in memory fit in memory too: built once each
+
     def __init__(self, documents: Sequence[Document]):
         self.documents = [d for d in documents if len(d.ids)]
         if not self.documents:
@@ -406,12 +408,16 @@ def row_index(spans: Sequence[np.ndarray]) -> np.ndarray:
 class ShardedRows(grain.MapDataset, abc.ABC):
     """Rows by random access over `documents`, shard by shard: `rows[r]` is the feature dict
     `_row(shard, local)` of the shard holding row r (`first_row`: each shard's first row).
-    Indices past the end wrap (epochs)."""
+    Indices past the end wrap (epochs). Rows of documents in memory (`keep_rows`) are built
+    once and kept; a prepared corpus's are built at each read, so memory stays bounded."""
 
     def __init__(self, documents, seq_len: int, vocab: VocabInfo, rows_per_shard: list[int]):
         super().__init__()
         self.documents, self.seq_len, self.vocab = documents, seq_len, vocab
         self.first_row = np.concatenate([[0], np.cumsum(rows_per_shard)]).astype(np.int64)
+        self._kept: dict[int, dict[str, np.ndarray]] | None = (
+            {} if getattr(documents, "keep_rows", False) else None
+        )
         if not len(self):
             raise DataError("no tokens to pack: every document tokenized to nothing")
 
@@ -432,8 +438,15 @@ class ShardedRows(grain.MapDataset, abc.ABC):
         if isinstance(index, slice):
             return self.slice(index)
         row = index % len(self)
+        if self._kept is not None and row in self._kept:
+            return self._kept[row]
         shard = int(np.searchsorted(self.first_row, row, side="right")) - 1
-        return self._row(shard, row - int(self.first_row[shard]))
+        features = self._row(shard, row - int(self.first_row[shard]))
+        if self._kept is not None:
+            for array in features.values():
+                array.flags.writeable = False  # shared by every read of the row
+            self._kept[row] = features
+        return features
 
     @abc.abstractmethod
     def _row(self, shard: int, local: int) -> dict[str, np.ndarray]:
