@@ -120,6 +120,7 @@ EXTENDED = {
     "test_prepare.py::test_grain_worker_processes_train_the_same_and_resume_exactly",
     "test_prepare.py::test_a_sentence_pair_objective_pretrains_from_a_prepared_corpus",
     "test_prepare.py::test_ernie_pretrains_from_a_prepared_annotated_corpus",
+    "test_prepare.py::test_tlm_pretrains_from_a_prepared_parallel_corpus",
     "test_span.py::test_span_whole_words_decision_per_span_and_sbo_targets",
     "test_train.py::test_every_trainable_objective_learns[electra]",
     "test_train.py::test_every_trainable_objective_learns[nsp]",
