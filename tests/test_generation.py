@@ -18,7 +18,11 @@ from flax import nnx  # noqa: E402
 from lm_jax.attention import AttentionMask  # noqa: E402
 from lm_jax.errors import ConfigError  # noqa: E402
 from lm_jax.generation import GenerationConfig, generate  # noqa: E402
-from lm_jax.generation.decoders import CausalDecoder, Seq2SeqDecoder  # noqa: E402
+from lm_jax.generation.decoders import (  # noqa: E402
+    CausalDecoder,
+    Seq2SeqDecoder,
+    StepWeights,
+)
 from lm_jax.models.convert import from_hf_state_dict  # noqa: E402
 
 VOCAB = 99
@@ -142,6 +146,43 @@ def test_incremental_decoding_equals_recomputing_the_prefix(family):
     for t in range(steps):
         logits, state = step(model, state, jnp.asarray(decoder_ids[:, t]), t)
         np.testing.assert_allclose(logits, full[:, t], atol=2e-5 * scale, err_msg=f"step {t}")
+
+
+@pytest.mark.parametrize("family", ["bart", "t5"])
+def test_beams_read_the_encoder_once_per_example(family):
+    """Expanded for beams, the decoder keeps one cross-attention cache row per example (its
+    beams are that row's queries), and each beam's logits equal those of a state whose
+    encoder keys are repeated for every beam."""
+    peer, model = seq2seq_peer(family)
+    ids, real = sources(peer.config.pad_token_id, peer.config.eos_token_id)
+    decoder = Seq2SeqDecoder(model, 4)
+    state = decoder.start(jnp.asarray(ids), jnp.asarray(real))
+    beams = decoder.expand(state, 3)
+    assert beams.cache.cross_attention[0].key.shape[0] == 3
+    assert beams.cache.self_attention[0].key.shape[0] == 9
+    repeated = jax.tree.map(lambda x: jnp.repeat(x, 3, axis=0), state)  # a row per beam
+    tokens = jnp.asarray(np.random.default_rng(3).integers(5, VOCAB, 9))
+    for t in range(2):
+        grouped, beams = decoder.step(beams, tokens, t)
+        expected, repeated = decoder.step(repeated, tokens, t)
+        scale = float(jnp.abs(expected).max())
+        np.testing.assert_allclose(grouped, expected, atol=2e-5 * scale, err_msg=f"step {t}")
+
+
+def test_step_weights_stream_transposed_kernels_and_change_no_value():
+    """Decoding steps read every 2-D kernel through a copy stored [out, in]; the model they
+    rebuild holds the very same values."""
+    _, model = seq2seq_peer("bart")
+    weights = StepWeights(model)
+    original = dict(jax.tree_util.tree_leaves_with_path(nnx.state(model)))
+    copies = dict(jax.tree_util.tree_leaves_with_path(weights.state))
+    rebuilt = dict(jax.tree_util.tree_leaves_with_path(nnx.state(weights.model())))
+    kernels = [path for path in original if "'kernel'" in jax.tree_util.keystr(path)]
+    assert len(kernels) == 2 * (4 + 2) + 2 * (4 + 4 + 2)  # encoder and decoder layers
+    for path, value in original.items():
+        flipped = path in kernels and value.ndim == 2
+        np.testing.assert_array_equal(copies[path], value.T if flipped else value)
+        np.testing.assert_array_equal(rebuilt[path], value)
 
 
 @pytest.mark.parametrize(

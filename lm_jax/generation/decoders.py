@@ -1,8 +1,9 @@
 """The models generation drives, behind one interface: `start` takes the prompt and returns
 the decoding state (every cache preallocated: static shapes), `step` feeds one token per row
-and returns the next token's logits, `reorder` makes the state follow beam search's beams.
-The search algorithms (`lm_jax.generation.search`) see only this interface; the model sees
-the compact `AttentionMask` of the cache slots it may read, so the cache is just more keys.
+and returns the next token's logits; for beam search, `expand` gives each row its beams and
+`reorder` makes the state follow the beams that run on. The search algorithms
+(`lm_jax.generation.search`) see only this interface; the model sees the compact
+`AttentionMask` of the cache slots it may read, so the cache is just more keys.
 
 - `Seq2SeqDecoder`: BART, T5 (v1.0 and v1.1) and MASS (`EncoderDecoder`): the source encoded
   once, each layer's cross-attention keys projected once, the decoder fed from its start token.
@@ -10,13 +11,18 @@ the compact `AttentionMask` of the cache slots it may read, so the cache is just
   prefix-LM mask (prefix_lm) or UniLM's seq2seq mask (the same rule: the prompt sees itself
   bidirectionally, each new token its past; decoded by cloze), prompts left-padded so every
   row's next token lands in the same cache slot.
+
+A decoding step multiplies a few rows by every weight matrix: its time is the time to stream
+the weights. Both decoders step with `StepWeights`, the kernels stored [out, in] (each output's
+weights contiguous), which XLA:CPU streams about 1.4x faster than the [in, out] layout the
+models train with (benchmarks/README.md, "Generation"); the products are the same to the bit.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from flax import struct
+from flax import nnx, struct
 
 from lm_jax.attention import AttentionMask
 from lm_jax.layout import positions_from_segments
@@ -27,10 +33,34 @@ from lm_jax.models.seq2seq import DecoderCache, EncoderDecoder
 CAUSAL_MASKS = ("causal", "prefix", "unilm")
 
 
+class StepWeights:
+    """The model a decoding loop steps with: its 2-D kernels transposed once, before the loop
+    (behind an optimization barrier, so XLA cannot cancel the two transposes), and transposed
+    back inside the loop body by `model()`, where XLA folds the transpose into the product's
+    dimension numbers: the loop reads each kernel in the [out, in] layout."""
+
+    def __init__(self, model: nnx.Module):
+        self.graphdef, state = nnx.split(model)
+        self.state = jax.lax.optimization_barrier(_transpose_kernels(state))
+
+    def model(self) -> nnx.Module:
+        """The model, its kernels read through the transposed copies (call inside the loop)."""
+        return nnx.merge(self.graphdef, _transpose_kernels(self.state))
+
+
+def _transpose_kernels(state):
+    def flip(path, x):
+        names = [getattr(k, "key", None) for k in path]
+        return x.T if "kernel" in names and x.ndim == 2 else x
+
+    return jax.tree_util.tree_map_with_path(flip, state)
+
+
 @struct.dataclass
 class Seq2SeqState:
     cache: DecoderCache
-    cross_segments: jnp.ndarray  # [rows, L_enc]: the encoder's real tokens
+    cross_segments: jnp.ndarray  # [examples, L_enc]: the encoder's real tokens
+    beams: int = struct.field(pytree_node=False, default=1)  # decoder rows per example
 
 
 class Seq2SeqDecoder:
@@ -38,6 +68,7 @@ class Seq2SeqDecoder:
 
     def __init__(self, model: EncoderDecoder, max_new_tokens: int):
         self.model = model
+        self.weights = StepWeights(model)
         self.slots = max_new_tokens  # the start token and the new tokens but the last
 
     def start(self, input_ids: jnp.ndarray, segment_ids: jnp.ndarray) -> Seq2SeqState:
@@ -52,16 +83,24 @@ class Seq2SeqDecoder:
         one = jnp.ones((rows, 1), jnp.int32)
         seen = jnp.broadcast_to(jnp.arange(self.slots) <= t, (rows, self.slots))
         positions = jnp.full((rows, 1), t, jnp.int32)
-        logits, cache = self.model.extend(
+        beams = jnp.ones((state.cross_segments.shape[0], state.beams), jnp.int32)
+        logits, cache = self.weights.model().extend(
             tokens[:, None],
             positions,
             state.cache,
             t,
             AttentionMask(q_segment_ids=one, kv_segment_ids=seen.astype(jnp.int32)),
             jnp.broadcast_to(jnp.arange(self.slots), (rows, self.slots)),
-            AttentionMask(q_segment_ids=one, kv_segment_ids=state.cross_segments),
+            AttentionMask(q_segment_ids=beams, kv_segment_ids=state.cross_segments),
         )
         return logits[:, 0], state.replace(cache=cache)
+
+    def expand(self, state: Seq2SeqState, beams: int) -> Seq2SeqState:
+        """Beam search: each row's self-attention cache once per beam. The encoder's keys stay
+        once per example: an example's beams are the queries of one cross-attention row."""
+        repeat = lambda x: jnp.repeat(x, beams, axis=0)
+        own = [jax.tree.map(repeat, c) for c in state.cache.self_attention]
+        return state.replace(cache=state.cache.replace(self_attention=own), beams=beams)
 
     def reorder(self, state: Seq2SeqState, origin: jnp.ndarray) -> Seq2SeqState:
         """Beam search: the self-attention caches of the beams that run on (`origin` [rows]:
@@ -102,6 +141,7 @@ class CausalDecoder:
         if mask == "unilm" and mask_id is None:
             raise ValueError("UniLM's cloze decoding needs the [MASK] id")
         self.model, self.max_new_tokens, self.mask = model, max_new_tokens, mask
+        self.weights = StepWeights(model)
         self.mask_id = mask_id
 
     def start(self, input_ids: jnp.ndarray, segment_ids: jnp.ndarray) -> CausalState:
@@ -171,11 +211,15 @@ class CausalDecoder:
             q_ranks=ranks,
             kv_ranks=state.kv_ranks,
         )
-        logits, caches = self.model.extend(
+        logits, caches = self.weights.model().extend(
             fed, positions, types.astype(jnp.int32), state.caches, slot, mask, state.kv_positions
         )
         next_position = state.next_position + 1
         return logits[:, -1], state.replace(caches=caches, next_position=next_position)
+
+    def expand(self, state: CausalState, beams: int) -> CausalState:
+        """Beam search: every row's state once per beam."""
+        return jax.tree.map(lambda x: jnp.repeat(x, beams, axis=0), state)
 
     def reorder(self, state: CausalState, origin: jnp.ndarray) -> CausalState:
         """Beam search: the whole state of the beams that run on (`origin` [rows])."""

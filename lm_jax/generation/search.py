@@ -70,11 +70,11 @@ def _gather(x: jnp.ndarray, indices: jnp.ndarray) -> jnp.ndarray:
 def beam_search(decoder, state, prompt, config: GenerationConfig):
     """(sequences [batch, P + max_new_tokens], scores [batch]): the best finished beam of each
     row and its length-penalised score (Hugging Face's `sequences_scores`). `prompt` and the
-    decoder state hold each row once; they are repeated for the beams here."""
+    decoder state hold each row once; the decoder expands its state for the beams."""
     batch, prompt_length = prompt.shape
     beams, keep = config.num_beams, 2 * config.num_beams
     max_length = prompt_length + config.max_new_tokens
-    state = jax.tree.map(lambda x: jnp.repeat(x, beams, axis=0), state)
+    state = decoder.expand(state, beams)
     running = jnp.repeat(_prompt_buffer(prompt, config)[:, None], beams, axis=1)
     running_scores = jnp.zeros((batch, beams)).at[:, 1:].set(-BIG)
     top_beams = jnp.arange(keep) < beams

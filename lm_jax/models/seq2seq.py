@@ -149,7 +149,10 @@ class Seq2SeqLayer(nnx.Module):
         self, x, cache: KVCache, index, mask, bias, cross: KVCache, cross_mask
     ) -> tuple[jnp.ndarray, KVCache]:
         """Incremental decoding (no dropout): new decoder rows x at self-attention cache slots
-        [index, index + n), cross-attending to the projected encoder states `cross`."""
+        [index, index + n), cross-attending to the projected encoder states `cross`. x may hold
+        a multiple of the encoder's rows (beam search: each example's beams, consecutive): an
+        example's rows are then the queries of its one encoder row (`cross_mask` queries
+        [encoder rows, beams * n]), so the encoder's keys are never repeated per beam."""
         written = []
 
         def self_attention(y):
@@ -157,14 +160,12 @@ class Seq2SeqLayer(nnx.Module):
             written.append(updated)
             return out
 
+        def cross_attention(y):
+            grouped = y.reshape(cross.key.shape[0], -1, y.shape[-1])
+            return self.cross_attention.attend(grouped, cross, cross_mask).reshape(y.shape)
+
         x = self._residual(x, self.self_norm, self_attention, True, None)
-        x = self._residual(
-            x,
-            self.cross_norm,
-            lambda y: self.cross_attention.attend(y, cross, cross_mask),
-            True,
-            None,
-        )
+        x = self._residual(x, self.cross_norm, cross_attention, True, None)
         return self._residual(x, self.feed_forward_norm, self.feed_forward, True, None), written[0]
 
 
