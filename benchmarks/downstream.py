@@ -368,6 +368,9 @@ def finetune_cell(x: Experiment, task: str, row: str, init: Path | None, seed: i
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation; both NaN when a value is (an undefined correlation)."""
+    if any(math.isnan(v) for v in values):
+        return math.nan, math.nan
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
@@ -386,6 +389,8 @@ def summarize(table: Table, results: dict, rows: list[str], tasks: list[str]) ->
 
 
 def markdown(table: Table, summary: dict, results: dict, rows: list[str], tasks: list[str]) -> str:
+    """The table; a correlation undefined for some seed (its model wrote one score for every
+    pair: scipy's NaN) reads "undefined"."""
     metrics = [(t, m) for t in tasks for m in table.tasks[t].metrics]
     header = ["row", "pretraining steps (tokens)"] + [f"{t} {m}" for t, m in metrics]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
@@ -395,7 +400,10 @@ def markdown(table: Table, summary: dict, results: dict, rows: list[str], tasks:
         for task, metric in metrics:
             m = summary.get(row, {}).get(task, {}).get(metric)
             scale = 100 if metric in ("accuracy", "pearson", "spearman") else 1
-            cells.append(f"{m[0] * scale:.1f} +- {m[1] * scale:.1f} (n={m[2]})" if m else "-")
+            if m and math.isnan(m[0]):  # a correlation of constant predictions
+                cells.append(f"undefined (n={m[2]})")
+            else:
+                cells.append(f"{m[0] * scale:.1f} +- {m[1] * scale:.1f} (n={m[2]})" if m else "-")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -433,7 +441,11 @@ def plot(table: Table, summary: dict, rows: list[str], tasks: list[str], path: P
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 4), squeeze=False)
     for ax, task in zip(axes[0], tasks):
         metric = table.tasks[task].metrics[0]
-        shown = [r for r in rows if metric in summary.get(r, {}).get(task, {})]
+        shown = [
+            r
+            for r in rows
+            if not math.isnan(summary.get(r, {}).get(task, {}).get(metric, (math.nan,))[0])
+        ]  # rows measured, with a defined mean
         means = [summary[r][task][metric][0] for r in shown]
         stds = [summary[r][task][metric][1] for r in shown]
         colours = ["grey" if r == "none" else "tab:blue" for r in shown]

@@ -47,6 +47,22 @@ def test_seeds_become_mean_and_standard_deviation(downstream):
     assert "| none | 0 | 72.0 +- 2.0 (n=3) |" in text
 
 
+def test_a_correlation_undefined_for_a_seed_reads_undefined(downstream, tmp_path):
+    """A model that writes one score for every STS-B pair has no correlation (scipy's NaN):
+    the table says so and the picture leaves its bar out."""
+    results = {"budget": 1.0, "pretraining": {}, "cells": {}}
+    for seed, pearson in enumerate([0.2, float("nan"), 0.3]):
+        results["cells"][f"t5/stsb/{seed}"] = {"pearson": pearson, "spearman": 0.1}
+        results["cells"][f"none/stsb/{seed}"] = {"pearson": 0.25, "spearman": 0.2}
+    english = downstream.TABLES["english"]
+    summary = downstream.report(english, results, ["none", "t5"], ["stsb"], tmp_path)
+    text = (tmp_path / "table.md").read_text()
+    assert "| t5 | 0 | undefined (n=3) | 10.0 +- 0.0 (n=3) |" in text
+    assert "| none | 0 | 25.0 +- 0.0 (n=3) |" in text
+    assert summary["none"]["stsb"]["pearson"][0] == pytest.approx(0.25)
+    assert (tmp_path / "downstream.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_claims_are_read_from_the_means_with_their_spread(downstream):
     results = results_of(
         {"none": [0.70, 0.72, 0.74], "mlm": [0.80, 0.82, 0.81], "electra": [0.79, 0.81, 0.80]}
