@@ -400,7 +400,7 @@ def markdown(table: Table, summary: dict, results: dict, rows: list[str], tasks:
         for task, metric in metrics:
             m = summary.get(row, {}).get(task, {}).get(metric)
             scale = 100 if metric in ("accuracy", "pearson", "spearman") else 1
-            if m and math.isnan(m[0]):  # a correlation of constant predictions
+            if m and math.isnan(m[0]):
                 cells.append(f"undefined (n={m[2]})")
             else:
                 cells.append(f"{m[0] * scale:.1f} +- {m[1] * scale:.1f} (n={m[2]})" if m else "-")
@@ -441,11 +441,8 @@ def plot(table: Table, summary: dict, rows: list[str], tasks: list[str], path: P
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.5 * len(tasks), 4), squeeze=False)
     for ax, task in zip(axes[0], tasks):
         metric = table.tasks[task].metrics[0]
-        shown = [
-            r
-            for r in rows
-            if not math.isnan(summary.get(r, {}).get(task, {}).get(metric, (math.nan,))[0])
-        ]  # rows measured, with a defined mean
+        measured = {r: summary.get(r, {}).get(task, {}).get(metric) for r in rows}
+        shown = [r for r, m in measured.items() if m and not math.isnan(m[0])]
         means = [summary[r][task][metric][0] for r in shown]
         stds = [summary[r][task][metric][1] for r in shown]
         colours = ["grey" if r == "none" else "tab:blue" for r in shown]

@@ -83,7 +83,7 @@ class Seq2SeqDecoder:
         one = jnp.ones((rows, 1), jnp.int32)
         seen = jnp.broadcast_to(jnp.arange(self.slots) <= t, (rows, self.slots))
         positions = jnp.full((rows, 1), t, jnp.int32)
-        beams = jnp.ones((state.cross_segments.shape[0], state.beams), jnp.int32)
+        beam_queries = jnp.ones((state.cross_segments.shape[0], state.beams), jnp.int32)
         logits, cache = self.weights.model().extend(
             tokens[:, None],
             positions,
@@ -91,7 +91,7 @@ class Seq2SeqDecoder:
             t,
             AttentionMask(q_segment_ids=one, kv_segment_ids=seen.astype(jnp.int32)),
             jnp.broadcast_to(jnp.arange(self.slots), (rows, self.slots)),
-            AttentionMask(q_segment_ids=beams, kv_segment_ids=state.cross_segments),
+            AttentionMask(q_segment_ids=beam_queries, kv_segment_ids=state.cross_segments),
         )
         return logits[:, 0], state.replace(cache=cache)
 
