@@ -1,5 +1,7 @@
 """lm_jax.finetune.metrics against SciPy and the benchmarks' definitions."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -39,3 +41,13 @@ def test_accuracy_and_binary_f1():
     metrics = classification_metrics(logits, labels)
     assert metrics == {"accuracy": 5 / 8, "f1": pytest.approx(4 / 7)}
     assert "f1" not in classification_metrics(np.eye(3)[[0, 1, 2]], np.array([0, 1, 1]))
+
+
+def test_dev_metric_plot_of_undefined_correlations_says_so(tmp_path):
+    from lm_jax.finetune.outputs import plot_dev_metric
+
+    evaluations = [{"step": 0, "pearson": float("nan")}, {"step": 300, "pearson": float("nan")}]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib's "No artists with labels" warning
+        path = plot_dev_metric(tmp_path / "dev.png", evaluations, "pearson", "stsb")
+    assert path.stat().st_size > 0

@@ -63,11 +63,19 @@ def plot_dev_metric(path: Path, evaluations: list[dict], metric: str, title: str
         ax.plot(*zip(*points), "o-", markersize=4, label=f"dev {metric}")
         best = max(points, key=lambda p: p[1])
         ax.plot(*best, "r*", markersize=12, label=f"best {best[1]:.4f} at step {best[0]}")
+        ax.legend()
+    else:  # e.g. a correlation of constant predictions
+        ax.text(
+            0.5,
+            0.5,
+            f"dev {metric} undefined at every evaluation",
+            ha="center",
+            transform=ax.transAxes,
+        )
     ax.set_xlabel("step")
     ax.set_ylabel(metric)
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend()
     fig.tight_layout()
     return save_figure(fig, path)
 
