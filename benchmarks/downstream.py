@@ -41,11 +41,13 @@ sys.path.insert(0, str(ROOT))
 from lm_jax.config_tools import load_config_file, override  # noqa: E402
 from lm_jax.data.sources import load_documents, wikipedia_sample  # noqa: E402
 from lm_jax.data.tokenizer import train_sentencepiece  # noqa: E402
+from lm_jax.errors import LmJaxError  # noqa: E402
 from lm_jax.finetune import finetune  # noqa: E402
 from lm_jax.finetune.qa import read_qa_splits  # noqa: E402
 from lm_jax.finetune.sequence import read_splits  # noqa: E402
 from lm_jax.pretrain.run import pretrain  # noqa: E402
 from lm_jax.pretrain.schema import pretraining_config  # noqa: E402
+from lm_jax.train.run_directory import RunDirectoryLock  # noqa: E402
 
 # The one model shape (the pretraining default: hidden 128, 2 layers; T5 and BART get 2
 # encoder and 2 decoder layers, and pay for them in steps at equal time) and tokenizer.
@@ -467,8 +469,15 @@ def run(
     budget: float,
     minutes: float = PRETRAIN_MINUTES,
 ) -> dict:
-    """Fill every missing cell of the (rows x tasks x seeds) table, then write its summary."""
-    out.mkdir(parents=True, exist_ok=True)
+    """Fill every missing cell of the (rows x tasks x seeds) table, then write its summary.
+    One process at a time per `out` (two would each save the cells the other lacks)."""
+    with RunDirectoryLock(out, option="--out"):
+        return _fill_table(table, out, rows, tasks, seeds, budget, minutes)
+
+
+def _fill_table(
+    table: Table, out: Path, rows: list[str], tasks: list[str], seeds: int, budget: float, minutes
+) -> dict:
     path = out / "results.json"
     results = json.loads(path.read_text()) if path.exists() else {}
     if results.setdefault("budget", budget) != budget:
@@ -570,7 +579,10 @@ def main() -> None:
     out = args.out or ROOT / "runs" / "downstream" / args.table
     if args.pretraining_minutes <= 0:
         parser.error("--pretraining-minutes must be > 0")
-    run(table, out, rows, tasks, args.seeds, args.budget, args.pretraining_minutes)
+    try:
+        run(table, out, rows, tasks, args.seeds, args.budget, args.pretraining_minutes)
+    except LmJaxError as e:  # bad input or a busy --out: the message, no traceback
+        raise SystemExit(f"error: {e}") from None
 
 
 if __name__ == "__main__":

@@ -135,3 +135,16 @@ def test_an_interrupted_cell_ends_the_table_without_being_recorded(
         downstream.run(english, tmp_path, ["none"], ["sst2"], 1, budget=1.0)
     saved = tmp_path / "results.json"
     assert not saved.exists() or json.loads(saved.read_text())["cells"] == {}
+
+
+def test_a_table_in_use_by_another_process_is_refused(downstream, tmp_path):
+    """Two processes filling one --out would each overwrite the cells the other saved."""
+    from lm_jax.errors import OutputError
+    from lm_jax.train.run_directory import RunDirectoryLock
+
+    with (
+        RunDirectoryLock(tmp_path),
+        pytest.raises(OutputError, match="in use by another.*choose another --out"),
+    ):
+        downstream.run(downstream.TABLES["english"], tmp_path, ["none"], ["sst2"], 1, 1.0)
+    assert not (tmp_path / "results.json").exists()

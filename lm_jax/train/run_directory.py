@@ -20,10 +20,11 @@ LOCK_FILE = ".lock"
 
 class RunDirectoryLock:
     """`with RunDirectoryLock(workdir):` creates `workdir` if needed and holds it exclusively;
-    raises `OutputError` if another process holds it, or the directory cannot be written."""
+    raises `OutputError` if another process holds it, or the directory cannot be written;
+    `option` is the setting the error tells the user to change."""
 
-    def __init__(self, workdir: Path):
-        self.workdir = Path(workdir)
+    def __init__(self, workdir: Path, option: str = "config.output_dir"):
+        self.workdir, self.option = Path(workdir), option
         self._file = None
 
     def __enter__(self) -> RunDirectoryLock:
@@ -34,7 +35,7 @@ class RunDirectoryLock:
         except OSError as e:
             raise OutputError(
                 f"cannot write the run directory {self.workdir} ({e.strerror or e}): choose "
-                "another config.output_dir"
+                f"another {self.option}"
             ) from e
         try:
             fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -44,7 +45,7 @@ class RunDirectoryLock:
             self._file.close()
             raise OutputError(
                 f"{self.workdir} is in use by another lm_jax run (process {holder}); wait for it "
-                "to finish, or choose another config.output_dir. Nothing was written."
+                f"to finish, or choose another {self.option}. Nothing was written."
             ) from None
         try:
             self._file.seek(0)
