@@ -454,6 +454,10 @@ def plot(table: Table, summary: dict, rows: list[str], tasks: list[str], path: P
         if means:
             low = min(m - s for m, s in zip(means, stds))
             ax.set_ylim(max(0.0, low - 0.05 * abs(low)), None)
+        undefined = [r for r, m in measured.items() if m and math.isnan(m[0])]
+        if undefined:
+            note = f"undefined (constant predictions): {', '.join(undefined)}"
+            ax.text(0.99, 0.98, note, ha="right", va="top", fontsize=8, transform=ax.transAxes)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -47,9 +47,16 @@ def test_seeds_become_mean_and_standard_deviation(downstream):
     assert "| none | 0 | 72.0 +- 2.0 (n=3) |" in text
 
 
-def test_a_correlation_undefined_for_a_seed_reads_undefined(downstream, tmp_path):
+def test_a_correlation_undefined_for_a_seed_reads_undefined(downstream, tmp_path, monkeypatch):
     """A model that writes one score for every STS-B pair has no correlation (scipy's NaN):
-    the table says so and the picture leaves its bar out."""
+    the table says so, and the picture leaves its bar out and names it."""
+    from matplotlib.axes import Axes
+
+    notes = []
+    draw_text = Axes.text
+    monkeypatch.setattr(
+        Axes, "text", lambda ax, x, y, s, **kw: notes.append(s) or draw_text(ax, x, y, s, **kw)
+    )
     results = {"budget": 1.0, "pretraining": {}, "cells": {}}
     for seed, pearson in enumerate([0.2, float("nan"), 0.3]):
         results["cells"][f"t5/stsb/{seed}"] = {"pearson": pearson, "spearman": 0.1}
@@ -61,6 +68,7 @@ def test_a_correlation_undefined_for_a_seed_reads_undefined(downstream, tmp_path
     assert "| none | 0 | 25.0 +- 0.0 (n=3) |" in text
     assert summary["none"]["stsb"]["pearson"][0] == pytest.approx(0.25)
     assert (tmp_path / "downstream.png").read_bytes()[:4] == b"\x89PNG"
+    assert notes == ["undefined (constant predictions): t5"]
 
 
 def test_claims_are_read_from_the_means_with_their_spread(downstream):
