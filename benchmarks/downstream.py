@@ -445,8 +445,8 @@ def plot(table: Table, summary: dict, rows: list[str], tasks: list[str], path: P
         metric = table.tasks[task].metrics[0]
         measured = {r: summary.get(r, {}).get(task, {}).get(metric) for r in rows}
         shown = [r for r, m in measured.items() if m and not math.isnan(m[0])]
-        means = [summary[r][task][metric][0] for r in shown]
-        stds = [summary[r][task][metric][1] for r in shown]
+        means = [measured[r][0] for r in shown]
+        stds = [measured[r][1] for r in shown]
         colours = ["grey" if r == "none" else "tab:blue" for r in shown]
         ax.bar(shown, means, yerr=stds, capsize=3, color=colours)
         ax.set_title(f"{task}: dev {metric} (mean +- sd over seeds)")
@@ -480,7 +480,13 @@ def run(
 
 
 def _fill_table(
-    table: Table, out: Path, rows: list[str], tasks: list[str], seeds: int, budget: float, minutes
+    table: Table,
+    out: Path,
+    rows: list[str],
+    tasks: list[str],
+    seeds: int,
+    budget: float,
+    minutes: float,
 ) -> dict:
     path = out / "results.json"
     results = json.loads(path.read_text()) if path.exists() else {}
